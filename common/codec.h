@@ -28,18 +28,21 @@ struct codec *codec_new(int level);
 void codec_free(struct codec *c);
 int codec_level(const struct codec *c);
 
-/* Capacity dst must have for any input of src_len <= CODEC_BLOCK_SIZE. Cannot fail. */
+/* Capacity dst must have for any input of src_len <= CODEC_BLOCK_SIZE (currently src_len itself: a stored
+ * block is never longer than its input). Cannot fail. */
 size_t codec_bound(size_t src_len);
 
 /* Encode src[0..src_len) (src_len <= CODEC_BLOCK_SIZE, else -EINVAL) into dst (capacity dst_cap >=
  * codec_bound(src_len), else -ENOBUFS). On success returns 0, *out_len = stored length, *out_flag =
- * CODEC_ZSTD or CODEC_RAW. Blocks only on CPU. */
+ * CODEC_ZSTD or CODEC_RAW. src and dst must not overlap. Blocks only on CPU. */
 int codec_encode(struct codec *c, const void *src, size_t src_len, void *dst, size_t dst_cap, size_t *out_len,
                  enum codec_flag *out_flag);
 
 /* Decode a stored block (flag, src, src_len) into dst, which must receive exactly raw_len bytes
  * (raw_len <= CODEC_BLOCK_SIZE). Returns 0, or -EBADMSG if the stored bytes are not a valid encoding of
- * exactly raw_len bytes, or -EINVAL for an unknown flag or raw_len too large. */
+ * exactly raw_len bytes or the flag is unknown (flags come from disk: an unknown one is corruption, as the
+ * file comment says), or -EINVAL if raw_len > CODEC_BLOCK_SIZE. On error dst's contents are unspecified.
+ * src and dst must not overlap. */
 int codec_decode(struct codec *c, enum codec_flag flag, const void *src, size_t src_len, void *dst,
                  size_t raw_len);
 

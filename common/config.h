@@ -34,31 +34,38 @@ struct config_key {
 struct config; /* opaque */
 
 /* Create a config holding the defaults of `keys` (borrowed: must outlive the config; terminate the array
- * with a {NULL} entry). Never fails. Free with config_free. */
+ * with a {NULL} entry). Defaults are parsed like config_set values; a bad default or a duplicate name is a
+ * programming error and panics. Never fails otherwise. Free with config_free. */
 struct config *config_new(const struct config_key *keys);
 void config_free(struct config *cfg);
 
 /* Read `path` and apply its values. Returns 0, -ENOENT if the file does not exist, or -EINVAL on any
  * syntax, unknown-key or value error; on error writes "path:line: message" into err (errlen bytes,
- * always NUL-terminated). Other -errno for I/O errors (message in err too). */
+ * always NUL-terminated; err may be NULL). Other -errno for I/O errors (message in err too). A load is
+ * all or nothing: on any error the config is left unchanged. Within a file a repeated key's last value
+ * wins. No line length limit. */
 int config_load_file(struct config *cfg, const char *path, char *err, size_t errlen);
 /* Parse text as if it were a file called `name` (for tests and embedded configs). Same errors. */
 int config_load_string(struct config *cfg, const char *name, const char *text, char *err, size_t errlen);
-/* Set one key from text (e.g. a --key=value option). -EINVAL with a message naming key and origin. */
+/* Set one key from text (e.g. a --key=value option). The value is taken verbatim (no quote or comment
+ * processing). -EINVAL with a message naming key and origin ("origin: bad size '12X' for key 'k'");
+ * origin NULL means "command line". */
 int config_set(struct config *cfg, const char *key, const char *value, const char *origin, char *err,
                size_t errlen);
 /* After loading: -EINVAL if a key without a default was never set (message names it). */
 int config_check_required(const struct config *cfg, char *err, size_t errlen);
 
-/* Typed getters. The key must be in the table with that type (a programming error otherwise: panics).
- * Strings are owned by the config. */
+/* Typed getters. The key must be in the table with that type and have a value (a programming error
+ * otherwise: panics; call config_check_required after loading). Strings are owned by the config and stay
+ * valid until the key is set again or the config is freed. */
 const char *config_get_str(const struct config *cfg, const char *key);
 int64_t config_get_int(const struct config *cfg, const char *key);
 bool config_get_bool(const struct config *cfg, const char *key);
 uint64_t config_get_size(const struct config *cfg, const char *key);
 uint64_t config_get_duration_ms(const struct config *cfg, const char *key);
 
-/* Print "  name = default   doc" lines for every key, for --help. */
+/* Print "  name = default   doc [type]" lines for every key, for --help ("(required)" for keys without a
+ * default). */
 void config_print_help(const struct config_key *keys, FILE *out);
 
 #endif
