@@ -1,0 +1,1496 @@
+/* chunk_store.c - the chunk store: sparse A/B-slot chunk files, per-block CRC, zstd blocks (see chunk_store.h).
+ *
+ * In memory every chunk has a struct chunk in a hash map (id -> chunk) owned by the store. Opening the file
+ * and reading its index ("loading") is lazy and cached in an LRU of at most max_open chunks; chunks with
+ * unsynced writes are never evicted (their durability bookkeeping lives only in memory).
+ *
+ * Locks: s->mu guards the map, the LRU, refcounts, the lost list and dir failure; each chunk has a rwlock
+ * guarding its loaded state. Order: a chunk lock may be held while taking s->mu, never the reverse (the
+ * evictor only touches chunks with refs == 0, which nobody can have locked). A chunk is freed when it is
+ * dead (removed from the map) and its last reference is dropped.
+ *
+ * Per block we keep both entries, the pages allocated in each slot (to know when to punch), which slot
+ * holds the last durable version (-1 none, -2 unknown after load) and whether it was written since the last
+ * sync. The write-target rule and the sync-time invalidation are described in the header.
+ */
+#include "chunkserver/chunk_store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/falloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "common/crc32c.h"
+#include "common/errors.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#define BS CSTORE_BLOCK_SIZE
+#define NB CSTORE_BLOCKS
+#define PAGE 4096u
+#define HDR_SIZE PAGE
+#define ENTRY_SIZE 32u
+#define TABLE_OFF(slot) (65536u + (unsigned)(slot) * (NB * ENTRY_SIZE))
+#define DATA_OFF (128u * 1024u)
+#define FILE_SIZE (DATA_OFF + 2 * CSTORE_CHUNK_SIZE)
+#define SLOT_OFF(b, slot) (DATA_OFF + (uint64_t)(slot) * CSTORE_CHUNK_SIZE + (uint64_t)(b) * BS)
+#define PAGES_UNKNOWN 0xFF
+#define DURABLE_UNKNOWN (-2)
+#define FORMAT_VERSION 1u
+#define HDR_MAGIC "SYNODCHK"
+#define NSUBDIRS 256
+#define CHUNK_FMT "chunk 0x%016" PRIx64 " v%u"
+
+_Static_assert(NB * ENTRY_SIZE * 2 + 65536u <= DATA_OFF, "index tables overlap the data");
+
+struct entry {
+    uint64_t gen; /* 0: no valid version in this slot */
+    uint32_t raw_len, stored_len, crc, flags;
+};
+
+struct bstate {
+    struct entry e[2];
+    uint8_t pages[2]; /* pages allocated in each slot, PAGES_UNKNOWN if not known */
+    int8_t durable;   /* slot with the last durable version, -1 none, DURABLE_UNKNOWN */
+    uint8_t dirty;    /* written since the last sync */
+};
+
+struct chunk {
+    uint64_t id;
+    uint32_t version; /* changed under the chunk write lock and s->mu */
+    int dir;
+    _Atomic uint64_t length;
+    _Atomic bool dead;
+    atomic_flag corrupt_reported;
+    int refs;                          /* under s->mu */
+    bool in_lru;                       /* under s->mu */
+    struct chunk *hnext;               /* under s->mu */
+    struct chunk *lru_prev, *lru_next; /* under s->mu */
+    pthread_rwlock_t lock;
+    /* loaded state, under lock */
+    int fd;             /* -1 when not loaded */
+    struct bstate *bs;  /* [NB] */
+    unsigned ndirty;
+    bool need_load_sync; /* fdatasync before the first write after loading */
+    bool need_dir_sync;  /* created or renamed since the last sync */
+};
+
+struct dir {
+    char *path;
+    _Atomic bool failed;
+    _Atomic int inject_err;
+};
+
+struct cstore {
+    struct dir *dirs;
+    size_t ndirs;
+    int level;
+    unsigned max_open;
+    pthread_mutex_t mu;
+    struct chunk **buckets;
+    size_t nbuckets, nchunks;
+    struct chunk *lru_head, *lru_tail; /* head = most recently used */
+    unsigned nloaded;
+    uint64_t rng; /* placement */
+    struct cstore_lost *lost;
+    size_t nlost, lost_cap;
+};
+
+/* ---- per-thread context --------------------------------------------------------------------------- */
+
+struct tctx {
+    struct codec *codec;
+    uint8_t *raw;    /* a decoded block */
+    uint8_t *stored; /* a stored block */
+    uint8_t *verify; /* block_store's check of the current slot */
+};
+
+static pthread_key_t tctx_key;
+static pthread_once_t tctx_once = PTHREAD_ONCE_INIT;
+
+static void tctx_destroy(void *p)
+{
+    struct tctx *t = p;
+    if (!t)
+        return;
+    codec_free(t->codec);
+    free(t->raw);
+    free(t->stored);
+    free(t->verify);
+    free(t);
+}
+
+static void tctx_key_init(void)
+{
+    ASSERT(pthread_key_create(&tctx_key, tctx_destroy) == 0);
+}
+
+static struct tctx *tctx_get(int level)
+{
+    pthread_once(&tctx_once, tctx_key_init);
+    struct tctx *t = pthread_getspecific(tctx_key);
+    if (!t) {
+        t = xcalloc(1, sizeof(*t));
+        t->raw = xmalloc(BS);
+        t->stored = xmalloc(codec_bound(BS));
+        t->verify = xmalloc(codec_bound(BS));
+        ASSERT(pthread_setspecific(tctx_key, t) == 0);
+    }
+    if (!t->codec || codec_level(t->codec) != level) {
+        codec_free(t->codec);
+        t->codec = codec_new(level);
+    }
+    return t;
+}
+
+void cstore_thread_release(void)
+{
+    pthread_once(&tctx_once, tctx_key_init);
+    tctx_destroy(pthread_getspecific(tctx_key));
+    pthread_setspecific(tctx_key, NULL);
+}
+
+/* ---- names, map, LRU, lost list (all under s->mu unless said) ------------------------------------- */
+
+static char *chunk_path(const struct cstore *s, int dir, uint64_t id, uint32_t version)
+{
+    return xasprintf("%s/%02x/chunk_%016" PRIx64 "_%08x.syc", s->dirs[dir].path, (unsigned)(id & 0xff), id,
+                     version);
+}
+
+static char *chunk_subdir(const struct cstore *s, int dir, uint64_t id)
+{
+    return xasprintf("%s/%02x", s->dirs[dir].path, (unsigned)(id & 0xff));
+}
+
+static size_t id_hash(uint64_t id, size_t nbuckets)
+{
+    return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & (nbuckets - 1);
+}
+
+static struct chunk *map_find(struct cstore *s, uint64_t id)
+{
+    for (struct chunk *c = s->buckets[id_hash(id, s->nbuckets)]; c; c = c->hnext)
+        if (c->id == id)
+            return c;
+    return NULL;
+}
+
+static void map_insert(struct cstore *s, struct chunk *c)
+{
+    if (s->nchunks + 1 > s->nbuckets) {
+        size_t nb = s->nbuckets * 2;
+        struct chunk **b = xcalloc(nb, sizeof(*b));
+        for (size_t i = 0; i < s->nbuckets; i++) {
+            for (struct chunk *x = s->buckets[i], *next; x; x = next) {
+                next = x->hnext;
+                size_t h = id_hash(x->id, nb);
+                x->hnext = b[h];
+                b[h] = x;
+            }
+        }
+        free(s->buckets);
+        s->buckets = b;
+        s->nbuckets = nb;
+    }
+    size_t h = id_hash(c->id, s->nbuckets);
+    c->hnext = s->buckets[h];
+    s->buckets[h] = c;
+    s->nchunks++;
+}
+
+static void lru_unlink(struct cstore *s, struct chunk *c)
+{
+    if (!c->in_lru)
+        return;
+    if (c->lru_prev)
+        c->lru_prev->lru_next = c->lru_next;
+    else
+        s->lru_head = c->lru_next;
+    if (c->lru_next)
+        c->lru_next->lru_prev = c->lru_prev;
+    else
+        s->lru_tail = c->lru_prev;
+    c->lru_prev = c->lru_next = NULL;
+    c->in_lru = false;
+    s->nloaded--;
+}
+
+static void lru_push_head(struct cstore *s, struct chunk *c)
+{
+    ASSERT(!c->in_lru);
+    c->lru_prev = NULL;
+    c->lru_next = s->lru_head;
+    if (s->lru_head)
+        s->lru_head->lru_prev = c;
+    else
+        s->lru_tail = c;
+    s->lru_head = c;
+    c->in_lru = true;
+    s->nloaded++;
+}
+
+static struct chunk *chunk_alloc(uint64_t id, uint32_t version, int dir, uint64_t length)
+{
+    struct chunk *c = xcalloc(1, sizeof(*c));
+    c->id = id;
+    c->version = version;
+    c->dir = dir;
+    atomic_init(&c->length, length);
+    atomic_init(&c->dead, false);
+    atomic_flag_clear(&c->corrupt_reported);
+    c->fd = -1;
+    ASSERT(pthread_rwlock_init(&c->lock, NULL) == 0);
+    return c;
+}
+
+/* Drop the loaded state (fd, index). Caller has exclusive access (chunk write lock or refs == 0). */
+static void chunk_unload(struct chunk *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    free(c->bs);
+    c->bs = NULL;
+}
+
+static void chunk_free(struct chunk *c)
+{
+    chunk_unload(c);
+    pthread_rwlock_destroy(&c->lock);
+    free(c);
+}
+
+/* Remove c from the map and the LRU and mark it dead; freed by its last chunk_put. */
+static void map_remove_locked(struct cstore *s, struct chunk *c)
+{
+    struct chunk **pp = &s->buckets[id_hash(c->id, s->nbuckets)];
+    while (*pp && *pp != c)
+        pp = &(*pp)->hnext;
+    ASSERT(*pp == c);
+    *pp = c->hnext;
+    s->nchunks--;
+    lru_unlink(s, c);
+    atomic_store(&c->dead, true);
+}
+
+static void lost_add_locked(struct cstore *s, const struct chunk *c, enum cstore_lost_reason why)
+{
+    if (s->nlost == s->lost_cap) {
+        s->lost_cap = s->lost_cap ? s->lost_cap * 2 : 16;
+        s->lost = xrealloc(s->lost, s->lost_cap * sizeof(*s->lost));
+    }
+    s->lost[s->nlost++] = (struct cstore_lost){ .chunk_id = c->id, .version = c->version, .reason = why };
+}
+
+/* ---- dir failure and I/O wrappers ------------------------------------------------------------------ */
+
+static bool err_is_dir_fatal(int err)
+{
+    return err == -EIO || err == -EROFS || err == -ENOTDIR || err == -ENXIO || err == -ENODEV ||
+           err == -EUCLEAN;
+}
+
+static void dir_fail(struct cstore *s, int d, int err, const char *what)
+{
+    pthread_mutex_lock(&s->mu);
+    if (atomic_exchange(&s->dirs[d].failed, true)) {
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    size_t nlost = 0;
+    for (size_t i = 0; i < s->nbuckets; i++) {
+        for (struct chunk *c = s->buckets[i], *next; c; c = next) {
+            next = c->hnext;
+            if (c->dir != d)
+                continue;
+            lost_add_locked(s, c, CSTORE_LOST_DIR_FAILED);
+            nlost++;
+            map_remove_locked(s, c);
+            if (c->refs == 0)
+                chunk_free(c);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    LOG_ERR("%s on data dir %s (%s): dir marked failed, %zu chunks lost", err_name(err), s->dirs[d].path, what,
+            nlost);
+}
+
+/* Every I/O on a chunk goes through here: fault injection, then dir failure on fatal errors. */
+static int io_result(struct cstore *s, int d, int err, const char *what)
+{
+    if (err < 0 && err_is_dir_fatal(err))
+        dir_fail(s, d, err, what);
+    return err;
+}
+
+static int io_injected(struct cstore *s, int d)
+{
+    int inj = atomic_load_explicit(&s->dirs[d].inject_err, memory_order_relaxed);
+    return inj ? -inj : 0;
+}
+
+static int cs_pread(struct cstore *s, struct chunk *c, void *buf, size_t len, uint64_t off)
+{
+    int r = io_injected(s, c->dir);
+    if (r)
+        return io_result(s, c->dir, r, "read");
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(c->fd, (char *)buf + done, len - done, (off_t)(off + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return io_result(s, c->dir, -errno, "read");
+        }
+        if (n == 0) { /* a truncated file: the missing part reads as zeros and fails its CRC */
+            memset((char *)buf + done, 0, len - done);
+            break;
+        }
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+static int cs_pwrite(struct cstore *s, struct chunk *c, const void *buf, size_t len, uint64_t off)
+{
+    int r = io_injected(s, c->dir);
+    if (r)
+        return io_result(s, c->dir, r, "write");
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pwrite(c->fd, (const char *)buf + done, len - done, (off_t)(off + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return io_result(s, c->dir, -errno, "write");
+        }
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+static int cs_fallocate(struct cstore *s, struct chunk *c, int mode, uint64_t off, uint64_t len)
+{
+    int r = io_injected(s, c->dir);
+    if (r)
+        return io_result(s, c->dir, r, "fallocate");
+    while (fallocate(c->fd, mode, (off_t)off, (off_t)len) < 0) {
+        if (errno != EINTR)
+            return io_result(s, c->dir, -errno, "fallocate");
+    }
+    return 0;
+}
+
+static int cs_fdatasync(struct cstore *s, struct chunk *c)
+{
+    int r = io_injected(s, c->dir);
+    if (r)
+        return io_result(s, c->dir, r, "fdatasync");
+    if (fdatasync(c->fd) < 0)
+        return io_result(s, c->dir, -errno, "fdatasync");
+    return 0;
+}
+
+static int fsync_path(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int r = fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    return r;
+}
+
+static int cs_fsync_subdir(struct cstore *s, struct chunk *c)
+{
+    int r = io_injected(s, c->dir);
+    if (r)
+        return io_result(s, c->dir, r, "fsync dir");
+    char *sub = chunk_subdir(s, c->dir, c->id);
+    r = fsync_path(sub);
+    free(sub);
+    return io_result(s, c->dir, r, "fsync dir");
+}
+
+/* ---- on-disk encodings ---------------------------------------------------------------------------- */
+
+static uint32_t entry_seed(uint64_t id, uint32_t b, int slot)
+{
+    uint8_t k[16];
+    put_le64(k, id);
+    put_le32(k + 8, b);
+    put_le32(k + 12, (uint32_t)slot);
+    return crc32c(0, k, sizeof(k));
+}
+
+static void entry_encode(const struct entry *e, uint64_t id, uint32_t b, int slot, uint8_t out[ENTRY_SIZE])
+{
+    memset(out, 0, ENTRY_SIZE);
+    put_le64(out, e->gen);
+    put_le32(out + 8, e->raw_len);
+    put_le32(out + 12, e->stored_len);
+    put_le32(out + 16, e->crc);
+    put_le32(out + 20, e->flags);
+    put_le32(out + 28, crc32c(entry_seed(id, b, slot), out, 28));
+}
+
+static bool desc_valid(uint32_t raw_len, uint32_t stored_len, uint32_t flags)
+{
+    if (raw_len == 0 || raw_len > BS || stored_len == 0 || stored_len > BS)
+        return false;
+    if (flags == CODEC_RAW)
+        return stored_len == raw_len;
+    return flags == CODEC_ZSTD;
+}
+
+/* Untrusted bytes from disk: a bad CRC or impossible field makes the entry invalid (gen 0). */
+static void entry_decode(const uint8_t in[ENTRY_SIZE], uint64_t id, uint32_t b, int slot, struct entry *e)
+{
+    memset(e, 0, sizeof(*e));
+    if (get_le32(in + 28) != crc32c(entry_seed(id, b, slot), in, 28))
+        return;
+    struct entry x = { .gen = get_le64(in),
+                       .raw_len = get_le32(in + 8),
+                       .stored_len = get_le32(in + 12),
+                       .crc = get_le32(in + 16),
+                       .flags = get_le32(in + 20) };
+    if (x.gen != 0 && desc_valid(x.raw_len, x.stored_len, x.flags))
+        *e = x;
+}
+
+static void header_encode(uint64_t id, uint32_t version, uint8_t out[HDR_SIZE])
+{
+    memset(out, 0, HDR_SIZE);
+    memcpy(out, HDR_MAGIC, 8);
+    put_le32(out + 8, FORMAT_VERSION);
+    put_le64(out + 12, id);
+    put_le32(out + 20, version);
+    put_le32(out + 24, BS);
+    put_le32(out + 28, NB);
+    put_le32(out + 32, DATA_OFF);
+    put_le32(out + 60, crc32c(0, out, 60));
+}
+
+static bool header_valid(const uint8_t in[64], uint64_t id)
+{
+    return memcmp(in, HDR_MAGIC, 8) == 0 && get_le32(in + 60) == crc32c(0, in, 60) &&
+           get_le32(in + 8) == FORMAT_VERSION && get_le64(in + 12) == id && get_le32(in + 24) == BS &&
+           get_le32(in + 28) == NB && get_le32(in + 32) == DATA_OFF;
+}
+
+static int cur_slot(const struct bstate *b)
+{
+    if (b->e[0].gen == 0 && b->e[1].gen == 0)
+        return -1;
+    return b->e[1].gen > b->e[0].gen ? 1 : 0;
+}
+
+static uint8_t pages_of(uint32_t stored_len)
+{
+    return (uint8_t)((stored_len + PAGE - 1) / PAGE);
+}
+
+static uint64_t length_of(const struct bstate *bs)
+{
+    for (int b = NB - 1; b >= 0; b--) {
+        int cur = cur_slot(&bs[b]);
+        if (cur >= 0)
+            return (uint64_t)b * BS + bs[b].e[cur].raw_len;
+    }
+    return 0;
+}
+
+/* ---- loading and locking ---------------------------------------------------------------------------- */
+
+/* Open the file and read both index tables. Caller holds the chunk write lock. */
+static int chunk_load(struct cstore *s, struct chunk *c)
+{
+    ASSERT(c->fd < 0);
+    char *path = chunk_path(s, c->dir, c->id, c->version);
+    int r = io_injected(s, c->dir);
+    c->fd = r ? -1 : open(path, O_RDWR | O_CLOEXEC);
+    if (c->fd < 0) {
+        r = r ? r : -errno;
+        LOG_ERR("%s: " CHUNK_FMT ": cannot open %s", err_name(r), c->id, c->version, path);
+        free(path);
+        if (r == -ENOENT) { /* removed behind our back: the chunk is lost, the dir may be fine */
+            pthread_mutex_lock(&s->mu);
+            if (!atomic_load(&c->dead)) {
+                lost_add_locked(s, c, CSTORE_LOST_CORRUPT);
+                map_remove_locked(s, c);
+            }
+            pthread_mutex_unlock(&s->mu);
+            return r;
+        }
+        return io_result(s, c->dir, r, "open chunk");
+    }
+    free(path);
+    uint8_t *tab = xmalloc(2 * NB * ENTRY_SIZE);
+    r = cs_pread(s, c, tab, 2 * NB * ENTRY_SIZE, TABLE_OFF(0));
+    if (r < 0) {
+        free(tab);
+        close(c->fd);
+        c->fd = -1;
+        return r;
+    }
+    c->bs = xcalloc(NB, sizeof(*c->bs));
+    for (uint32_t b = 0; b < NB; b++) {
+        struct bstate *st = &c->bs[b];
+        for (int slot = 0; slot < 2; slot++) {
+            entry_decode(tab + (size_t)slot * NB * ENTRY_SIZE + (size_t)b * ENTRY_SIZE, c->id, b, slot,
+                         &st->e[slot]);
+            st->pages[slot] = PAGES_UNKNOWN;
+        }
+        st->durable = DURABLE_UNKNOWN;
+    }
+    free(tab);
+    c->ndirty = 0;
+    c->need_load_sync = true;
+    atomic_store(&c->length, length_of(c->bs));
+    pthread_mutex_lock(&s->mu);
+    lru_push_head(s, c);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+/* Take a reference on chunk id (version checked unless CSTORE_ANY_VERSION). */
+static int chunk_get(struct cstore *s, uint64_t id, uint32_t version, struct chunk **out)
+{
+    pthread_mutex_lock(&s->mu);
+    struct chunk *c = map_find(s, id);
+    int r = 0;
+    if (!c)
+        r = -ENOENT;
+    else if (version != CSTORE_ANY_VERSION && c->version != version)
+        r = -ESTALE;
+    if (r == 0) {
+        c->refs++;
+        if (c->in_lru && s->lru_head != c) {
+            lru_unlink(s, c);
+            lru_push_head(s, c);
+        }
+        *out = c;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+/* Drop a reference; frees dead chunks and evicts clean loaded chunks beyond max_open. */
+static void chunk_put(struct cstore *s, struct chunk *c)
+{
+    pthread_mutex_lock(&s->mu);
+    ASSERT(c->refs > 0);
+    if (--c->refs == 0 && atomic_load(&c->dead))
+        chunk_free(c);
+    struct chunk *x = s->lru_tail;
+    for (int tries = 0; x && s->nloaded > s->max_open && tries < 16; tries++) {
+        struct chunk *prev = x->lru_prev;
+        if (x->refs == 0 && x->ndirty == 0 && !x->need_dir_sync) {
+            lru_unlink(s, x);
+            chunk_unload(x);
+        }
+        x = prev;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+enum lock_mode { CHUNK_RD, CHUNK_WR, CHUNK_WR_NOLOAD };
+
+/* Lock c (holding a reference), re-check it is alive and at `version`, and load it unless NOLOAD. */
+static int chunk_lock(struct cstore *s, struct chunk *c, enum lock_mode mode, uint32_t version)
+{
+    for (;;) {
+        if (mode == CHUNK_RD)
+            pthread_rwlock_rdlock(&c->lock);
+        else
+            pthread_rwlock_wrlock(&c->lock);
+        int r = 0;
+        if (atomic_load(&c->dead))
+            r = -ENOENT;
+        else if (version != CSTORE_ANY_VERSION && c->version != version)
+            r = -ESTALE;
+        else if (c->fd >= 0 || mode == CHUNK_WR_NOLOAD)
+            return 0;
+        else if (mode == CHUNK_WR) {
+            r = chunk_load(s, c);
+            if (r == 0)
+                return 0;
+        }
+        pthread_rwlock_unlock(&c->lock);
+        if (r)
+            return r;
+        /* a reader found it unloaded: load under the write lock, then retry for reading */
+        pthread_rwlock_wrlock(&c->lock);
+        if (!atomic_load(&c->dead) && c->fd < 0)
+            r = chunk_load(s, c);
+        pthread_rwlock_unlock(&c->lock);
+        if (r)
+            return r;
+    }
+}
+
+/* chunk_get + chunk_lock; on success the caller ends with chunk_release. */
+static int chunk_acquire(struct cstore *s, uint64_t id, uint32_t version, enum lock_mode mode,
+                         struct chunk **out)
+{
+    int r = chunk_get(s, id, version, out);
+    if (r)
+        return r;
+    r = chunk_lock(s, *out, mode, version);
+    if (r)
+        chunk_put(s, *out);
+    return r;
+}
+
+static void chunk_release(struct cstore *s, struct chunk *c)
+{
+    pthread_rwlock_unlock(&c->lock);
+    chunk_put(s, c);
+}
+
+/* ---- block I/O ---------------------------------------------------------------------------------- */
+
+static void report_corrupt(struct cstore *s, struct chunk *c, uint32_t b)
+{
+    LOG_ERR("crc mismatch: " CHUNK_FMT ": block %u has no valid slot on %s", c->id, c->version, b,
+            s->dirs[c->dir].path);
+    if (atomic_flag_test_and_set(&c->corrupt_reported))
+        return;
+    pthread_mutex_lock(&s->mu);
+    lost_add_locked(s, c, CSTORE_LOST_CORRUPT);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Read slot's stored bytes into buf (>= stored_len) and check the CRC: 0, -EBADMSG or an I/O error. */
+static int read_slot(struct cstore *s, struct chunk *c, uint32_t b, int slot, void *buf)
+{
+    const struct entry *e = &c->bs[b].e[slot];
+    ASSERT(e->gen != 0);
+    int r = cs_pread(s, c, buf, e->stored_len, SLOT_OFF(b, slot));
+    if (r)
+        return r;
+    return crc32c(0, buf, e->stored_len) == e->crc ? 0 : -EBADMSG;
+}
+
+/* Fetch block b's newest verifiable version, falling back to the other slot: stored bytes in `stored`, and
+ * when raw != NULL also decoded into raw. *out_slot = the slot used, -1 for a hole. */
+static int block_get(struct cstore *s, struct chunk *c, uint32_t b, void *stored, void *raw, int *out_slot)
+{
+    struct bstate *st = &c->bs[b];
+    int cur = cur_slot(st);
+    *out_slot = -1;
+    if (cur < 0)
+        return 0;
+    for (int i = 0; i < 2; i++) {
+        int slot = i ? 1 - cur : cur;
+        if (st->e[slot].gen == 0)
+            continue;
+        int r = read_slot(s, c, b, slot, stored);
+        if (r == 0 && raw) {
+            struct tctx *t = tctx_get(s->level);
+            r = codec_decode(t->codec, st->e[slot].flags, stored, st->e[slot].stored_len, raw,
+                             st->e[slot].raw_len);
+        }
+        if (r == 0) {
+            if (i)
+                LOG_WARN("crc mismatch: " CHUNK_FMT ": block %u slot %d on %s, using older generation %" PRIu64,
+                         c->id, c->version, b, cur, s->dirs[c->dir].path, st->e[slot].gen);
+            *out_slot = slot;
+            return 0;
+        }
+        if (r != -EBADMSG)
+            return r;
+    }
+    report_corrupt(s, c, b);
+    return -EBADMSG;
+}
+
+/* Store one block (stored bytes + descriptor) crash-safely. Caller holds the chunk write lock. */
+static int block_store(struct cstore *s, struct chunk *c, uint32_t b, const void *stored, uint32_t stored_len,
+                       uint32_t raw_len, uint32_t crc, uint32_t flags)
+{
+    struct bstate *st = &c->bs[b];
+    int r;
+    ASSERT(desc_valid(raw_len, stored_len, flags));
+    if (c->need_load_sync) { /* we cannot know what survived in the page cache only: make it durable */
+        r = cs_fdatasync(s, c);
+        if (r)
+            return r;
+        c->need_load_sync = false;
+    }
+    int cur = cur_slot(st), target;
+    if (cur < 0) {
+        target = 0;
+        st->durable = -1;
+    } else {
+        int other = 1 - cur;
+        if (st->durable == DURABLE_UNKNOWN) {
+            st->durable = (int8_t)cur;
+            if (st->e[other].gen) { /* both valid after a reload: never overwrite the only good copy */
+                r = read_slot(s, c, b, cur, tctx_get(s->level)->verify);
+                if (r && r != -EBADMSG)
+                    return r;
+                if (r == -EBADMSG)
+                    st->durable = (int8_t)other;
+            }
+        }
+        /* never overwrite the last durable version: if it is in the other slot, cur was never synced */
+        target = st->durable == other ? cur : other;
+    }
+    uint64_t off = SLOT_OFF(b, target);
+    uint8_t need = pages_of(stored_len), had = st->pages[target];
+    if (target == cur && (had == PAGES_UNKNOWN || had < need)) {
+        r = cs_fallocate(s, c, 0, off, (uint64_t)need * PAGE); /* ENOSPC here touches nothing */
+        if (r)
+            return r;
+    }
+    struct entry ne = { .gen = MAX(st->e[0].gen, st->e[1].gen) + 1,
+                        .raw_len = raw_len,
+                        .stored_len = stored_len,
+                        .crc = crc,
+                        .flags = flags };
+    uint8_t enc[ENTRY_SIZE];
+    entry_encode(&ne, c->id, b, target, enc);
+    r = cs_pwrite(s, c, stored, stored_len, off);
+    if (r == 0 && (had == PAGES_UNKNOWN || had > need) && need < BS / PAGE) {
+        r = cs_fallocate(s, c, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off + (uint64_t)need * PAGE,
+                         BS - (uint64_t)need * PAGE);
+        if (r == -EOPNOTSUPP)
+            r = 0;
+    }
+    if (r == 0)
+        r = cs_pwrite(s, c, enc, ENTRY_SIZE, TABLE_OFF(target) + (uint64_t)b * ENTRY_SIZE);
+    if (r) { /* the target's data no longer matches its on-disk entry: it reads as invalid */
+        st->e[target].gen = 0;
+        st->pages[target] = PAGES_UNKNOWN;
+        return r;
+    }
+    st->e[target] = ne;
+    st->pages[target] = need;
+    if (!st->dirty) {
+        st->dirty = 1;
+        c->ndirty++;
+    }
+    uint64_t end = (uint64_t)b * BS + raw_len;
+    if (end > atomic_load(&c->length))
+        atomic_store(&c->length, end);
+    return 0;
+}
+
+/* ---- public API: chunk operations --------------------------------------------------------------- */
+
+/* Check that [offset, offset+len) lies inside a chunk, then chunk_acquire. */
+static int range_acquire(struct cstore *s, uint64_t id, uint32_t version, uint64_t offset, uint64_t len,
+                         enum lock_mode mode, struct chunk **out)
+{
+    if (offset > CSTORE_CHUNK_SIZE || len > CSTORE_CHUNK_SIZE - offset)
+        return -EINVAL;
+    return chunk_acquire(s, id, version, mode, out);
+}
+
+int cstore_write(struct cstore *s, uint64_t id, uint32_t version, uint64_t offset, const void *buf, size_t len)
+{
+    struct chunk *c;
+    int r = range_acquire(s, id, version, offset, len, CHUNK_WR, &c);
+    if (r)
+        return r;
+    struct tctx *t = tctx_get(s->level);
+    const uint8_t *p = buf;
+    for (uint64_t pos = offset, end = offset + len; pos < end && r == 0;) {
+        uint32_t b = (uint32_t)(pos / BS), boff = (uint32_t)(pos % BS);
+        uint32_t n = (uint32_t)MIN((uint64_t)(BS - boff), end - pos);
+        int cur = cur_slot(&c->bs[b]);
+        uint32_t old_raw = cur >= 0 ? c->bs[b].e[cur].raw_len : 0;
+        const uint8_t *src = p;
+        uint32_t raw_len = boff + n;
+        if (boff != 0 || raw_len < old_raw) { /* partial block: merge with the old content */
+            int slot = -1;
+            if (old_raw) {
+                r = block_get(s, c, b, t->stored, t->raw, &slot);
+                if (r)
+                    break;
+                old_raw = slot >= 0 ? c->bs[b].e[slot].raw_len : 0;
+            }
+            raw_len = MAX(old_raw, boff + n);
+            if (old_raw < boff)
+                memset(t->raw + old_raw, 0, boff - old_raw);
+            memcpy(t->raw + boff, p, n);
+            src = t->raw;
+        }
+        size_t stored_len;
+        enum codec_flag flag;
+        r = codec_encode(t->codec, src, raw_len, t->stored, codec_bound(BS), &stored_len, &flag);
+        ASSERT(r == 0);
+        r = block_store(s, c, b, t->stored, (uint32_t)stored_len, raw_len, crc32c(0, t->stored, stored_len),
+                        flag);
+        pos += n;
+        p += n;
+    }
+    chunk_release(s, c);
+    return r;
+}
+
+int cstore_write_stored(struct cstore *s, uint64_t id, uint32_t version, const struct cstore_block *blocks,
+                        size_t n, const void *data, size_t data_len)
+{
+    const uint8_t *p = data;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) { /* untrusted: validate everything before storing anything */
+        const struct cstore_block *bl = &blocks[i];
+        if (bl->index >= NB || !desc_valid(bl->raw_len, bl->stored_len, bl->flags) ||
+            bl->stored_len > data_len - total)
+            return -EINVAL;
+        if (crc32c(0, p + total, bl->stored_len) != bl->crc) {
+            LOG_WARN("crc mismatch: " CHUNK_FMT ": received block %u", id, version, bl->index);
+            return -EBADMSG;
+        }
+        total += bl->stored_len;
+    }
+    if (total != data_len)
+        return -EINVAL;
+    struct chunk *c;
+    int r = chunk_acquire(s, id, version, CHUNK_WR, &c);
+    if (r)
+        return r;
+    for (size_t i = 0, off = 0; i < n && r == 0; off += blocks[i].stored_len, i++)
+        r = block_store(s, c, blocks[i].index, p + off, blocks[i].stored_len, blocks[i].raw_len, blocks[i].crc,
+                        blocks[i].flags);
+    chunk_release(s, c);
+    return r;
+}
+
+int cstore_read(struct cstore *s, uint64_t id, uint32_t version, uint64_t offset, void *buf, size_t len,
+                uint64_t *out_chunk_len)
+{
+    struct chunk *c;
+    int r = range_acquire(s, id, version, offset, len, CHUNK_RD, &c);
+    if (r)
+        return r;
+    struct tctx *t = tctx_get(s->level);
+    uint8_t *p = buf;
+    for (uint64_t pos = offset, end = offset + len; pos < end && r == 0; pos += BS - pos % BS) {
+        uint32_t b = (uint32_t)(pos / BS), boff = (uint32_t)(pos % BS);
+        uint32_t n = (uint32_t)MIN((uint64_t)(BS - boff), end - pos);
+        uint8_t *dst = p + (pos - offset);
+        const struct bstate *st = &c->bs[b];
+        int cur = cur_slot(st);
+        if (cur < 0) {
+            memset(dst, 0, n);
+            continue;
+        }
+        const struct entry *e = &st->e[cur];
+        if (boff == 0 && n >= e->raw_len && e->flags == CODEC_RAW) { /* whole raw block: read in place */
+            r = read_slot(s, c, b, cur, dst);
+            if (r == 0) {
+                memset(dst + e->raw_len, 0, n - e->raw_len);
+                continue;
+            }
+            if (r != -EBADMSG)
+                break;
+        }
+        /* decode straight into dst when the block starts there and any slot's version fits */
+        uint32_t maxraw = MAX(st->e[0].gen ? st->e[0].raw_len : 0, st->e[1].gen ? st->e[1].raw_len : 0);
+        bool direct = boff == 0 && n >= maxraw;
+        int slot;
+        r = block_get(s, c, b, t->stored, direct ? dst : t->raw, &slot);
+        if (r)
+            break;
+        uint32_t raw_len = st->e[slot].raw_len;
+        if (direct) {
+            memset(dst + raw_len, 0, n - raw_len);
+            continue;
+        }
+        if (raw_len < BS)
+            memset(t->raw + raw_len, 0, BS - raw_len);
+        memcpy(dst, t->raw + boff, n);
+    }
+    if (r == 0 && out_chunk_len)
+        *out_chunk_len = atomic_load(&c->length);
+    chunk_release(s, c);
+    return r;
+}
+
+int cstore_read_stored(struct cstore *s, uint64_t id, uint32_t version, uint32_t first, uint32_t max_blocks,
+                       struct cstore_block *blocks, size_t blocks_cap, void *buf, size_t buf_cap, size_t *out_n,
+                       size_t *out_len, uint32_t *out_next, uint64_t *out_chunk_len)
+{
+    if (first > NB)
+        return -EINVAL;
+    struct chunk *c;
+    int r = chunk_acquire(s, id, version, CHUNK_RD, &c);
+    if (r)
+        return r;
+    uint32_t last = (uint32_t)MIN((uint64_t)NB, (uint64_t)first + max_blocks);
+    size_t nb = 0, used = 0;
+    uint32_t b = first;
+    for (; b < last; b++) {
+        const struct bstate *st = &c->bs[b];
+        int cur = cur_slot(st);
+        if (cur < 0)
+            continue;
+        /* the fallback slot may be longer: require room for a whole block unless cur fits */
+        uint32_t worst = MAX(st->e[0].gen ? st->e[0].stored_len : 0, st->e[1].gen ? st->e[1].stored_len : 0);
+        if (nb == blocks_cap || buf_cap - used < worst)
+            break;
+        int slot;
+        r = block_get(s, c, b, (uint8_t *)buf + used, NULL, &slot);
+        if (r)
+            break;
+        const struct entry *e = &st->e[slot];
+        blocks[nb++] = (struct cstore_block){
+            .index = b, .raw_len = e->raw_len, .stored_len = e->stored_len, .crc = e->crc, .flags = e->flags
+        };
+        used += e->stored_len;
+    }
+    if (r == 0 && nb == 0 && b < last)
+        r = -ENOBUFS;
+    if (r == 0) {
+        *out_n = nb;
+        *out_len = used;
+        *out_next = b;
+        if (out_chunk_len)
+            *out_chunk_len = atomic_load(&c->length);
+    }
+    chunk_release(s, c);
+    return r;
+}
+
+int cstore_length(struct cstore *s, uint64_t id, uint32_t version, uint64_t *out_len)
+{
+    struct chunk *c;
+    int r = chunk_get(s, id, version, &c);
+    if (r)
+        return r;
+    *out_len = atomic_load(&c->length);
+    chunk_put(s, c);
+    return 0;
+}
+
+int cstore_sync(struct cstore *s, uint64_t id, uint32_t version)
+{
+    struct chunk *c;
+    int r = chunk_acquire(s, id, version, CHUNK_WR, &c);
+    if (r)
+        return r;
+    if (c->ndirty == 0 && !c->need_dir_sync && !c->need_load_sync)
+        goto out_release;
+    r = cs_fdatasync(s, c);
+    if (r == 0 && c->need_dir_sync)
+        r = cs_fsync_subdir(s, c);
+    if (r)
+        goto out_release;
+    c->need_dir_sync = false;
+    c->need_load_sync = false;
+    static const uint8_t zero[ENTRY_SIZE];
+    for (uint32_t b = 0; b < NB && c->ndirty; b++) {
+        struct bstate *st = &c->bs[b];
+        if (!st->dirty)
+            continue;
+        st->dirty = 0;
+        c->ndirty--;
+        int cur = cur_slot(st);
+        st->durable = (int8_t)cur;
+        if (cur < 0 || st->e[1 - cur].gen == 0)
+            continue;
+        /* the other slot is obsolete now: drop it (space, and no silent fallback to stale data) */
+        int other = 1 - cur;
+        st->e[other].gen = 0;
+        r = cs_pwrite(s, c, zero, ENTRY_SIZE, TABLE_OFF(other) + (uint64_t)b * ENTRY_SIZE);
+        if (r == 0)
+            r = cs_fallocate(s, c, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, SLOT_OFF(b, other), BS);
+        if (r == -EOPNOTSUPP)
+            r = 0;
+        st->pages[other] = r ? PAGES_UNKNOWN : 0;
+        if (r) /* durability is done; cleanup failures only cost space */
+            break;
+    }
+    if (r && !atomic_load(&c->dead)) {
+        LOG_WARN("%s: " CHUNK_FMT ": dropping obsolete slots after sync", err_name(r), c->id, c->version);
+        r = 0;
+    }
+out_release:
+    chunk_release(s, c);
+    return r;
+}
+
+int cstore_set_version(struct cstore *s, uint64_t id, uint32_t version, uint32_t new_version)
+{
+    if (new_version == CSTORE_ANY_VERSION)
+        return -EINVAL;
+    struct chunk *c;
+    int r = chunk_acquire(s, id, version, CHUNK_WR_NOLOAD, &c);
+    if (r)
+        return r;
+    if (new_version == version)
+        goto out_release;
+    char *from = chunk_path(s, c->dir, id, version), *to = chunk_path(s, c->dir, id, new_version);
+    r = io_injected(s, c->dir);
+    if (r == 0 && rename(from, to) < 0)
+        r = -errno;
+    r = io_result(s, c->dir, r, "rename");
+    free(from);
+    free(to);
+    if (r == 0) {
+        pthread_mutex_lock(&s->mu);
+        c->version = new_version;
+        pthread_mutex_unlock(&s->mu);
+        r = cs_fsync_subdir(s, c);
+        c->need_dir_sync = r != 0;
+    }
+out_release:
+    chunk_release(s, c);
+    return r;
+}
+
+int cstore_delete(struct cstore *s, uint64_t id, uint32_t version)
+{
+    struct chunk *c;
+    int r = chunk_acquire(s, id, version, CHUNK_WR_NOLOAD, &c);
+    if (r)
+        return r;
+    char *path = chunk_path(s, c->dir, id, c->version);
+    r = io_injected(s, c->dir);
+    if (r == 0 && unlink(path) < 0)
+        r = -errno;
+    if (r == -ENOENT)
+        r = 0;
+    r = io_result(s, c->dir, r, "unlink");
+    free(path);
+    if (r == 0) {
+        pthread_mutex_lock(&s->mu);
+        if (!atomic_load(&c->dead))
+            map_remove_locked(s, c);
+        pthread_mutex_unlock(&s->mu);
+    }
+    chunk_release(s, c);
+    return r;
+}
+
+/* ---- create and placement ----------------------------------------------------------------------- */
+
+/* A usable dir chosen at random with probability proportional to its free space (MooseFS-like): the
+ * emptiest dir gets most new chunks, and dirs sharing a file system share the load. */
+static int pick_dir(struct cstore *s)
+{
+    uint64_t avail[s->ndirs], sum = 0;
+    for (size_t d = 0; d < s->ndirs; d++) {
+        struct statvfs sv;
+        avail[d] = 0;
+        if (!atomic_load(&s->dirs[d].failed) && statvfs(s->dirs[d].path, &sv) == 0)
+            avail[d] = (uint64_t)sv.f_bavail * sv.f_frsize / 4096 + 1; /* +1: a full dir still gets ENOSPC */
+        sum += avail[d];
+    }
+    if (sum == 0)
+        return -1;
+    pthread_mutex_lock(&s->mu);
+    uint64_t x = util_rand_next(&s->rng) % sum;
+    pthread_mutex_unlock(&s->mu);
+    for (size_t d = 0; d < s->ndirs; d++) {
+        if (x < avail[d])
+            return (int)d;
+        x -= avail[d];
+    }
+    return -1;
+}
+
+/* Create the file of c: header, sparse size, reserved index tables. Caller holds c's write lock. */
+static int chunk_create_file(struct cstore *s, struct chunk *c)
+{
+    char *path = chunk_path(s, c->dir, c->id, c->version);
+    int r = io_injected(s, c->dir);
+    c->fd = r ? -1 : open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (c->fd < 0) {
+        r = io_result(s, c->dir, r ? r : -errno, "create chunk");
+        goto out_free_path;
+    }
+    uint8_t hdr[HDR_SIZE];
+    header_encode(c->id, c->version, hdr);
+    r = cs_fallocate(s, c, 0, 0, DATA_OFF); /* entry writes never hit ENOSPC later */
+    if (r == 0)
+        r = cs_pwrite(s, c, hdr, HDR_SIZE, 0);
+    if (r == 0 && ftruncate(c->fd, (off_t)FILE_SIZE) < 0)
+        r = io_result(s, c->dir, -errno, "ftruncate");
+    if (r == 0)
+        goto out_free_path;
+    close(c->fd);
+    c->fd = -1;
+    unlink(path);
+out_free_path:
+    free(path);
+    return r;
+}
+
+int cstore_create(struct cstore *s, uint64_t id, uint32_t version)
+{
+    if (version == CSTORE_ANY_VERSION)
+        return -EINVAL;
+    int d = pick_dir(s);
+    if (d < 0)
+        return -EIO;
+    struct chunk *c = chunk_alloc(id, version, d, 0);
+    pthread_rwlock_wrlock(&c->lock);
+    pthread_mutex_lock(&s->mu);
+    struct chunk *old = map_find(s, id);
+    if (old) {
+        int r = old->version == version ? 0 : -EEXIST;
+        pthread_mutex_unlock(&s->mu);
+        pthread_rwlock_unlock(&c->lock);
+        chunk_free(c);
+        return r;
+    }
+    c->refs = 1;
+    map_insert(s, c); /* others wait on our write lock */
+    pthread_mutex_unlock(&s->mu);
+    int r = chunk_create_file(s, c);
+    if (r) {
+        pthread_mutex_lock(&s->mu);
+        if (!atomic_load(&c->dead))
+            map_remove_locked(s, c);
+        pthread_mutex_unlock(&s->mu);
+        chunk_release(s, c);
+        return r;
+    }
+    c->bs = xcalloc(NB, sizeof(*c->bs));
+    for (uint32_t b = 0; b < NB; b++)
+        c->bs[b].durable = -1;
+    c->need_dir_sync = true;
+    pthread_mutex_lock(&s->mu);
+    if (!atomic_load(&c->dead))
+        lru_push_head(s, c);
+    pthread_mutex_unlock(&s->mu);
+    chunk_release(s, c);
+    return 0;
+}
+
+/* ---- open / scan / close ------------------------------------------------------------------------ */
+
+/* Length from the index tables without loading them: scan both tables backwards a page at a time. */
+static int scan_length(int fd, uint64_t id, uint64_t *out)
+{
+    uint8_t page[PAGE];
+    uint64_t len = 0;
+    for (int slot = 0; slot < 2; slot++) {
+        for (int pg = (int)(NB * ENTRY_SIZE / PAGE) - 1; pg >= 0; pg--) {
+            ssize_t n = pread(fd, page, PAGE, (off_t)(TABLE_OFF(slot) + (uint64_t)pg * PAGE));
+            if (n < 0)
+                return -errno;
+            if (n < (ssize_t)PAGE)
+                memset(page + n, 0, PAGE - (size_t)n);
+            bool found = false;
+            for (int i = PAGE / ENTRY_SIZE - 1; i >= 0 && !found; i--) {
+                uint32_t b = (uint32_t)pg * (PAGE / ENTRY_SIZE) + (uint32_t)i;
+                struct entry e;
+                entry_decode(page + i * ENTRY_SIZE, id, b, slot, &e);
+                if (e.gen) {
+                    len = MAX(len, (uint64_t)b * BS + e.raw_len);
+                    found = true;
+                }
+            }
+            if (found)
+                break;
+        }
+    }
+    *out = len;
+    return 0;
+}
+
+/* Register one chunk file found by the scan (or set it aside). Returns an I/O error only. */
+static int scan_file(struct cstore *s, int d, const char *sub, const char *name)
+{
+    uint64_t id;
+    uint32_t version;
+    int consumed = 0;
+    if (strlen(name) != 35 || sscanf(name, "chunk_%16" SCNx64 "_%8x.syc%n", &id, &version, &consumed) != 2 ||
+        consumed != 35)
+        return 0;
+    char *path = xasprintf("%s/%s", sub, name);
+    int r = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        r = -errno;
+        goto out_free_path;
+    }
+    uint8_t hdr[64];
+    ssize_t n = pread(fd, hdr, sizeof(hdr), 0);
+    if (n < 0) {
+        r = -errno;
+        goto out_close;
+    }
+    if (n != sizeof(hdr) || !header_valid(hdr, id) || (unsigned)(id & 0xff) != strtoul(sub + strlen(sub) - 2,
+                                                                                       NULL, 16)) {
+        char *bad = xasprintf("%s.bad", path);
+        LOG_ERR("bad header: " CHUNK_FMT ": %s renamed to *.bad", id, version, path);
+        if (rename(path, bad) < 0)
+            r = -errno;
+        free(bad);
+        goto out_close;
+    }
+    uint64_t len;
+    r = scan_length(fd, id, &len);
+    if (r)
+        goto out_close;
+    struct chunk *old = map_find(s, id);
+    if (old && old->version >= version) {
+        LOG_WARN("duplicate chunk: " CHUNK_FMT ": removing %s (v%u kept)", id, version, path, old->version);
+        if (unlink(path) < 0)
+            r = -errno;
+        goto out_close;
+    }
+    if (old) {
+        char *op = chunk_path(s, old->dir, id, old->version);
+        LOG_WARN("duplicate chunk: " CHUNK_FMT ": removing %s", id, old->version, op);
+        unlink(op);
+        free(op);
+        map_remove_locked(s, old);
+        chunk_free(old);
+    }
+    map_insert(s, chunk_alloc(id, version, d, len));
+out_close:
+    close(fd);
+out_free_path:
+    free(path);
+    return r;
+}
+
+static int scan_dir(struct cstore *s, int d)
+{
+    const char *root = s->dirs[d].path;
+    if (mkdir(root, 0755) < 0 && errno != EEXIST)
+        return -errno;
+    int r = 0;
+    for (int i = 0; i < NSUBDIRS && r == 0; i++) {
+        char *sub = xasprintf("%s/%02x", root, i);
+        if (mkdir(sub, 0755) < 0 && errno != EEXIST)
+            r = -errno;
+        DIR *dh = r ? NULL : opendir(sub);
+        if (!r && !dh)
+            r = -errno;
+        for (struct dirent *de; dh && r == 0 && (errno = 0, de = readdir(dh));)
+            r = scan_file(s, d, sub, de->d_name);
+        if (dh && r == 0 && errno)
+            r = -errno;
+        if (dh)
+            closedir(dh);
+        free(sub);
+    }
+    if (r == 0)
+        r = fsync_path(root); /* the subdirs we may have made */
+    return r;
+}
+
+int cstore_open(const struct cstore_config *cfg, struct cstore **out)
+{
+    if (!cfg || cfg->ndirs == 0 || cfg->ndirs > 1024)
+        return -EINVAL;
+    struct cstore *s = xcalloc(1, sizeof(*s));
+    s->ndirs = cfg->ndirs;
+    s->dirs = xcalloc(s->ndirs, sizeof(*s->dirs));
+    s->level = cfg->level ? cfg->level : CODEC_DEFAULT_LEVEL;
+    s->max_open = cfg->max_open ? cfg->max_open : 1024;
+    s->nbuckets = 1024;
+    s->buckets = xcalloc(s->nbuckets, sizeof(*s->buckets));
+    pthread_mutex_init(&s->mu, NULL);
+    s->rng = 0x5EED5EEDull;
+    for (size_t d = 0; d < s->ndirs; d++)
+        s->dirs[d].path = xstrdup(cfg->dirs[d]);
+    for (size_t d = 0; d < s->ndirs; d++) {
+        int r = scan_dir(s, (int)d);
+        if (r) { /* startup: single-threaded, nobody holds references */
+            LOG_ERR("%s: data dir %s unusable at startup: marked failed", err_name(r), s->dirs[d].path);
+            dir_fail(s, (int)d, r, "scan");
+        }
+    }
+    LOG_INFO("chunk store open: %zu chunks on %zu dirs, zstd level %d", s->nchunks, s->ndirs, s->level);
+    *out = s;
+    return 0;
+}
+
+void cstore_close(struct cstore *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->nbuckets; i++) {
+        for (struct chunk *c = s->buckets[i], *next; c; c = next) {
+            next = c->hnext;
+            ASSERT(c->refs == 0);
+            chunk_free(c);
+        }
+    }
+    for (size_t d = 0; d < s->ndirs; d++)
+        free(s->dirs[d].path);
+    free(s->dirs);
+    free(s->buckets);
+    free(s->lost);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* ---- listing, usage, lost ------------------------------------------------------------------------- */
+
+static int info_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const struct cstore_chunk_info *)a)->chunk_id, y = ((const struct cstore_chunk_info *)b)->chunk_id;
+    return x < y ? -1 : x > y;
+}
+
+void cstore_list(struct cstore *s, struct cstore_chunk_info **out, size_t *out_n)
+{
+    pthread_mutex_lock(&s->mu);
+    struct cstore_chunk_info *v = xmalloc(s->nchunks * sizeof(*v));
+    size_t n = 0;
+    for (size_t i = 0; i < s->nbuckets; i++)
+        for (struct chunk *c = s->buckets[i]; c; c = c->hnext)
+            v[n++] = (struct cstore_chunk_info){
+                .chunk_id = c->id, .version = c->version, .length = atomic_load(&c->length), .dir = c->dir
+            };
+    pthread_mutex_unlock(&s->mu);
+    qsort(v, n, sizeof(*v), info_cmp);
+    *out = v;
+    *out_n = n;
+}
+
+void cstore_take_lost(struct cstore *s, struct cstore_lost **out, size_t *out_n)
+{
+    pthread_mutex_lock(&s->mu);
+    *out = s->lost ? s->lost : xmalloc(0);
+    *out_n = s->nlost;
+    s->lost = NULL;
+    s->nlost = s->lost_cap = 0;
+    pthread_mutex_unlock(&s->mu);
+}
+
+size_t cstore_ndirs(const struct cstore *s)
+{
+    return s->ndirs;
+}
+
+void cstore_dir_stats(struct cstore *s, struct cstore_dir_stat *out)
+{
+    struct cstore_chunk_info *v;
+    size_t n;
+    cstore_list(s, &v, &n);
+    for (size_t d = 0; d < s->ndirs; d++) {
+        struct statvfs sv;
+        out[d] = (struct cstore_dir_stat){ .path = s->dirs[d].path, .failed = atomic_load(&s->dirs[d].failed) };
+        if (!out[d].failed && statvfs(s->dirs[d].path, &sv) == 0) {
+            out[d].total_bytes = (uint64_t)sv.f_blocks * sv.f_frsize;
+            out[d].avail_bytes = (uint64_t)sv.f_bavail * sv.f_frsize;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct cstore_dir_stat *ds = &out[v[i].dir];
+        char *path = chunk_path(s, v[i].dir, v[i].chunk_id, v[i].version);
+        struct stat st;
+        if (stat(path, &st) == 0)
+            ds->stored_bytes += (uint64_t)st.st_blocks * 512;
+        free(path);
+        ds->chunks++;
+        ds->logical_bytes += v[i].length;
+    }
+    free(v);
+}
+
+void cstore_debug_inject_error(struct cstore *s, int dir, int err)
+{
+    ASSERT(dir >= 0 && (size_t)dir < s->ndirs);
+    atomic_store(&s->dirs[dir].inject_err, err < 0 ? -err : err);
+}
+
+/* ---- scrub -------------------------------------------------------------------------------------- */
+
+struct cstore_scrub {
+    struct cstore *s;
+    struct cstore_chunk_info *chunks; /* this pass's snapshot; NULL between passes */
+    size_t n, pos;
+    uint32_t block;
+};
+
+struct cstore_scrub *cstore_scrub_new(struct cstore *s)
+{
+    struct cstore_scrub *sc = xcalloc(1, sizeof(*sc));
+    sc->s = s;
+    return sc;
+}
+
+void cstore_scrub_free(struct cstore_scrub *sc)
+{
+    if (!sc)
+        return;
+    free(sc->chunks);
+    free(sc);
+}
+
+/* Verify blocks of one chunk from sc->block on; returns the number verified or an error. */
+static int scrub_chunk(struct cstore_scrub *sc, struct chunk *c, unsigned max_blocks, struct cstore_bad_block *bad,
+                       size_t bad_cap, size_t *nbad)
+{
+    struct cstore *s = sc->s;
+    uint8_t *buf = tctx_get(s->level)->verify;
+    int verified = 0;
+    for (; sc->block < NB && (unsigned)verified < max_blocks && *nbad < bad_cap; sc->block++) {
+        uint32_t b = sc->block;
+        int cur = cur_slot(&c->bs[b]);
+        if (cur < 0)
+            continue;
+        verified++;
+        int r = read_slot(s, c, b, cur, buf);
+        if (r == 0)
+            continue;
+        if (r != -EBADMSG)
+            return r;
+        int other = 1 - cur;
+        bool ok = c->bs[b].e[other].gen && read_slot(s, c, b, other, buf) == 0;
+        if (ok)
+            LOG_WARN("crc mismatch: " CHUNK_FMT ": block %u slot %d on %s (older slot valid)", c->id, c->version,
+                     b, cur, s->dirs[c->dir].path);
+        else
+            report_corrupt(s, c, b);
+        bad[(*nbad)++] = (struct cstore_bad_block){
+            .chunk_id = c->id, .version = c->version, .block = b, .fell_back = ok
+        };
+    }
+    return verified;
+}
+
+int cstore_scrub_step(struct cstore_scrub *sc, unsigned max_blocks, struct cstore_bad_block *bad, size_t bad_cap,
+                      size_t *out_nbad, bool *pass_done)
+{
+    *out_nbad = 0;
+    *pass_done = false;
+    if (!sc->chunks) {
+        cstore_list(sc->s, &sc->chunks, &sc->n);
+        sc->pos = 0;
+        sc->block = 0;
+    }
+    int total = 0;
+    while (sc->pos < sc->n && (unsigned)total < max_blocks && *out_nbad < bad_cap) {
+        struct chunk *c;
+        int r = chunk_acquire(sc->s, sc->chunks[sc->pos].chunk_id, CSTORE_ANY_VERSION, CHUNK_RD, &c);
+        if (r == 0) {
+            r = scrub_chunk(sc, c, max_blocks - (unsigned)total, bad, bad_cap, out_nbad);
+            chunk_release(sc->s, c);
+        }
+        if (r > 0)
+            total += r;
+        if (r < 0 || sc->block >= NB) { /* gone, failed or done: next chunk */
+            sc->pos++;
+            sc->block = 0;
+        }
+    }
+    if (sc->pos >= sc->n) {
+        free(sc->chunks);
+        sc->chunks = NULL;
+        *pass_done = true;
+    }
+    return total;
+}
