@@ -1,0 +1,147 @@
+/* namespace.h - the SynodFS metadata state machine: the POSIX namespace, chunk table, chunkserver
+ * registry, sessions and locks, applied deterministically over a kv_txn.
+ *
+ * Paxos delivers chosen entries in order on every replica; each entry's payload is a packed NsBatch
+ * (proto/state.proto). The adapter applies an entry as:
+ *
+ *     struct kv_txn *t = kv_txn_begin(db);
+ *     for each cmd in batch: ns_apply(ns, t, cmd, &rep[i]);   // later commands see earlier writes
+ *     kv_txn_commit(t, &applied_index_pair, 1, sync);          // one WriteBatch
+ *     answer the waiting clients with rep[i] (err or the packed reply), ns_reply_release each.
+ *
+ * Determinism: the result depends only on the stored state and the command. Apply reads no clock and no
+ * randomness: the leader puts its wall-clock time into NsCommand.now_ns (file times, lease expiries,
+ * chunkserver silence), and ids (inodes, chunks, sessions, file handles, chunkserver ids, generations) come
+ * from counters in the state. A database read error during apply aborts the process (a replica that cannot
+ * read its state must not diverge); apply itself never fails otherwise: errors are results (-errno).
+ * Every command validates fully before it writes, so a failed command leaves the txn untouched.
+ *
+ * Exactly once: a request with ReqId (session != 0, seq != 0) is applied once; its reply (or errno) is kept
+ * under (session, seq) and a retry gets the same answer (rep->cached). The window is NS_REPLY_WINDOW seqs
+ * per session (the reply of seq s is dropped when seq s + window is applied), so a client keeps fewer than
+ * that many requests in flight. A request whose session is unknown (never opened, closed or expired) gets
+ * -ESTALE: the client opens a new session. Requests without ReqId (session 0) are not deduplicated.
+ *
+ * Reads (lookup, getattr, readdir, readlink, getxattr, listxattr, statfs, chunk_locations, get_lock) write
+ * nothing: the leader may serve them under its lease with ns_apply on a fresh txn that it aborts
+ * (ns_cmd_is_read tells which). Each read sees one point in time only if the adapter serialises them with
+ * commits or uses its own snapshot; per-key reads are atomic.
+ *
+ * Credentials: a NULL Cred counts as root (internal commands); the RPC adapter must always fill Cred from
+ * the client's request.
+ *
+ * Key layout: everything this module owns lives under the prefix NS_KEY_PREFIX ("n/"); the Paxos log and
+ * acceptor state use other prefixes in the same LevelDB. Big-endian ids so keys sort numerically:
+ *   n/c                     NsCounters (ids, inode count, cluster parameters)
+ *   n/i ino                 InodeRec
+ *   n/d parent name         dirent: ino (8, BE) + type (1: mode >> 12). Ordered by name bytes, so a
+ *                           readdir page "after NAME" is one range scan from parent|NAME|0x00.
+ *   n/x ino name            xattr value (raw bytes)
+ *   n/k ino index           ChunkRec (the chunk table)
+ *   n/K chunk               ino (8) + index (8): chunk id -> table entry
+ *   n/h cs chunk            replica index: chunk held by chunkserver (value: report generation, 8 LE)
+ *   n/g copies(1) chunk     under-goal index (copies < goal), scanned fewest copies first
+ *   n/p chunk dst(4)        ReplPending: replication handed to chunkserver dst
+ *   n/q cs chunk            deletion queue: version (4 LE) of a replica chunkserver cs must delete
+ *   n/u cs chunk            unknown chunk first seen at (8 LE ns), for the deletion grace period
+ *   n/s cs                  ChunkserverRec (cs: 4 bytes BE)
+ *   n/S session             SessionRec
+ *   n/r session seq         ReplyRec (exactly-once cache)
+ *   n/o session fh          open handle: ino (8 BE)
+ *   n/l ino                 LockSet (all flock/fcntl locks on the inode)
+ *   n/L session ino         index: session holds locks on ino
+ *   n/w session chunk       index: session holds the write lease on chunk
+ * Records are protobuf (state.proto) except the raw ones noted.
+ */
+#ifndef SYNOD_NAMESPACE_H
+#define SYNOD_NAMESPACE_H
+
+#include <leveldb/c.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "metaserver/kv.h"
+#include "state.pb-c.h"
+
+#define NS_KEY_PREFIX "n/"
+#define NS_ROOT_INO 1ull
+#define NS_NAME_MAX 255
+#define NS_SYMLINK_MAX 4095
+#define NS_XATTR_NAME_MAX 255
+#define NS_XATTR_VALUE_MAX 65536
+#define NS_CHUNK_SIZE (64ull << 20)
+#define NS_REPLY_WINDOW 1024
+#define NS_READDIR_MAX 4096      /* entries per page at most (0 in the request = 1024) */
+#define NS_MAX_GOAL 9
+
+/* Chunkserver states (ChunkserverRec.state). */
+enum ns_cs_state { NS_CS_UP = 0, NS_CS_DEAD = 1, NS_CS_DECOMMISSIONING = 2 };
+
+/* ChunkCmd.cmd_id encodes the command type and chunk id: (type << 60) | chunk_id. */
+#define NS_CMD_ID(type, chunk) (((uint64_t)(type) << 60) | (chunk))
+
+struct ns; /* opaque; holds no state of its own beyond scratch: the state is in LevelDB */
+
+/* The result of one command. On err == 0, buf/len hold the packed reply message of type `desc` (the
+ * meta.proto / chunk.proto / admin.proto reply of the request; Empty where the RPC returns Empty). */
+struct ns_reply {
+    int err;                               /* 0 or -errno */
+    const ProtobufCMessageDescriptor *desc;
+    uint8_t *buf;                          /* owned; free with ns_reply_release */
+    size_t len;
+    bool cached;                           /* answered from the exactly-once cache */
+};
+
+/* A new state machine handle. Cannot fail. Free with ns_free. */
+struct ns *ns_new(void);
+void ns_free(struct ns *ns);
+
+/* Apply one command (borrowed) in `txn`. Returns rep->err. `rep` is overwritten (release it after use).
+ * Blocks only on LevelDB reads. One thread per txn; see kv.h. */
+int ns_apply(struct ns *ns, struct kv_txn *txn, const Synod__V1__NsCommand *cmd, struct ns_reply *rep);
+/* Apply every command of a packed NsBatch in `txn`; reps is an array of at least batch->n_cmds. */
+void ns_apply_batch(struct ns *ns, struct kv_txn *txn, const Synod__V1__NsBatch *batch, struct ns_reply *reps);
+/* Does the command only read? (Then it may be served outside the log under the leader's lease.) */
+bool ns_cmd_is_read(const Synod__V1__NsCommand *cmd);
+/* Decode rep's reply message; caller frees with protobuf_c_message_free_unpacked(m, NULL). NULL if err. */
+ProtobufCMessage *ns_reply_unpack(const struct ns_reply *rep);
+void ns_reply_release(struct ns_reply *rep);
+
+/* --- leader-side helpers (read-only; the leader acts on their results outside the state machine) ----- */
+
+/* Chunkservers whose last heartbeat (state time) is older than now - timeout_ns and that are not yet
+ * DEAD: the leader proposes ChunkserverDead for each. *ids: caller frees. Returns the count. */
+size_t ns_find_dead_chunkservers(struct kv_txn *txn, int64_t now_ns, int64_t timeout_ns, uint32_t **ids);
+/* Sessions whose lease (last keepalive in the state + lease) ended before now: propose SessionExpire.
+ * (A leader that keeps keepalives out of the log uses its own table instead.) *ids: caller frees. */
+size_t ns_find_expired_sessions(struct kv_txn *txn, int64_t now_ns, uint64_t **ids);
+/* Re-replication plan: up to `max` ReplStart commands for under-goal chunks, fewest copies first, at most
+ * max_repl_per_cs (state parameter) in flight per source and per destination; pending ones older than
+ * stale_ns are planned again. Each ReplStart is to be proposed; once applied, ns_cs_commands hands the
+ * copy to the destination. *out: array of heap messages, free each with synod__v1__repl_start__free_unpacked
+ * and the array with free(). Returns the count. */
+size_t ns_plan_replication(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, size_t max,
+                           Synod__V1__ReplStart ***out);
+/* Commands for chunkserver `cs` to ride on its heartbeat reply: deletions from its queue and the copies
+ * planned to it, at most `max`. *out: heap messages, free each with synod__v1__chunk_cmd__free_unpacked
+ * and the array with free(). The chunkserver reports results in HeartbeatReq.results (cmd_id), which
+ * apply turns into queue removals / new replicas. Returns the count. */
+size_t ns_cs_commands(struct kv_txn *txn, uint32_t cs, size_t max, Synod__V1__ChunkCmd ***out);
+
+/* --- snapshot and restore (Paxos catch-up) ------------------------------------------------------------ */
+
+/* Stream every record under NS_KEY_PREFIX as seen by `snap` (may be NULL: the current state) to `cb` in key
+ * order. cb returns 0 to go on or -errno to stop (then returned). Returns 0, a cb error or -EIO. */
+int ns_snapshot_write(leveldb_t *db, const leveldb_snapshot_t *snap,
+                      int (*cb)(void *arg, const char *key, size_t klen, const char *val, size_t vlen),
+                      void *arg);
+/* Restore: ns_restore_begin deletes every key under NS_KEY_PREFIX; ns_restore_add loads records (keys
+ * outside the prefix: -EINVAL); ns_restore_end writes the rest (fsync'd when sync) and frees. Writes go in
+ * batches, so a crash mid-restore leaves a partial state: the caller marks "restore in progress" (outside
+ * our prefix) and writes its applied index only after ns_restore_end succeeds. */
+struct ns_restore;
+int ns_restore_begin(leveldb_t *db, struct ns_restore **out);
+int ns_restore_add(struct ns_restore *r, const char *key, size_t klen, const char *val, size_t vlen);
+int ns_restore_end(struct ns_restore *r, bool sync);
+
+#endif

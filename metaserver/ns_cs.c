@@ -1,0 +1,554 @@
+/* ns_cs.c - chunkserver management in the state machine: registration, heartbeat state and command
+ * results, chunk report reconciliation, death, decommission, statfs; and the leader's read-only helpers
+ * (dead chunkservers, expired sessions, re-replication planning, commands for a chunkserver).
+ *
+ * Everything that decides runs at apply time from the command's contents and the state, so it is
+ * deterministic; time-driven decisions (a chunkserver silent too long, a session lease over) are taken by
+ * the leader with its own clock, which then proposes a command (ChunkserverDead, SessionExpire).
+ *
+ * Report reconciliation (pages: first .. last): a chunk at the table's version, or in the replica set,
+ * is a good replica (added to the set if it was missing); an older version not in the set is stale and
+ * queued for deletion; a chunk the table does not know is deleted once it was first seen longer than the
+ * grace period ago; after the last page, chunks the table places on this chunkserver that no page
+ * mentioned are dropped from their replica sets (missing replicas, re-replicated later).
+ */
+#include <stdlib.h>
+
+#include "metaserver/ns_internal.h"
+
+static uint32_t cmd_type(uint64_t cmd_id)
+{
+    return (uint32_t)(cmd_id >> 60);
+}
+
+static uint64_t cmd_chunk(uint64_t cmd_id)
+{
+    return cmd_id & ((1ull << 60) - 1);
+}
+
+static void pending_key(struct nkey *k, uint64_t chunk, uint32_t dst)
+{
+    nk_init(k, 'p');
+    nk_u64(k, chunk);
+    nk_u32(k, dst);
+}
+
+static void replica_add(struct ns_ctx *c, Synod__V1__ChunkRec *old, uint32_t cs)
+{
+    size_t n = protobuf_c_message_get_packed_size(&old->base);
+    uint8_t *buf = xmalloc(n);
+    protobuf_c_message_pack(&old->base, buf);
+    Synod__V1__ChunkRec *nw =
+        (Synod__V1__ChunkRec *)protobuf_c_message_unpack(&synod__v1__chunk_rec__descriptor, NULL, n, buf);
+    free(buf);
+    nw->replicas = xrealloc(nw->replicas, (nw->n_replicas + 1) * sizeof(uint32_t));
+    nw->replicas[nw->n_replicas++] = cs;
+    chunk_store(c, old, nw);
+    chunk_free(nw);
+}
+
+static bool in_set(const Synod__V1__ChunkRec *r, uint32_t cs)
+{
+    for (size_t i = 0; i < r->n_replicas; i++)
+        if (r->replicas[i] == cs)
+            return true;
+    return false;
+}
+
+int op_cs_register(struct ns_ctx *c, const Synod__V1__RegisterReq *r)
+{
+    if (!r->addr[0] || strlen(r->addr) > 255 || strlen(r->label) > 64 || strlen(r->uuid) > 64)
+        return -EINVAL;
+    Synod__V1__ChunkserverRec *cs = NULL;
+    if (r->id)
+        cs = cs_get(c, r->id);
+    if (cs && r->uuid[0] && strcmp(cs->uuid, r->uuid)) {
+        protobuf_c_message_free_unpacked(&cs->base, NULL);
+        return -EEXIST; /* that id belongs to another data directory set */
+    }
+    if (!cs && r->uuid[0]) { /* known by its data directories? */
+        struct nkey p;
+        nk_init(&p, 's');
+        struct kv_iter *it = kv_iter_prefix(c->txn, p.b, p.len);
+        for (; kv_iter_valid(it) && !cs; kv_iter_next(it)) {
+            Synod__V1__ChunkserverRec *x = (Synod__V1__ChunkserverRec *)iter_msg(it, &synod__v1__chunkserver_rec__descriptor);
+            if (!strcmp(x->uuid, r->uuid))
+                cs = x;
+            else
+                protobuf_c_message_free_unpacked(&x->base, NULL);
+        }
+        kv_iter_free(it);
+    }
+    Synod__V1__ChunkserverRec fresh = SYNOD__V1__CHUNKSERVER_REC__INIT;
+    Synod__V1__ChunkserverRec *w = cs ? cs : &fresh;
+    Synod__V1__NsCounters *ctr = ctr_get(c);
+    if (!cs) {
+        fresh.id = r->id ? r->id : ctr->next_cs;
+        if (fresh.id >= ctr->next_cs)
+            ctr->next_cs = fresh.id + 1;
+        ctr_dirty(c);
+    }
+    char *oaddr = w->addr, *olabel = w->label, *ouuid = w->uuid;
+    w->addr = r->addr;
+    w->label = r->label;
+    w->uuid = r->uuid;
+    w->total_bytes = r->total_bytes;
+    w->used_bytes = r->used_bytes;
+    w->last_heard_ns = c->now;
+    w->state = w->state == NS_CS_DECOMMISSIONING ? NS_CS_DECOMMISSIONING : NS_CS_UP;
+    w->recent_allocs = 0;
+    cs_put(c, w);
+    Synod__V1__RegisterRep rep = SYNOD__V1__REGISTER_REP__INIT;
+    rep.id = w->id;
+    rep.heartbeat_ms = ctr->heartbeat_ms;
+    reply_msg(c, &rep.base);
+    if (cs) {
+        cs->addr = oaddr;
+        cs->label = olabel;
+        cs->uuid = ouuid;
+        protobuf_c_message_free_unpacked(&cs->base, NULL);
+    }
+    return 0;
+}
+
+int op_cs_heartbeat(struct ns_ctx *c, const Synod__V1__HeartbeatReq *r)
+{
+    Synod__V1__ChunkserverRec *cs = cs_get(c, r->id);
+    if (!cs)
+        return -ENOENT; /* register first */
+    bool was_dead = cs->state == NS_CS_DEAD;
+    cs->total_bytes = r->total_bytes;
+    cs->used_bytes = r->used_bytes;
+    cs->logical_bytes = r->logical_bytes;
+    cs->chunks = r->chunks;
+    cs->load = r->load;
+    cs->last_heard_ns = c->now;
+    cs->recent_allocs = 0;
+    if (was_dead)
+        cs->state = NS_CS_UP;
+    cs_put(c, cs);
+    protobuf_c_message_free_unpacked(&cs->base, NULL);
+    for (size_t i = 0; i < r->n_results; i++) {
+        const Synod__V1__ChunkCmdResult *res = r->results[i];
+        uint64_t chunk = cmd_chunk(res->cmd_id);
+        struct nkey k;
+        switch (cmd_type(res->cmd_id)) {
+        case SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE:
+            if (res->err == 0 || res->err == -ENOENT || res->err == ENOENT) {
+                nk_init(&k, 'q');
+                nk_u32(&k, r->id);
+                nk_u64(&k, chunk);
+                nk_del(c, &k);
+            }
+            break;
+        case SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE: {
+            pending_key(&k, chunk, r->id);
+            Synod__V1__ReplPending *p =
+                (Synod__V1__ReplPending *)nk_get_msg(c, &k, &synod__v1__repl_pending__descriptor);
+            if (!p)
+                break;
+            nk_del(c, &k);
+            Synod__V1__ChunkRec *rec = chunk_get_by_id(c, chunk);
+            if (res->err == 0 && rec && rec->version == p->version && !in_set(rec, r->id))
+                replica_add(c, rec, r->id);
+            else if (res->err == 0 && (!rec || rec->version != p->version))
+                delete_enqueue(c, r->id, chunk, p->version); /* copied something obsolete */
+            chunk_free(rec);
+            protobuf_c_message_free_unpacked(&p->base, NULL);
+            break;
+        }
+        default:
+            break;
+        }
+    }
+    for (size_t i = 0; i < r->n_lost; i++)
+        replica_remove(c, r->lost[i]->chunk_id, r->id, false);
+    Synod__V1__HeartbeatRep rep = SYNOD__V1__HEARTBEAT_REP__INIT;
+    rep.report_wanted = was_dead;
+    reply_msg(c, &rep.base);
+    return 0;
+}
+
+int op_cs_report(struct ns_ctx *c, const Synod__V1__ChunkReportReq *r)
+{
+    Synod__V1__ChunkserverRec *cs = cs_get(c, r->id);
+    if (!cs)
+        return -ENOENT;
+    if (r->first) {
+        cs->report_gen++;
+        cs_put(c, cs);
+    }
+    uint64_t gen = cs->report_gen;
+    protobuf_c_message_free_unpacked(&cs->base, NULL);
+    Synod__V1__NsCounters *ctr = ctr_get(c);
+    for (size_t i = 0; i < r->n_chunks; i++) {
+        const Synod__V1__ChunkVersion *cv = r->chunks[i];
+        Synod__V1__ChunkRec *rec = chunk_get_by_id(c, cv->chunk_id);
+        struct nkey k;
+        if (!rec) {
+            nk_init(&k, 'u');
+            nk_u32(&k, r->id);
+            nk_u64(&k, cv->chunk_id);
+            char *v;
+            size_t vl;
+            if (ctr->unknown_chunk_grace_ns == 0) {
+                delete_enqueue(c, r->id, cv->chunk_id, cv->version);
+            } else if (nk_get(c, &k, &v, &vl) == 0) {
+                int64_t first = (int64_t)get_le64(v);
+                free(v);
+                if (c->now - first >= ctr->unknown_chunk_grace_ns) {
+                    delete_enqueue(c, r->id, cv->chunk_id, cv->version);
+                    nk_del(c, &k);
+                }
+            } else {
+                uint8_t t[8];
+                put_le64(t, (uint64_t)c->now);
+                nk_put(c, &k, t, sizeof(t));
+            }
+            continue;
+        }
+        bool member = in_set(rec, r->id);
+        if (!member && cv->version < rec->version) {
+            delete_enqueue(c, r->id, cv->chunk_id, cv->version); /* stale */
+        } else if (!member && cv->version == rec->version) {
+            replica_add(c, rec, r->id); /* a good copy we did not count (e.g. a lost copy result) */
+        }
+        if (member || cv->version == rec->version) {
+            nk_init(&k, 'h');
+            nk_u32(&k, r->id);
+            nk_u64(&k, cv->chunk_id);
+            uint8_t t[8];
+            put_le64(t, gen);
+            nk_put(c, &k, t, sizeof(t));
+        }
+        chunk_free(rec);
+    }
+    if (r->last) {
+        /* replicas the table places here that no page of this report mentioned are gone */
+        struct nkey p;
+        nk_init(&p, 'h');
+        nk_u32(&p, r->id);
+        struct kv_iter *it = kv_iter_prefix(c->txn, p.b, p.len);
+        uint64_t *gone = NULL;
+        size_t ngone = 0, cap = 0;
+        for (; kv_iter_valid(it); kv_iter_next(it)) {
+            size_t kl, vl;
+            const char *k = kv_iter_key(it, &kl);
+            const char *v = kv_iter_value(it, &vl);
+            if (vl == 8 && get_le64(v) == gen)
+                continue;
+            if (ngone == cap) {
+                cap = cap ? cap * 2 : 16;
+                gone = xrealloc(gone, cap * sizeof(*gone));
+            }
+            gone[ngone++] = get_be64(k + 7);
+        }
+        kv_iter_free(it);
+        for (size_t i = 0; i < ngone; i++)
+            replica_remove(c, gone[i], r->id, false);
+        free(gone);
+    }
+    Synod__V1__Ack rep = SYNOD__V1__ACK__INIT;
+    reply_msg(c, &rep.base);
+    return 0;
+}
+
+/* Drop pending copies from or to a chunkserver. */
+static void pending_drop_cs(struct ns_ctx *c, uint32_t cs)
+{
+    struct nkey p;
+    nk_init(&p, 'p');
+    struct kv_iter *it = kv_iter_prefix(c->txn, p.b, p.len);
+    for (; kv_iter_valid(it); kv_iter_next(it)) {
+        size_t kl;
+        const char *k = kv_iter_key(it, &kl);
+        Synod__V1__ReplPending *rp = (Synod__V1__ReplPending *)iter_msg(it, &synod__v1__repl_pending__descriptor);
+        if (get_be32(k + 11) == cs || rp->src == cs)
+            kv_del(c->txn, k, kl);
+        protobuf_c_message_free_unpacked(&rp->base, NULL);
+    }
+    kv_iter_free(it);
+}
+
+int op_cs_dead(struct ns_ctx *c, const Synod__V1__ChunkserverDead *r)
+{
+    Synod__V1__ChunkserverRec *cs = cs_get(c, r->id);
+    if (!cs)
+        return -ENOENT;
+    if (cs->state != NS_CS_DEAD) {
+        cs->state = NS_CS_DEAD;
+        cs_put(c, cs);
+        struct nkey p;
+        nk_init(&p, 'h');
+        nk_u32(&p, r->id);
+        struct kv_iter *it = kv_iter_prefix(c->txn, p.b, p.len);
+        for (; kv_iter_valid(it); kv_iter_next(it)) {
+            size_t kl;
+            const char *k = kv_iter_key(it, &kl);
+            replica_remove(c, get_be64(k + 7), r->id, false);
+        }
+        kv_iter_free(it);
+        pending_drop_cs(c, r->id);
+    }
+    protobuf_c_message_free_unpacked(&cs->base, NULL);
+    reply_empty(c);
+    return 0;
+}
+
+int op_decommission(struct ns_ctx *c, const Synod__V1__DecommissionReq *r)
+{
+    Synod__V1__ChunkserverRec *cs = cs_get(c, r->chunkserver);
+    if (!cs)
+        return -ENOENT;
+    if (cs->state != NS_CS_DEAD)
+        cs->state = r->cancel ? NS_CS_UP : NS_CS_DECOMMISSIONING;
+    cs_put(c, cs);
+    uint64_t left = 0;
+    struct nkey p;
+    nk_init(&p, 'h');
+    nk_u32(&p, r->chunkserver);
+    struct kv_iter *it = kv_iter_prefix(c->txn, p.b, p.len);
+    for (; kv_iter_valid(it); kv_iter_next(it))
+        left++;
+    kv_iter_free(it);
+    Synod__V1__DecommissionRep rep = SYNOD__V1__DECOMMISSION_REP__INIT;
+    rep.chunks_left = left;
+    rep.state = cs->state == NS_CS_UP ? "UP" : cs->state == NS_CS_DEAD ? "DEAD" : "DECOMMISSIONING";
+    reply_msg(c, &rep.base);
+    protobuf_c_message_free_unpacked(&cs->base, NULL);
+    return 0;
+}
+
+int op_repl_start(struct ns_ctx *c, const Synod__V1__ReplStart *r)
+{
+    Synod__V1__ChunkRec *rec = chunk_get_by_id(c, r->chunk_id);
+    if (!rec)
+        return -ENOENT;
+    bool ok = rec->version == r->version && in_set(rec, r->src) && !in_set(rec, r->dst);
+    chunk_free(rec);
+    if (!ok)
+        return -ESTALE;
+    Synod__V1__ChunkserverRec *dst = cs_get(c, r->dst);
+    bool up = dst && dst->state == NS_CS_UP;
+    if (dst)
+        protobuf_c_message_free_unpacked(&dst->base, NULL);
+    if (!up)
+        return -EHOSTDOWN;
+    struct nkey k;
+    pending_key(&k, r->chunk_id, r->dst);
+    Synod__V1__ReplPending p = SYNOD__V1__REPL_PENDING__INIT;
+    p.src = r->src;
+    p.version = r->version;
+    p.started_ns = c->now;
+    nk_put_msg(c, &k, &p.base);
+    reply_empty(c);
+    return 0;
+}
+
+int op_statfs(struct ns_ctx *c)
+{
+    Synod__V1__StatfsRep rep = SYNOD__V1__STATFS_REP__INIT;
+    struct nkey p;
+    nk_init(&p, 's');
+    struct kv_iter *it = kv_iter_prefix(c->txn, p.b, p.len);
+    for (; kv_iter_valid(it); kv_iter_next(it)) {
+        Synod__V1__ChunkserverRec *r = (Synod__V1__ChunkserverRec *)iter_msg(it, &synod__v1__chunkserver_rec__descriptor);
+        if (r->state != NS_CS_DEAD) {
+            rep.total_bytes += r->total_bytes;
+            rep.used_bytes += MIN(r->used_bytes, r->total_bytes);
+        }
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    }
+    kv_iter_free(it);
+    rep.free_bytes = rep.total_bytes - rep.used_bytes;
+    rep.inodes = ctr_get(c)->inodes;
+    rep.free_inodes = (1ull << 32) > rep.inodes ? (1ull << 32) - rep.inodes : 0;
+    reply_msg(c, &rep.base);
+    return 0;
+}
+
+/* --- leader helpers (read-only) ----------------------------------------------------------------------- */
+
+static void ro_ctx(struct ns_ctx *c, struct kv_txn *txn)
+{
+    memset(c, 0, sizeof(*c));
+    c->txn = txn;
+}
+
+size_t ns_find_dead_chunkservers(struct kv_txn *txn, int64_t now_ns, int64_t timeout_ns, uint32_t **ids)
+{
+    struct ns_ctx c;
+    ro_ctx(&c, txn);
+    struct nkey p;
+    nk_init(&p, 's');
+    size_t n = 0;
+    *ids = NULL;
+    struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
+    for (; kv_iter_valid(it); kv_iter_next(it)) {
+        Synod__V1__ChunkserverRec *r = (Synod__V1__ChunkserverRec *)iter_msg(it, &synod__v1__chunkserver_rec__descriptor);
+        if (r->state != NS_CS_DEAD && r->last_heard_ns + timeout_ns < now_ns) {
+            *ids = xrealloc(*ids, (n + 1) * sizeof(**ids));
+            (*ids)[n++] = r->id;
+        }
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    }
+    kv_iter_free(it);
+    return n;
+}
+
+size_t ns_find_expired_sessions(struct kv_txn *txn, int64_t now_ns, uint64_t **ids)
+{
+    struct nkey p;
+    nk_init(&p, 'S');
+    size_t n = 0;
+    *ids = NULL;
+    struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
+    for (; kv_iter_valid(it); kv_iter_next(it)) {
+        Synod__V1__SessionRec *r = (Synod__V1__SessionRec *)iter_msg(it, &synod__v1__session_rec__descriptor);
+        if (r->last_heard_ns + (int64_t)r->lease_ms * 1000000 < now_ns) {
+            *ids = xrealloc(*ids, (n + 1) * sizeof(**ids));
+            (*ids)[n++] = r->id;
+        }
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    }
+    kv_iter_free(it);
+    return n;
+}
+
+static struct cs_cand *cand_find(struct cs_cand *v, size_t n, uint32_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i].id == id)
+            return &v[i];
+    return NULL;
+}
+
+size_t ns_plan_replication(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, size_t max,
+                           Synod__V1__ReplStart ***out)
+{
+    struct ns_ctx c;
+    ro_ctx(&c, txn);
+    *out = NULL;
+    uint32_t limit = ctr_get(&c)->max_repl_per_cs;
+    struct cs_cand *v;
+    size_t nc = cands_load(&c, &v);
+    /* in-flight copies per source / destination; chunks with a live pending copy are skipped */
+    uint64_t *busy_chunks = NULL;
+    size_t nbusy = 0;
+    struct nkey p;
+    nk_init(&p, 'p');
+    struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
+    for (; kv_iter_valid(it); kv_iter_next(it)) {
+        size_t kl;
+        const char *k = kv_iter_key(it, &kl);
+        Synod__V1__ReplPending *rp = (Synod__V1__ReplPending *)iter_msg(it, &synod__v1__repl_pending__descriptor);
+        if (rp->started_ns + stale_ns > now_ns) {
+            struct cs_cand *d = cand_find(v, nc, get_be32(k + 11)), *s = cand_find(v, nc, rp->src);
+            if (d)
+                d->busy++;
+            if (s)
+                s->busy_src++;
+            busy_chunks = xrealloc(busy_chunks, (nbusy + 1) * sizeof(*busy_chunks));
+            busy_chunks[nbusy++] = get_be64(k + 3);
+        }
+        protobuf_c_message_free_unpacked(&rp->base, NULL);
+    }
+    kv_iter_free(it);
+    size_t n = 0;
+    nk_init(&p, 'g');
+    it = kv_iter_prefix(txn, p.b, p.len);
+    for (; kv_iter_valid(it) && n < max; kv_iter_next(it)) {
+        size_t kl;
+        const char *k = kv_iter_key(it, &kl);
+        if ((uint8_t)k[3] == 0)
+            continue; /* no copy left: nothing to copy from (reported as missing) */
+        uint64_t chunk = get_be64(k + 4);
+        bool busy = false;
+        for (size_t i = 0; i < nbusy && !busy; i++)
+            busy = busy_chunks[i] == chunk;
+        if (busy)
+            continue;
+        Synod__V1__ChunkRec *rec = chunk_get_by_id(&c, chunk);
+        ASSERT(rec);
+        struct cs_cand *src = NULL;
+        for (size_t j = 0; j < rec->n_replicas && !src; j++) {
+            struct cs_cand *s = cand_find(v, nc, rec->replicas[j]);
+            if (s && (!limit || s->busy_src < limit))
+                src = s;
+        }
+        uint32_t dst, srcid = src ? src->id : 0;
+        if (src && placement_pick(v, nc, rec->replicas, rec->n_replicas, 1, limit, &dst) == 1) {
+            Synod__V1__ReplStart *rs = xmalloc(sizeof(*rs));
+            synod__v1__repl_start__init(rs);
+            rs->chunk_id = chunk;
+            rs->version = rec->version;
+            rs->src = srcid;
+            rs->dst = dst;
+            *out = xrealloc(*out, (n + 1) * sizeof(**out));
+            (*out)[n++] = rs;
+            cand_find(v, nc, dst)->busy++; /* placement_pick reorders v: look up by id again */
+            cand_find(v, nc, srcid)->busy_src++;
+        }
+        chunk_free(rec);
+    }
+    kv_iter_free(it);
+    free(busy_chunks);
+    cands_free(v, nc);
+    ctx_finish(&c, false);
+    return n;
+}
+
+size_t ns_cs_commands(struct kv_txn *txn, uint32_t cs, size_t max, Synod__V1__ChunkCmd ***out)
+{
+    struct ns_ctx c;
+    ro_ctx(&c, txn);
+    *out = NULL;
+    size_t n = 0;
+    struct nkey p;
+    nk_init(&p, 'q');
+    nk_u32(&p, cs);
+    struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
+    for (; kv_iter_valid(it) && n < max; kv_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = kv_iter_key(it, &kl);
+        const char *v = kv_iter_value(it, &vl);
+        Synod__V1__ChunkCmd *cmd = xmalloc(sizeof(*cmd));
+        synod__v1__chunk_cmd__init(cmd);
+        cmd->type = SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE;
+        cmd->chunk_id = get_be64(k + 7);
+        cmd->version = get_le32(v);
+        cmd->cmd_id = NS_CMD_ID(cmd->type, cmd->chunk_id);
+        *out = xrealloc(*out, (n + 1) * sizeof(**out));
+        (*out)[n++] = cmd;
+    }
+    kv_iter_free(it);
+    nk_init(&p, 'p');
+    it = kv_iter_prefix(txn, p.b, p.len);
+    for (; kv_iter_valid(it) && n < max; kv_iter_next(it)) {
+        size_t kl;
+        const char *k = kv_iter_key(it, &kl);
+        if (get_be32(k + 11) != cs)
+            continue;
+        Synod__V1__ReplPending *rp = (Synod__V1__ReplPending *)iter_msg(it, &synod__v1__repl_pending__descriptor);
+        Synod__V1__ChunkCmd *cmd = xmalloc(sizeof(*cmd));
+        synod__v1__chunk_cmd__init(cmd);
+        cmd->type = SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE;
+        cmd->chunk_id = get_be64(k + 3);
+        cmd->version = rp->version;
+        cmd->cmd_id = NS_CMD_ID(cmd->type, cmd->chunk_id);
+        Synod__V1__ChunkserverAddr *a = xmalloc(sizeof(*a));
+        synod__v1__chunkserver_addr__init(a);
+        a->id = rp->src;
+        Synod__V1__ChunkserverRec *src = cs_get(&c, rp->src);
+        a->addr = xstrdup(src ? src->addr : "");
+        a->label = xstrdup(src ? src->label : "");
+        if (src)
+            protobuf_c_message_free_unpacked(&src->base, NULL);
+        cmd->source = a;
+        *out = xrealloc(*out, (n + 1) * sizeof(**out));
+        (*out)[n++] = cmd;
+        protobuf_c_message_free_unpacked(&rp->base, NULL);
+    }
+    kv_iter_free(it);
+    return n;
+}

@@ -1,0 +1,273 @@
+/* test_ns_chunks.c - chunk table and chunkserver management: placement across labels, write leases,
+ * write completion, bad replicas, truncation and the deletion queue, death and re-replication planning,
+ * chunk report reconciliation, statfs. */
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "ns_testutil.h"
+#include "tests/test.h"
+
+#define C(CASE, field, msg)                                                                                 \
+    do {                                                                                                    \
+        memset(&cmd, 0, sizeof(cmd));                                                                       \
+        synod__v1__ns_command__init(&cmd);                                                                  \
+        cmd.cmd_case = SYNOD__V1__NS_COMMAND__CMD_##CASE;                                                   \
+        cmd.field = &(msg);                                                                                 \
+    } while (0)
+
+static Synod__V1__NsCommand cmd;
+
+static uint32_t cs_register(struct tns *t, const char *addr, const char *label, uint64_t free_gb)
+{
+    Synod__V1__RegisterReq r = SYNOD__V1__REGISTER_REQ__INIT;
+    r.addr = (char *)addr;
+    r.label = (char *)label;
+    r.uuid = (char *)addr;
+    r.total_bytes = 1000ull << 30;
+    r.used_bytes = (1000ull - free_gb) << 30;
+    C(CS_REGISTER, cs_register, r);
+    ProtobufCMessage *m;
+    T_EQ(tns_apply(t, &cmd, &m), 0);
+    uint32_t id = ((Synod__V1__RegisterRep *)m)->id;
+    protobuf_c_message_free_unpacked(m, NULL);
+    return id;
+}
+
+static int open_write(struct tns *t, uint64_t ino, uint64_t index, Synod__V1__ChunkOpenWriteRep **rep)
+{
+    Synod__V1__ChunkOpenWriteReq r = SYNOD__V1__CHUNK_OPEN_WRITE_REQ__INIT;
+    r.rid = tns_rid(t);
+    r.ino = ino;
+    r.index = index;
+    C(CHUNK_OPEN_WRITE, chunk_open_write, r);
+    return tns_apply(t, &cmd, (ProtobufCMessage **)rep);
+}
+
+static int write_done(struct tns *t, uint64_t ino, uint64_t index, uint64_t chunk, uint32_t version, uint64_t size)
+{
+    Synod__V1__ChunkWriteDoneReq r = SYNOD__V1__CHUNK_WRITE_DONE_REQ__INIT;
+    r.rid = tns_rid(t);
+    r.ino = ino;
+    r.index = index;
+    r.chunk_id = chunk;
+    r.version = version;
+    r.new_size = size;
+    r.release_lease = true;
+    C(CHUNK_WRITE_DONE, chunk_write_done, r);
+    return tns_apply(t, &cmd, NULL);
+}
+
+static size_t cmds_for(struct tns *t, uint32_t cs, Synod__V1__ChunkCmd ***out)
+{
+    struct kv_txn *txn = kv_txn_begin(t->db);
+    size_t n = ns_cs_commands(txn, cs, 100, out);
+    kv_txn_abort(txn);
+    return n;
+}
+
+static void free_cmds(Synod__V1__ChunkCmd **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        synod__v1__chunk_cmd__free_unpacked(v[i], NULL);
+    free(v);
+}
+
+static void heartbeat(struct tns *t, uint32_t cs, Synod__V1__ChunkCmd **done, size_t ndone)
+{
+    Synod__V1__HeartbeatReq r = SYNOD__V1__HEARTBEAT_REQ__INIT;
+    r.id = cs;
+    r.total_bytes = 1000ull << 30;
+    r.used_bytes = 100ull << 30;
+    Synod__V1__ChunkCmdResult *res = calloc(ndone + 1, sizeof(*res));
+    Synod__V1__ChunkCmdResult **pr = calloc(ndone + 1, sizeof(*pr));
+    for (size_t i = 0; i < ndone; i++) {
+        synod__v1__chunk_cmd_result__init(&res[i]);
+        res[i].cmd_id = done[i]->cmd_id;
+        pr[i] = &res[i];
+    }
+    r.results = pr;
+    r.n_results = ndone;
+    C(CS_HEARTBEAT, cs_heartbeat, r);
+    T_EQ(tns_apply(t, &cmd, NULL), 0);
+    free(res);
+    free(pr);
+}
+
+static void test_chunks(void)
+{
+    struct tns t;
+    tns_open(&t);
+    uint32_t a = cs_register(&t, "h1:1", "rack1", 900);
+    uint32_t b = cs_register(&t, "h2:1", "rack1", 800);
+    uint32_t c = cs_register(&t, "h3:1", "rack2", 500);
+    uint32_t d = cs_register(&t, "h4:1", "rack3", 100);
+    T_CHECK(a && b && c && d && a != b);
+    T_EQ(cs_register(&t, "h1:1", "rack1", 900), a); /* same uuid: same id */
+    uint64_t f, dir;
+    T_EQ(t_mknod(&t, ROOT, NS_ROOT_INO, "g3", S_IFDIR | 0755, &dir), 0);
+    Synod__V1__SetGoalReq sg = SYNOD__V1__SET_GOAL_REQ__INIT;
+    sg.rid = tns_rid(&t);
+    sg.ino = dir;
+    sg.goal = 3;
+    C(SET_GOAL, set_goal, sg);
+    T_EQ(tns_apply(&t, &cmd, NULL), 0);
+    T_EQ(t_mknod(&t, ROOT, dir, "f", S_IFREG | 0644, &f), 0);
+    Synod__V1__Attr at;
+    T_EQ(t_getattr(&t, f, &at), 0);
+    T_EQ(at.goal, 3); /* inherited */
+    Synod__V1__ChunkOpenWriteRep *w;
+    T_EQ(open_write(&t, f, 0, &w), 0);
+    T_EQ(w->chunk->n_replicas, 3);
+    /* spread across labels: rack1 once (the emptier a), rack2, rack3 */
+    T_EQ(w->chunk->replicas[0]->id, a);
+    T_EQ(w->chunk->replicas[1]->id, c);
+    T_EQ(w->chunk->replicas[2]->id, d);
+    T_STREQ(w->chunk->replicas[0]->addr, "h1:1");
+    uint64_t chunk = w->chunk->chunk_id;
+    uint32_t ver = w->chunk->version;
+    T_EQ(ver, 1);
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    /* one writer per chunk */
+    uint64_t s1 = t.session, s2 = t_session_open(&t);
+    t.session = s2;
+    T_EQ(open_write(&t, f, 0, NULL), -EAGAIN);
+    t.session = s1;
+    T_EQ(open_write(&t, f, 0, &w), 0); /* same session: lease extended, no bump */
+    T_EQ(w->chunk->version, 1);
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    T_EQ(write_done(&t, f, 0, chunk, 2, 10), -ESTALE);
+    T_EQ(write_done(&t, f, 0, chunk, 1, 5000), 0);
+    T_EQ(t_getattr(&t, f, &at), 0);
+    T_EQ(at.size, 5000);
+    t.session = s2;
+    T_EQ(open_write(&t, f, 0, &w), 0); /* lease released: s2 gets it with a version bump */
+    T_EQ(w->chunk->version, 2);
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    /* bad replica: removed, version bumped, deletion queued */
+    Synod__V1__BadReplicaReq br = SYNOD__V1__BAD_REPLICA_REQ__INIT;
+    br.rid = tns_rid(&t);
+    br.chunk_id = chunk;
+    br.version = 2;
+    br.chunkserver = d;
+    C(BAD_REPLICA, bad_replica, br);
+    T_EQ(tns_apply(&t, &cmd, NULL), 0);
+    Synod__V1__ChunkCmd **cmds;
+    size_t n = cmds_for(&t, d, &cmds);
+    T_EQ(n, 1);
+    T_EQ(cmds[0]->type, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE);
+    T_EQU(cmds[0]->chunk_id, chunk);
+    heartbeat(&t, d, cmds, n);
+    free_cmds(cmds, n);
+    T_EQ(cmds_for(&t, d, &cmds), 0);
+    free(cmds);
+    /* under goal now (2 of 3): the plan prefers d (rack3 unused) over b (rack1 holds a copy) */
+    struct kv_txn *txn = kv_txn_begin(t.db);
+    Synod__V1__ReplStart **plan;
+    size_t np = ns_plan_replication(txn, t.now, 60ll * 1000000000, 10, &plan);
+    kv_txn_abort(txn);
+    T_EQ(np, 1);
+    T_EQU(plan[0]->chunk_id, chunk);
+    T_EQ(plan[0]->version, 3);
+    T_EQ(plan[0]->dst, d);
+    C(REPL_START, repl_start, *plan[0]);
+    T_EQ(tns_apply(&t, &cmd, NULL), 0);
+    synod__v1__repl_start__free_unpacked(plan[0], NULL);
+    free(plan);
+    txn = kv_txn_begin(t.db);
+    T_EQ(ns_plan_replication(txn, t.now, 60ll * 1000000000, 10, &plan), 0); /* pending: not twice */
+    kv_txn_abort(txn);
+    free(plan);
+    n = cmds_for(&t, d, &cmds);
+    T_EQ(n, 1);
+    T_EQ(cmds[0]->type, SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE);
+    T_EQ(cmds[0]->source->id, a);
+    heartbeat(&t, d, cmds, n);
+    free_cmds(cmds, n);
+    Synod__V1__ChunkLocReq lr = SYNOD__V1__CHUNK_LOC_REQ__INIT;
+    lr.ino = f;
+    lr.count = 4;
+    C(CHUNK_LOCATIONS, chunk_locations, lr);
+    ProtobufCMessage *m;
+    T_EQ(tns_apply(&t, &cmd, &m), 0);
+    Synod__V1__ChunkLocRep *loc = (Synod__V1__ChunkLocRep *)m;
+    T_EQ(loc->n_chunks, 1);
+    T_EQ(loc->chunks[0]->n_replicas, 3);
+    protobuf_c_message_free_unpacked(m, NULL);
+    /* chunkserver c dies: dropped from the set, chunk under goal again */
+    Synod__V1__ChunkserverDead cd = SYNOD__V1__CHUNKSERVER_DEAD__INIT;
+    txn = kv_txn_begin(t.db);
+    uint32_t *dead;
+    T_EQ(ns_find_dead_chunkservers(txn, t.now + 100ll * 1000000000, 30ll * 1000000000, &dead), 4);
+    free(dead);
+    kv_txn_abort(txn);
+    cd.id = c;
+    C(CS_DEAD, cs_dead, cd);
+    T_EQ(tns_apply(&t, &cmd, NULL), 0);
+    T_EQ(tns_apply(&t, &cmd, &m), 0);
+    protobuf_c_message_free_unpacked(m, NULL);
+    /* chunk report from a: a stale chunk (unknown id gets grace), the good one */
+    Synod__V1__ChunkVersion cv1 = SYNOD__V1__CHUNK_VERSION__INIT, cv2 = SYNOD__V1__CHUNK_VERSION__INIT;
+    cv1.chunk_id = chunk;
+    cv1.version = 3;
+    cv2.chunk_id = 999;
+    cv2.version = 1;
+    Synod__V1__ChunkVersion *cvs[2] = {&cv1, &cv2};
+    Synod__V1__ChunkReportReq rr = SYNOD__V1__CHUNK_REPORT_REQ__INIT;
+    rr.id = a;
+    rr.chunks = cvs;
+    rr.n_chunks = 2;
+    rr.first = rr.last = true;
+    C(CS_REPORT, cs_report, rr);
+    T_EQ(tns_apply(&t, &cmd, NULL), 0);
+    T_EQ(cmds_for(&t, a, &cmds), 0); /* unknown chunk still in its grace period */
+    free(cmds);
+    t.now += 2000000000ll;
+    T_EQ(tns_apply(&t, &cmd, NULL), 0);
+    n = cmds_for(&t, a, &cmds);
+    T_EQ(n, 1);
+    T_EQU(cmds[0]->chunk_id, 999);
+    free_cmds(cmds, n);
+    /* report from d without the chunk: d's replica is missing and dropped */
+    rr.id = d;
+    rr.n_chunks = 0;
+    T_EQ(tns_apply(&t, &cmd, NULL), 0);
+    C(CHUNK_LOCATIONS, chunk_locations, lr);
+    T_EQ(tns_apply(&t, &cmd, &m), 0);
+    loc = (Synod__V1__ChunkLocRep *)m;
+    T_EQ(loc->chunks[0]->n_replicas, 1);
+    T_EQ(loc->chunks[0]->replicas[0]->id, a);
+    protobuf_c_message_free_unpacked(m, NULL);
+    /* a stale version from a non-member is deleted */
+    cv1.version = 1;
+    rr.id = b;
+    rr.n_chunks = 1;
+    C(CS_REPORT, cs_report, rr);
+    T_EQ(tns_apply(&t, &cmd, NULL), 0);
+    n = cmds_for(&t, b, &cmds);
+    T_EQ(n, 1);
+    free_cmds(cmds, n);
+    /* truncate to 0 queues the chunk for deletion on its replica and drops it */
+    T_EQ(t_setattr(&t, ROOT, f, SYNOD__V1__SETATTR_VALID__SETATTR_SIZE, 0, 0, 0, 0, NULL), 0);
+    n = cmds_for(&t, a, &cmds);
+    T_EQ(n, 2);
+    free_cmds(cmds, n);
+    C(CHUNK_LOCATIONS, chunk_locations, lr);
+    T_EQ(tns_apply(&t, &cmd, &m), 0);
+    T_EQ(((Synod__V1__ChunkLocRep *)m)->n_chunks, 0);
+    protobuf_c_message_free_unpacked(m, NULL);
+    /* statfs counts the chunkservers that are not dead */
+    Synod__V1__StatfsReq sr = SYNOD__V1__STATFS_REQ__INIT;
+    C(STATFS, statfs, sr);
+    T_EQ(tns_apply(&t, &cmd, &m), 0);
+    T_EQU(((Synod__V1__StatfsRep *)m)->total_bytes, 3 * (1000ull << 30));
+    protobuf_c_message_free_unpacked(m, NULL);
+    /* no chunkservers for a file with an unknown inode */
+    T_EQ(open_write(&t, 4242, 0, NULL), -ENOENT);
+    tns_close(&t, false);
+}
+
+int main(void)
+{
+    T_RUN(test_chunks);
+    return 0;
+}
