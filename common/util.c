@@ -49,8 +49,13 @@ char *xstrdup(const char *s)
 
 char *xstrndup(const char *s, size_t n)
 {
-    char *p = strndup(s, n);
-    return p ? p : oom(n + 1);
+    /* Reads at most n bytes of s, which need not be NUL-terminated (protobuf bytes fields). */
+    const char *nul = memchr(s, 0, n);
+    size_t len = nul ? (size_t)(nul - s) : n;
+    char *p = xmalloc(len + 1);
+    memcpy(p, s, len);
+    p[len] = 0;
+    return p;
 }
 
 char *xasprintf(const char *fmt, ...)
