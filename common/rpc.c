@@ -204,8 +204,10 @@ static void rx_free(void *ad, void *ptr)
     struct rx *rx = ad;
     if (!ptr)
         return;
-    if (rx->flat && (uint8_t *)ptr >= rx->flat && (uint8_t *)ptr < rx->flat + rx->len)
-        return; /* points into the receive buffer: released with it */
+    /* Points into the receive buffer (an empty trailing data field points at its very end): released
+     * with the buffer. */
+    if (rx->flat && (uint8_t *)ptr >= rx->flat && (uint8_t *)ptr <= rx->flat + rx->len)
+        return;
     free((uint8_t *)ptr - RX_HDR);
 }
 

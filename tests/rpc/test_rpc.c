@@ -430,6 +430,9 @@ static void test_malformed(void)
     T_EQ(raw_call(target, "/synod.test.Echo/Echo", bad2, sizeof(bad2)), GRPC_STATUS_INVALID_ARGUMENT);
     T_EQ(raw_call(target, "/synod.test.Echo/Echo", bad3, sizeof(bad3)), GRPC_STATUS_INVALID_ARGUMENT);
     T_EQ(raw_call(target, "/synod.test.Echo/Echo", bad4, sizeof(bad4)), GRPC_STATUS_INVALID_ARGUMENT);
+    /* An empty field 15 at the very end: data points at the end of the buffer and frees cleanly. */
+    const uint8_t empty_data[] = {0x0a, 0x01, 'k', 0x7a, 0x00};
+    T_EQ(raw_call(target, "/synod.test.Echo/Echo", empty_data, sizeof(empty_data)), GRPC_STATUS_OK);
     /* Field 15 duplicated, the last one not at the end: still decodes (last wins). */
     const uint8_t dup[] = {0x7a, 0x01, 'x', 0x7a, 0x02, 'y', 'z', 0x0a, 0x01, 'k'};
     T_EQ(raw_call(target, "/synod.test.Echo/Echo", dup, sizeof(dup)), GRPC_STATUS_OK);
