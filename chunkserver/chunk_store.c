@@ -976,6 +976,19 @@ int cstore_length(struct cstore *s, uint64_t id, uint32_t version, uint64_t *out
     return 0;
 }
 
+int cstore_version(struct cstore *s, uint64_t id, uint32_t *out_version)
+{
+    struct chunk *c;
+    int r = chunk_get(s, id, CSTORE_ANY_VERSION, &c);
+    if (r)
+        return r;
+    pthread_mutex_lock(&s->mu);
+    *out_version = c->version;
+    pthread_mutex_unlock(&s->mu);
+    chunk_put(s, c);
+    return 0;
+}
+
 int cstore_sync(struct cstore *s, uint64_t id, uint32_t version)
 {
     struct chunk *c;

@@ -168,6 +168,9 @@ int cstore_read_stored(struct cstore *s, uint64_t id, uint32_t version, uint32_t
 /* Chunk length in bytes (the highest written offset). */
 int cstore_length(struct cstore *s, uint64_t id, uint32_t version, uint64_t *out_len);
 
+/* The version the chunk is stored at (-ENOENT if unknown). A snapshot: it may change right after. */
+int cstore_version(struct cstore *s, uint64_t id, uint32_t *out_version);
+
 /* Make everything written to the chunk durable (fdatasync; directory fsync after create/set_version), then
  * drop the now obsolete older slots. Blocks for the disk flush. */
 int cstore_sync(struct cstore *s, uint64_t id, uint32_t version);

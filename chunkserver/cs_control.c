@@ -1,0 +1,631 @@
+/* cs_control.c - the control client: leader discovery, registration, heartbeats, reports, commands.
+ *
+ * See cs_control.h for the protocol. State shared between the control thread, the command workers and the
+ * scrubber (pending results, pending lost chunks, the command queue, known command ids) lives under one
+ * mutex; RPCs are never made while holding it. The control thread is the only one talking to the
+ * metaserver, so leader tracking needs no locking.
+ */
+#include "chunkserver/cs_control.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "chunk.pb-c.h"
+#include "chunkserver/cs_stop.h"
+#include "common/clock.h"
+#include "common/errors.h"
+#include "common/log.h"
+#include "common/rpc.h"
+#include "common/util.h"
+
+#define REGISTER_TIMEOUT_MS 2000
+#define COPY_TIMEOUT_MS 30000
+#define MAX_REDIRECTS 4
+
+struct cmd {
+    struct cmd *next;
+    uint64_t cmd_id;
+    uint32_t type;
+    uint64_t chunk_id;
+    uint32_t version, new_version;
+    char *source;
+};
+
+struct cs_control {
+    char **metas;
+    size_t nmetas;
+    char *addr, *label, *id_path;
+    uint64_t heartbeat_ms;
+    struct cstore *store;
+    struct cs_service *svc;
+
+    uint32_t id;
+    char uuid[40];
+    char *target; /* current leader guess (control thread only) */
+    size_t meta_idx;
+
+    struct cs_stop stop;
+    pthread_t thread;
+    pthread_t *workers;
+    int nworkers;
+
+    pthread_mutex_t mu; /* everything below */
+    pthread_cond_t work_cv;
+    bool stopping;
+    struct cmd *queue, **queue_tail;
+    uint64_t *known; /* command ids queued, running or with undelivered results */
+    size_t nknown, known_cap;
+    Synod__V1__ChunkCmdResult *results;
+    size_t nresults, results_cap;
+    Synod__V1__ChunkVersion *lost;
+    size_t nlost, lost_cap;
+};
+
+/* ---- identity ---------------------------------------------------------------------------------------- */
+
+static int identity_load(struct cs_control *ctl)
+{
+    FILE *f = fopen(ctl->id_path, "r");
+    if (!f)
+        return errno == ENOENT ? 1 : -errno;
+    char line[128];
+    while (fgets(line, sizeof(line), f)) {
+        unsigned id;
+        char u[40];
+        if (sscanf(line, "id=%u", &id) == 1)
+            ctl->id = id;
+        else if (sscanf(line, "uuid=%36s", u) == 1)
+            snprintf(ctl->uuid, sizeof(ctl->uuid), "%s", u);
+    }
+    fclose(f);
+    return ctl->uuid[0] ? 0 : -EINVAL;
+}
+
+static int identity_save(const struct cs_control *ctl)
+{
+    char *tmp = xasprintf("%s.tmp", ctl->id_path);
+    int r = 0;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        r = -errno;
+        goto out_free;
+    }
+    char buf[128];
+    int n = snprintf(buf, sizeof(buf), "id=%u\nuuid=%s\n", ctl->id, ctl->uuid);
+    if (write(fd, buf, (size_t)n) != n || fsync(fd) != 0)
+        r = errno ? -errno : -EIO;
+    close(fd);
+    if (!r && rename(tmp, ctl->id_path) != 0)
+        r = -errno;
+    if (!r) {
+        char *dir = xstrdup(ctl->id_path);
+        char *slash = strrchr(dir, '/');
+        if (slash)
+            *slash = 0;
+        int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+        free(dir);
+    }
+    if (r)
+        unlink(tmp);
+out_free:
+    free(tmp);
+    return r;
+}
+
+static int identity_init(struct cs_control *ctl)
+{
+    int r = identity_load(ctl);
+    if (r <= 0)
+        return r;
+    uint8_t b[16];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, b, sizeof(b)) != (ssize_t)sizeof(b)) {
+        r = fd < 0 ? -errno : -EIO;
+        if (fd >= 0)
+            close(fd);
+        return r;
+    }
+    close(fd);
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+    snprintf(ctl->uuid, sizeof(ctl->uuid),
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4],
+             b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+    return identity_save(ctl);
+}
+
+/* ---- shared lists (ctl->mu held) ---------------------------------------------------------------------- */
+
+static bool known_has_locked(const struct cs_control *ctl, uint64_t cmd_id)
+{
+    for (size_t i = 0; i < ctl->nknown; i++)
+        if (ctl->known[i] == cmd_id)
+            return true;
+    return false;
+}
+
+static void known_del_locked(struct cs_control *ctl, uint64_t cmd_id)
+{
+    for (size_t i = 0; i < ctl->nknown; i++) {
+        if (ctl->known[i] == cmd_id) {
+            ctl->known[i] = ctl->known[--ctl->nknown];
+            return;
+        }
+    }
+}
+
+#define GROW(arr, n, cap)                                                                                   \
+    do {                                                                                                    \
+        if ((n) == (cap)) {                                                                                 \
+            (cap) = (cap) ? (cap) * 2 : 16;                                                                 \
+            (arr) = xrealloc((arr), (cap) * sizeof(*(arr)));                                                \
+        }                                                                                                   \
+    } while (0)
+
+static void lost_add_locked(struct cs_control *ctl, uint64_t chunk_id, uint32_t version)
+{
+    for (size_t i = 0; i < ctl->nlost; i++)
+        if (ctl->lost[i].chunk_id == chunk_id && ctl->lost[i].version == version)
+            return;
+    GROW(ctl->lost, ctl->nlost, ctl->lost_cap);
+    synod__v1__chunk_version__init(&ctl->lost[ctl->nlost]);
+    ctl->lost[ctl->nlost].chunk_id = chunk_id;
+    ctl->lost[ctl->nlost].version = version;
+    ctl->nlost++;
+}
+
+void cs_control_report_lost(struct cs_control *ctl, uint64_t chunk_id, uint32_t version)
+{
+    pthread_mutex_lock(&ctl->mu);
+    lost_add_locked(ctl, chunk_id, version);
+    pthread_mutex_unlock(&ctl->mu);
+}
+
+/* ---- commands ---------------------------------------------------------------------------------------- */
+
+/* Pull chunk `id` at `version` from `source`, page by page, into a temporary version 0 chunk. */
+static int replicate(struct cs_control *ctl, const struct cmd *c)
+{
+    if (!c->source || !c->source[0] || c->version == 0)
+        return -EINVAL;
+    struct cstore *s = ctl->store;
+    cstore_delete(s, c->chunk_id, CSTORE_ANY_VERSION); /* a stale or partial copy of ours */
+    int r = cstore_create(s, c->chunk_id, 0);
+    if (r)
+        return r;
+    struct rpc_channel *ch = rpc_channel_get(c->source);
+    uint32_t first = 0;
+    struct cstore_block *blocks = xmalloc(CS_COPY_PAGE_BLOCKS * sizeof(*blocks));
+    for (;;) {
+        Synod__V1__CopyReq req = SYNOD__V1__COPY_REQ__INIT;
+        req.chunk_id = c->chunk_id;
+        req.version = c->version;
+        req.first_block = first;
+        req.max_blocks = CS_COPY_PAGE_BLOCKS;
+        Synod__V1__CopyRep *rep = NULL;
+        struct rpc_status st;
+        r = rpc_call(ch, &synod__v1__chunk_data__descriptor, "Copy", &req.base, NULL, COPY_TIMEOUT_MS,
+                     (ProtobufCMessage **)&rep, &st);
+        if (r) {
+            LOG_WARN("%s: copy chunk %016" PRIx64 " v%u from %s at block %u: %s", err_name(r), c->chunk_id,
+                     c->version, c->source, first, st.detail);
+            break;
+        }
+        uint32_t next = first + CS_COPY_PAGE_BLOCKS;
+        bool ok = rep->n_blocks <= CS_COPY_PAGE_BLOCKS;
+        uint64_t sum = 0;
+        for (size_t i = 0; ok && i < rep->n_blocks; i++) {
+            const Synod__V1__StoredBlock *w = rep->blocks[i];
+            blocks[i] = (struct cstore_block){.index = w->index, .raw_len = w->raw_len, .stored_len = w->stored_len,
+                                              .crc = w->crc, .flags = w->flags};
+            ok = w->index >= first && w->index < next;
+            sum += w->stored_len;
+        }
+        if (!ok || sum != rep->data.len)
+            r = -EBADMSG;
+        else if (rep->n_blocks)
+            r = cstore_write_stored(s, c->chunk_id, 0, blocks, rep->n_blocks, rep->data.data, rep->data.len);
+        bool last = rep->last || next >= CSTORE_BLOCKS;
+        rpc_message_free(&rep->base);
+        if (r || last)
+            break;
+        first = next;
+    }
+    free(blocks);
+    if (!r)
+        r = cstore_sync(s, c->chunk_id, 0);
+    if (!r)
+        r = cstore_set_version(s, c->chunk_id, 0, c->version);
+    if (r)
+        cstore_delete(s, c->chunk_id, 0);
+    return r;
+}
+
+static int run_cmd(struct cs_control *ctl, const struct cmd *c)
+{
+    switch (c->type) {
+    case SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE:
+        return cstore_delete(ctl->store, c->chunk_id, c->version ? c->version : CSTORE_ANY_VERSION);
+    case SYNOD__V1__CHUNK_CMD_TYPE__CMD_SET_VERSION:
+        return cstore_set_version(ctl->store, c->chunk_id, c->version, c->new_version);
+    case SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE:
+        return replicate(ctl, c);
+    default:
+        return -EINVAL;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct cs_control *ctl = arg;
+    pthread_mutex_lock(&ctl->mu);
+    for (;;) {
+        while (!ctl->queue && !ctl->stopping)
+            pthread_cond_wait(&ctl->work_cv, &ctl->mu);
+        if (ctl->stopping)
+            break;
+        struct cmd *c = ctl->queue;
+        ctl->queue = c->next;
+        if (!ctl->queue)
+            ctl->queue_tail = &ctl->queue;
+        pthread_mutex_unlock(&ctl->mu);
+        uint64_t t0 = clk_mono_ns();
+        int r = run_cmd(ctl, c);
+        LOG_INFO("command %" PRIu64 " type %u chunk %016" PRIx64 " v%u: %s (%" PRIu64 " ms)", c->cmd_id, c->type,
+                 c->chunk_id, c->version, r ? err_name(r) : "done", (uint64_t)((clk_mono_ns() - t0) / NS_PER_MS));
+        pthread_mutex_lock(&ctl->mu);
+        GROW(ctl->results, ctl->nresults, ctl->results_cap);
+        synod__v1__chunk_cmd_result__init(&ctl->results[ctl->nresults]);
+        ctl->results[ctl->nresults].cmd_id = c->cmd_id;
+        ctl->results[ctl->nresults].err = r;
+        ctl->nresults++;
+        free(c->source);
+        free(c);
+    }
+    pthread_mutex_unlock(&ctl->mu);
+    cstore_thread_release();
+    return NULL;
+}
+
+static void enqueue_cmds(struct cs_control *ctl, Synod__V1__ChunkCmd *const *cmds, size_t n)
+{
+    pthread_mutex_lock(&ctl->mu);
+    for (size_t i = 0; i < n; i++) {
+        const Synod__V1__ChunkCmd *w = cmds[i];
+        if (!w || known_has_locked(ctl, w->cmd_id))
+            continue;
+        struct cmd *c = xcalloc(1, sizeof(*c));
+        c->cmd_id = w->cmd_id;
+        c->type = w->type;
+        c->chunk_id = w->chunk_id;
+        c->version = w->version;
+        c->new_version = w->new_version;
+        if (w->source && w->source->addr)
+            c->source = xstrdup(w->source->addr);
+        GROW(ctl->known, ctl->nknown, ctl->known_cap);
+        ctl->known[ctl->nknown++] = c->cmd_id;
+        *ctl->queue_tail = c;
+        ctl->queue_tail = &c->next;
+    }
+    pthread_cond_broadcast(&ctl->work_cv);
+    pthread_mutex_unlock(&ctl->mu);
+}
+
+/* ---- talking to the metaserver ------------------------------------------------------------------------ */
+
+static void set_target(struct cs_control *ctl, const char *t)
+{
+    free(ctl->target);
+    ctl->target = xstrdup(t);
+}
+
+/* If st carries "leader=host:port", point the target there and return true. */
+static bool follow_leader(struct cs_control *ctl, int err, const struct rpc_status *st)
+{
+    const char *p = err == -EREMOTE ? strstr(st->detail, "leader=") : NULL;
+    if (!p)
+        return false;
+    p += 7;
+    size_t n = strcspn(p, " ,;");
+    if (n == 0 || n > 255)
+        return false;
+    char *t = xstrndup(p, n);
+    LOG_INFO("metaserver %s is not the leader: following %s", ctl->target, t);
+    free(ctl->target);
+    ctl->target = t;
+    return true;
+}
+
+static void capacity(struct cs_control *ctl, uint64_t *total, uint64_t *used, uint64_t *logical, uint32_t *chunks,
+                     uint32_t *failed)
+{
+    size_t nd = cstore_ndirs(ctl->store);
+    struct cstore_dir_stat *ds = xcalloc(nd, sizeof(*ds));
+    cstore_dir_stats(ctl->store, ds);
+    *total = *used = *logical = 0;
+    *chunks = *failed = 0;
+    for (size_t i = 0; i < nd; i++) {
+        *failed += ds[i].failed;
+        *total += ds[i].total_bytes;
+        *used += ds[i].total_bytes - MIN(ds[i].avail_bytes, ds[i].total_bytes);
+        *logical += ds[i].logical_bytes;
+        *chunks += ds[i].chunks;
+    }
+    free(ds);
+}
+
+static int do_register(struct cs_control *ctl)
+{
+    Synod__V1__RegisterReq req = SYNOD__V1__REGISTER_REQ__INIT;
+    req.id = ctl->id;
+    req.addr = ctl->addr;
+    req.label = ctl->label;
+    req.uuid = ctl->uuid;
+    uint64_t logical;
+    uint32_t chunks, failed;
+    capacity(ctl, &req.total_bytes, &req.used_bytes, &logical, &chunks, &failed);
+    int r = -ENOTCONN;
+    for (size_t attempt = 0; attempt < ctl->nmetas + MAX_REDIRECTS; attempt++) {
+        Synod__V1__RegisterRep *rep = NULL;
+        struct rpc_status st;
+        r = rpc_call(rpc_channel_get(ctl->target), &synod__v1__chunk_control__descriptor, "RegisterChunkserver",
+                     &req.base, NULL, REGISTER_TIMEOUT_MS, (ProtobufCMessage **)&rep, &st);
+        if (r == 0) {
+            uint32_t id = rep->id;
+            if (rep->heartbeat_ms)
+                ctl->heartbeat_ms = rep->heartbeat_ms;
+            rpc_message_free(&rep->base);
+            if (id == 0)
+                return -EPROTO;
+            if (id != ctl->id) {
+                ctl->id = id;
+                int w = identity_save(ctl);
+                if (w)
+                    LOG_ERR("%s: cannot persist chunkserver id %u in %s", err_name(w), id, ctl->id_path);
+            }
+            cs_service_set_id(ctl->svc, id);
+            LOG_INFO("registered with metaserver %s as chunkserver %u", ctl->target, id);
+            return 0;
+        }
+        if (cs_stop_raised(&ctl->stop))
+            return r;
+        if (follow_leader(ctl, r, &st))
+            continue;
+        LOG_DEBUG("%s: register at %s: %s", err_name(r), ctl->target, st.detail);
+        ctl->meta_idx = (ctl->meta_idx + 1) % ctl->nmetas;
+        set_target(ctl, ctl->metas[ctl->meta_idx]);
+    }
+    return r;
+}
+
+static int send_report(struct cs_control *ctl)
+{
+    struct cstore_chunk_info *all;
+    size_t n;
+    cstore_list(ctl->store, &all, &n);
+    int r = 0;
+    size_t pos = 0;
+    Synod__V1__ChunkVersion *cv = xmalloc(CS_REPORT_PAGE * sizeof(*cv));
+    Synod__V1__ChunkVersion **ptrs = xmalloc(CS_REPORT_PAGE * sizeof(*ptrs));
+    do {
+        size_t k = MIN((size_t)CS_REPORT_PAGE, n - pos);
+        for (size_t i = 0; i < k; i++) {
+            synod__v1__chunk_version__init(&cv[i]);
+            cv[i].chunk_id = all[pos + i].chunk_id;
+            cv[i].version = all[pos + i].version;
+            cv[i].length = all[pos + i].length;
+            ptrs[i] = &cv[i];
+        }
+        Synod__V1__ChunkReportReq req = SYNOD__V1__CHUNK_REPORT_REQ__INIT;
+        req.id = ctl->id;
+        req.chunks = ptrs;
+        req.n_chunks = k;
+        req.first = pos == 0;
+        req.last = pos + k == n;
+        ProtobufCMessage *rep = NULL;
+        struct rpc_status st;
+        r = rpc_call(rpc_channel_get(ctl->target), &synod__v1__chunk_control__descriptor, "ChunkReport", &req.base,
+                     NULL, REGISTER_TIMEOUT_MS * 5, &rep, &st);
+        rpc_message_free(rep);
+        if (r) {
+            LOG_WARN("%s: chunk report to %s: %s", err_name(r), ctl->target, st.detail);
+            break;
+        }
+        pos += k;
+    } while (pos < n);
+    if (!r)
+        LOG_INFO("reported %zu chunks to metaserver %s", n, ctl->target);
+    free(cv);
+    free(ptrs);
+    free(all);
+    return r;
+}
+
+/* One heartbeat; on success executes the reply. Returns 0 or -errno (then: register again). */
+static int heartbeat(struct cs_control *ctl, bool *report_wanted)
+{
+    struct cstore_lost *lost;
+    size_t nl;
+    cstore_take_lost(ctl->store, &lost, &nl);
+    pthread_mutex_lock(&ctl->mu);
+    for (size_t i = 0; i < nl; i++) {
+        LOG_WARN("chunk %016" PRIx64 " v%u lost (%s): reporting it", lost[i].chunk_id, lost[i].version,
+                 lost[i].reason == CSTORE_LOST_DIR_FAILED ? "failed data dir" : "corrupt block");
+        lost_add_locked(ctl, lost[i].chunk_id, lost[i].version);
+    }
+    free(lost);
+    /* Snapshot what we send; the lists are trimmed by these counts only after success. */
+    size_t nres = ctl->nresults, nlost = ctl->nlost;
+    Synod__V1__ChunkCmdResult **rp = xmalloc((nres ? nres : 1) * sizeof(*rp));
+    Synod__V1__ChunkVersion **lp = xmalloc((nlost ? nlost : 1) * sizeof(*lp));
+    Synod__V1__ChunkCmdResult *res = xmalloc((nres ? nres : 1) * sizeof(*res));
+    Synod__V1__ChunkVersion *lv = xmalloc((nlost ? nlost : 1) * sizeof(*lv));
+    if (nres)
+        memcpy(res, ctl->results, nres * sizeof(*res));
+    if (nlost)
+        memcpy(lv, ctl->lost, nlost * sizeof(*lv));
+    pthread_mutex_unlock(&ctl->mu);
+    for (size_t i = 0; i < nres; i++)
+        rp[i] = &res[i];
+    for (size_t i = 0; i < nlost; i++)
+        lp[i] = &lv[i];
+
+    Synod__V1__HeartbeatReq req = SYNOD__V1__HEARTBEAT_REQ__INIT;
+    req.id = ctl->id;
+    capacity(ctl, &req.total_bytes, &req.used_bytes, &req.logical_bytes, &req.chunks, &req.failed_dirs);
+    req.load = cs_service_load(ctl->svc);
+    req.results = rp;
+    req.n_results = nres;
+    req.lost = lp;
+    req.n_lost = nlost;
+    Synod__V1__HeartbeatRep *rep = NULL;
+    struct rpc_status st;
+    int64_t tmo = (int64_t)MAX(ctl->heartbeat_ms * 2, (uint64_t)REGISTER_TIMEOUT_MS);
+    int r = rpc_call(rpc_channel_get(ctl->target), &synod__v1__chunk_control__descriptor, "Heartbeat", &req.base,
+                     NULL, tmo, (ProtobufCMessage **)&rep, &st);
+    free(rp);
+    free(lp);
+    if (r == 0) {
+        pthread_mutex_lock(&ctl->mu);
+        for (size_t i = 0; i < nres; i++)
+            known_del_locked(ctl, res[i].cmd_id);
+        if (nres)
+            memmove(ctl->results, ctl->results + nres, (ctl->nresults - nres) * sizeof(*ctl->results));
+        ctl->nresults -= nres;
+        if (nlost)
+            memmove(ctl->lost, ctl->lost + nlost, (ctl->nlost - nlost) * sizeof(*ctl->lost));
+        ctl->nlost -= nlost;
+        pthread_mutex_unlock(&ctl->mu);
+        *report_wanted = rep->report_wanted;
+        enqueue_cmds(ctl, rep->cmds, rep->n_cmds);
+        rpc_message_free(&rep->base);
+    } else {
+        if (!follow_leader(ctl, r, &st))
+            LOG_WARN("%s: heartbeat to %s: %s", err_name(r), ctl->target, st.detail);
+    }
+    free(res);
+    free(lv);
+    return r;
+}
+
+static void *control_main(void *arg)
+{
+    struct cs_control *ctl = arg;
+    bool registered = false;
+    uint64_t backoff_ms = 200;
+    while (!cs_stop_raised(&ctl->stop)) {
+        if (!registered) {
+            if (do_register(ctl) != 0 || send_report(ctl) != 0) {
+                if (cs_stop_sleep_ms(&ctl->stop, backoff_ms))
+                    break;
+                backoff_ms = MIN(backoff_ms * 2, 2000);
+                continue;
+            }
+            registered = true;
+            backoff_ms = 200;
+        }
+        bool report = false;
+        if (heartbeat(ctl, &report) != 0) {
+            registered = false;
+            continue;
+        }
+        if (report && send_report(ctl) != 0) {
+            registered = false;
+            continue;
+        }
+        cs_stop_sleep_ms(&ctl->stop, ctl->heartbeat_ms);
+    }
+    cstore_thread_release();
+    return NULL;
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------------------- */
+
+int cs_control_start(const struct cs_control_config *cfg, struct cstore *store, struct cs_service *svc,
+                     struct cs_control **out)
+{
+    ASSERT(cfg->nmetaservers >= 1 && cfg->heartbeat_ms > 0);
+    struct cs_control *ctl = xcalloc(1, sizeof(*ctl));
+    ctl->nmetas = cfg->nmetaservers;
+    ctl->metas = xcalloc(ctl->nmetas, sizeof(*ctl->metas));
+    for (size_t i = 0; i < ctl->nmetas; i++)
+        ctl->metas[i] = xstrdup(cfg->metaservers[i]);
+    ctl->addr = xstrdup(cfg->addr);
+    ctl->label = xstrdup(cfg->label ? cfg->label : "");
+    ctl->id_path = xstrdup(cfg->id_path);
+    ctl->heartbeat_ms = cfg->heartbeat_ms;
+    ctl->store = store;
+    ctl->svc = svc;
+    ctl->target = xstrdup(ctl->metas[0]);
+    ctl->queue_tail = &ctl->queue;
+    pthread_mutex_init(&ctl->mu, NULL);
+    pthread_cond_init(&ctl->work_cv, NULL);
+    cs_stop_init(&ctl->stop);
+    int r = identity_init(ctl);
+    if (r) {
+        LOG_ERR("%s: chunkserver identity file %s", err_name(r), ctl->id_path);
+        goto out_free;
+    }
+    if (ctl->id)
+        cs_service_set_id(svc, ctl->id);
+    LOG_INFO("chunkserver id %u uuid %s", ctl->id, ctl->uuid);
+    ctl->nworkers = cfg->workers > 0 ? cfg->workers : 2;
+    ctl->workers = xcalloc((size_t)ctl->nworkers, sizeof(*ctl->workers));
+    for (int i = 0; i < ctl->nworkers; i++)
+        if (pthread_create(&ctl->workers[i], NULL, worker_main, ctl) != 0)
+            PANIC("cannot start command worker");
+    if (pthread_create(&ctl->thread, NULL, control_main, ctl) != 0)
+        PANIC("cannot start control thread");
+    *out = ctl;
+    return 0;
+out_free:
+    *out = NULL;
+    ctl->thread = 0;
+    cs_control_stop(ctl);
+    return r;
+}
+
+void cs_control_stop(struct cs_control *ctl)
+{
+    if (!ctl)
+        return;
+    cs_stop_raise(&ctl->stop);
+    pthread_mutex_lock(&ctl->mu);
+    ctl->stopping = true;
+    pthread_cond_broadcast(&ctl->work_cv);
+    pthread_mutex_unlock(&ctl->mu);
+    if (ctl->thread)
+        pthread_join(ctl->thread, NULL);
+    for (int i = 0; i < ctl->nworkers; i++)
+        pthread_join(ctl->workers[i], NULL);
+    while (ctl->queue) {
+        struct cmd *c = ctl->queue;
+        ctl->queue = c->next;
+        free(c->source);
+        free(c);
+    }
+    for (size_t i = 0; i < ctl->nmetas; i++)
+        free(ctl->metas[i]);
+    free(ctl->metas);
+    free(ctl->workers);
+    free(ctl->known);
+    free(ctl->results);
+    free(ctl->lost);
+    free(ctl->addr);
+    free(ctl->label);
+    free(ctl->id_path);
+    free(ctl->target);
+    cs_stop_destroy(&ctl->stop);
+    pthread_cond_destroy(&ctl->work_cv);
+    pthread_mutex_destroy(&ctl->mu);
+    free(ctl);
+}

@@ -1,0 +1,650 @@
+/* cs_service.c - the ChunkData service: chain write (head and replicas), read, copy and fsync.
+ *
+ * WRITE PATH. The client sends plain data to the head with the CRC32C of that data. The head checks the
+ * CRC, then produces the stored form of every touched block itself: blocks the write covers whole are
+ * compressed here with a per-thread codec (no read-back; incompressible blocks are recognised from two
+ * small samples, see encode_block), partially covered edge blocks (at most two) are
+ * merged by cstore_write and their stored form read back with cstore_read_stored. The head then starts
+ * forwarding all stored blocks (one lent buffer, zero copy) as WriteBlocks to the next replica, and stores
+ * the whole blocks locally with cstore_write_stored while the chain works in parallel. Every replica stores
+ * the blocks verbatim (the store re-checks every block CRC before writing) and forwards the same receive
+ * buffer to the rest of the chain. A call is answered when its local step and its forward are done, so the
+ * head's answer means every replica has the data (in its page cache; Fsync makes it durable everywhere).
+ *
+ * Each chained call is a `struct hop`: three references (the handler's local step, the forward's
+ * completion, the release of the lent buffer); the last one to drop answers the call. See cs_service.h for
+ * how failures are named.
+ */
+#include "chunkserver/cs_service.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chunk.pb-c.h"
+#include "common/crc32c.h"
+#include "common/errors.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#define DEFAULT_TIMEOUT_MS 30000 /* a caller without deadline */
+
+struct cs_service {
+    struct cstore *store;
+    char *self_addr;
+    atomic_uint self_id;
+    atomic_uint inflight;
+    int level; /* zstd level of the head's block encoding */
+    pthread_key_t codec_key;
+};
+
+/* ---- helpers ----------------------------------------------------------------------------------------- */
+
+static void codec_destroy(void *c) { codec_free(c); }
+
+static struct codec *thread_codec(struct cs_service *svc)
+{
+    struct codec *c = pthread_getspecific(svc->codec_key);
+    if (!c) {
+        c = codec_new(svc->level);
+        pthread_setspecific(svc->codec_key, c);
+    }
+    return c;
+}
+
+static int bad_request(struct rpc_call *call, const char *what)
+{
+    rpc_fail(call, -EINVAL, what);
+    return 0;
+}
+
+static void name_failure(char *out, size_t n, uint32_t id, const char *addr, int err, const char *more)
+{
+    snprintf(out, n, "failed=%u:%d addr=%s%s%s", id, -err, addr, more && *more ? ": " : "", more ? more : "");
+}
+
+static int64_t hop_timeout_ms(struct rpc_call *call)
+{
+    int64_t rem = rpc_call_remaining_ms(call);
+    if (rem == INT64_MAX)
+        rem = DEFAULT_TIMEOUT_MS;
+    int64_t margin = MAX(50, MIN(rem / 10, 2000));
+    return rem - margin;
+}
+
+static int check_chain(Synod__V1__ChunkserverAddr *const *chain, size_t n, char *why, size_t whylen)
+{
+    if (n > CS_MAX_CHAIN) {
+        snprintf(why, whylen, "chain of %zu replicas (at most %d)", n, CS_MAX_CHAIN);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!chain[i] || !chain[i]->addr || !chain[i]->addr[0] || strlen(chain[i]->addr) > 255) {
+            snprintf(why, whylen, "chain[%zu]: empty or overlong address", i);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int check_range(uint64_t offset, uint64_t length, char *why, size_t whylen)
+{
+    if (length > CS_MAX_IO) {
+        snprintf(why, whylen, "length %" PRIu64 " over the %u-byte limit per call", length, CS_MAX_IO);
+        return -EINVAL;
+    }
+    if (offset > CSTORE_CHUNK_SIZE || length > CSTORE_CHUNK_SIZE - offset) {
+        snprintf(why, whylen, "range %" PRIu64 "+%" PRIu64 " outside the chunk", offset, length);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Wire blocks -> store blocks, validating what the store would also reject (so the error says why). */
+static int blocks_from_wire(Synod__V1__StoredBlock *const *in, size_t n, size_t data_len, struct cstore_block **out,
+                            char *why, size_t whylen)
+{
+    if (n > CSTORE_BLOCKS) {
+        snprintf(why, whylen, "%zu blocks (at most %u)", n, CSTORE_BLOCKS);
+        return -EINVAL;
+    }
+    struct cstore_block *b = xmalloc((n ? n : 1) * sizeof(*b));
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        const Synod__V1__StoredBlock *w = in[i];
+        if (!w || w->index >= CSTORE_BLOCKS || w->raw_len == 0 || w->raw_len > CSTORE_BLOCK_SIZE ||
+            w->stored_len > CSTORE_BLOCK_SIZE || w->flags > CODEC_ZSTD ||
+            (w->flags == CODEC_RAW && w->stored_len != w->raw_len)) {
+            snprintf(why, whylen, "block descriptor %zu is malformed", i);
+            free(b);
+            return -EINVAL;
+        }
+        b[i] = (struct cstore_block){.index = w->index, .raw_len = w->raw_len, .stored_len = w->stored_len,
+                                     .crc = w->crc, .flags = w->flags};
+        sum += w->stored_len;
+    }
+    if (sum != data_len) {
+        snprintf(why, whylen, "block lengths sum to %" PRIu64 " but data has %zu bytes", sum, data_len);
+        free(b);
+        return -EINVAL;
+    }
+    *out = b;
+    return 0;
+}
+
+/* Store blocks -> wire blocks: one array of messages plus the pointer array protobuf-c wants. */
+struct wire_blocks {
+    Synod__V1__StoredBlock *msgs;
+    Synod__V1__StoredBlock **ptrs;
+};
+
+static void wire_blocks_init(struct wire_blocks *w, const struct cstore_block *b, size_t n)
+{
+    w->msgs = xmalloc((n ? n : 1) * sizeof(*w->msgs));
+    w->ptrs = xmalloc((n ? n : 1) * sizeof(*w->ptrs));
+    for (size_t i = 0; i < n; i++) {
+        synod__v1__stored_block__init(&w->msgs[i]);
+        w->msgs[i].index = b[i].index;
+        w->msgs[i].raw_len = b[i].raw_len;
+        w->msgs[i].stored_len = b[i].stored_len;
+        w->msgs[i].crc = b[i].crc;
+        w->msgs[i].flags = b[i].flags;
+        w->ptrs[i] = &w->msgs[i];
+    }
+}
+
+static void wire_blocks_destroy(struct wire_blocks *w)
+{
+    free(w->msgs);
+    free(w->ptrs);
+}
+
+/* Encode one whole block for the chain. Incompressible data (already-compressed media, encrypted data,
+ * random bench data) is common and zstd spends real CPU discovering it: two 4 KiB samples (start and
+ * middle) are tried first, and if neither shrinks the block is stored raw without a full attempt. A block
+ * that only compresses outside the samples is stored raw: a lost compression opportunity, never an error. */
+#define SAMPLE 4096u
+static int encode_block(struct codec *codec, const uint8_t *src, uint8_t *dst, size_t *out_len,
+                        enum codec_flag *out_flag)
+{
+    static const size_t at[] = {0, CSTORE_BLOCK_SIZE / 2};
+    bool shrinks = false;
+    for (size_t i = 0; i < ARRAY_SIZE(at) && !shrinks; i++) {
+        size_t n;
+        enum codec_flag f;
+        int r = codec_encode(codec, src + at[i], SAMPLE, dst, SAMPLE, &n, &f);
+        if (r)
+            return r;
+        shrinks = f != CODEC_RAW;
+    }
+    if (!shrinks) {
+        memcpy(dst, src, CSTORE_BLOCK_SIZE);
+        *out_len = CSTORE_BLOCK_SIZE;
+        *out_flag = CODEC_RAW;
+        return 0;
+    }
+    return codec_encode(codec, src, CSTORE_BLOCK_SIZE, dst, CSTORE_BLOCK_SIZE, out_len, out_flag);
+}
+
+/* ---- a chained call ---------------------------------------------------------------------------------- */
+
+enum hop_kind { HOP_WRITE, HOP_FSYNC };
+
+struct hop {
+    struct cs_service *svc;
+    struct rpc_call *call;
+    enum hop_kind kind;
+    atomic_int refs;
+    uint64_t chunk_id;
+    uint32_t version;
+    int local_err;
+    char local_detail[256];
+    int down_err;
+    char down_detail[512];
+    uint64_t chunk_len; /* after the local step (Write/WriteBlocks) */
+    uint32_t next_id;
+    char next_addr[256];
+    void *owned; /* buffer lent to the forward (head only), freed with the hop */
+};
+
+static struct hop *hop_new(struct cs_service *svc, struct rpc_call *call, enum hop_kind kind, uint64_t id,
+                           uint32_t version)
+{
+    struct hop *h = xcalloc(1, sizeof(*h));
+    atomic_fetch_add(&svc->inflight, 1);
+    h->svc = svc;
+    h->call = call;
+    h->kind = kind;
+    h->chunk_id = id;
+    h->version = version;
+    atomic_init(&h->refs, 1); /* the handler's */
+    return h;
+}
+
+/* Record the result of this node's own step; after a successful write also the chunk length (taken here,
+ * on the worker, because the answer may be sent from the dispatcher thread, which must not block). */
+static void hop_local(struct hop *h, int r, const char *what)
+{
+    if (!r && h->kind == HOP_WRITE)
+        cstore_length(h->svc->store, h->chunk_id, h->version, &h->chunk_len);
+    if (!r || h->local_err)
+        return;
+    h->local_err = r;
+    snprintf(h->local_detail, sizeof(h->local_detail), "%s chunk %016" PRIx64 " v%u: %s", what, h->chunk_id,
+             h->version, err_name(r));
+}
+
+static void hop_answer(struct hop *h)
+{
+    struct cs_service *svc = h->svc;
+    if (h->local_err) {
+        char d[300];
+        name_failure(d, sizeof(d), atomic_load(&svc->self_id), svc->self_addr, h->local_err, h->local_detail);
+        rpc_fail(h->call, h->local_err, d);
+    } else if (h->down_err) {
+        if (strncmp(h->down_detail, "failed=", 7) == 0) {
+            rpc_fail(h->call, h->down_err, h->down_detail); /* named further down the chain */
+        } else {
+            /* The next hop failed without naming anyone: it is the one that failed. */
+            int e = h->down_err;
+            bool transport = e == -ENOTCONN || e == -ETIMEDOUT || e == -ECANCELED || e == -ENOSYS ||
+                             e == -EBADMSG || e == -EMSGSIZE;
+            char d[800];
+            name_failure(d, sizeof(d), h->next_id, h->next_addr, e, h->down_detail);
+            rpc_fail(h->call, transport ? -EIO : e, d);
+        }
+    } else {
+        Synod__V1__WriteRep rep = SYNOD__V1__WRITE_REP__INIT;
+        rep.chunk_len = h->chunk_len;
+        rpc_reply(h->call, &rep.base);
+    }
+    atomic_fetch_sub(&svc->inflight, 1);
+    free(h->owned);
+    free(h);
+}
+
+static void hop_put(struct hop *h)
+{
+    if (atomic_fetch_sub(&h->refs, 1) == 1)
+        hop_answer(h);
+}
+
+static void hop_release(void *arg) { hop_put(arg); }
+
+static void hop_done(int err, ProtobufCMessage *reply, const struct rpc_status *st, void *arg)
+{
+    struct hop *h = arg;
+    if (err) {
+        h->down_err = err;
+        snprintf(h->down_detail, sizeof(h->down_detail), "%s", st ? st->detail : "");
+    }
+    rpc_message_free(reply);
+    hop_put(h);
+}
+
+/* Start forwarding `req` (method on ChunkData) to `next`; `data` (may be NULL) is lent until released. */
+static void hop_forward(struct hop *h, const Synod__V1__ChunkserverAddr *next, const char *method,
+                        const ProtobufCMessage *req, const void *data, size_t len)
+{
+    h->next_id = next->id;
+    snprintf(h->next_addr, sizeof(h->next_addr), "%s", next->addr);
+    int64_t tmo = hop_timeout_ms(h->call);
+    if (tmo <= 0) {
+        h->down_err = -ETIMEDOUT;
+        snprintf(h->down_detail, sizeof(h->down_detail), "no time left to forward");
+        return;
+    }
+    atomic_fetch_add(&h->refs, 1);
+    /* Never an empty bulk field (see reply_bulk). */
+    struct rpc_payload p = {.data = data, .len = len, .release = hop_release, .ctx = h};
+    if (len)
+        atomic_fetch_add(&h->refs, 1);
+    rpc_call_async(rpc_channel_get(next->addr), &synod__v1__chunk_data__descriptor, method, req, len ? &p : NULL,
+                   tmo, hop_done, h);
+}
+
+/* ---- Write (head) ------------------------------------------------------------------------------------ */
+
+/* Bring the local copy to `version` before a write or fsync at that version.
+ *
+ * The metaserver bumps a chunk's version when it grants a write lease or drops a failed replica, and it
+ * puts only the up-to-date replicas in the chain. So a local copy at an OLDER version is ours to move
+ * forward (an atomic rename), while a NEWER local version means the request itself is stale (-ESTALE).
+ * A replica left out of the chain keeps its old version and is found stale by the metaserver's report
+ * reconciliation. `create` makes a missing chunk. Concurrent upgrades race benignly: the loser sees the
+ * new version on its second look. */
+static int adopt_version(struct cs_service *svc, bool create, uint64_t id, uint32_t version)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        uint32_t have;
+        int r = cstore_version(svc->store, id, &have);
+        if (r == -ENOENT) {
+            if (!create)
+                return -ENOENT;
+            r = cstore_create(svc->store, id, version);
+            if (r != -EEXIST)
+                return r;
+            continue; /* someone created it meanwhile: look again */
+        }
+        if (r)
+            return r;
+        if (have == version)
+            return 0;
+        if (have > version)
+            return -ESTALE;
+        r = cstore_set_version(svc->store, id, have, version);
+        if (r == 0) {
+            LOG_INFO("chunk 0x%" PRIx64 ": version %u -> %u on write", id, have, version);
+            return 0;
+        }
+        if (r != -ESTALE && r != -ENOENT)
+            return r;
+    }
+    return -ESTALE;
+}
+
+static int h_write(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
+{
+    struct cs_service *svc = arg;
+    const Synod__V1__WriteReq *req = (const Synod__V1__WriteReq *)m;
+    char why[200];
+    if (check_range(req->offset, req->length, why, sizeof(why)) ||
+        check_chain(req->chain, req->n_chain, why, sizeof(why)))
+        return bad_request(call, why);
+    if (req->data.len != req->length) {
+        snprintf(why, sizeof(why), "length %u but %zu data bytes", req->length, req->data.len);
+        return bad_request(call, why);
+    }
+    if (crc32c(0, req->data.data, req->data.len) != req->crc) {
+        rpc_fail(call, -EBADMSG, "crc mismatch on the plain data received by the head");
+        return 0;
+    }
+    struct hop *h = hop_new(svc, call, HOP_WRITE, req->chunk_id, req->version);
+    int r = adopt_version(svc, req->create, req->chunk_id, req->version);
+    if (r) {
+        hop_local(h, r, "create");
+        hop_put(h);
+        return RPC_DEFERRED;
+    }
+
+    /* Produce the stored form of every touched block: edge blocks merged by the store, whole ones here. */
+    const uint8_t *src = req->data.data;
+    uint64_t off = req->offset, end = req->offset + req->length;
+    uint32_t first = (uint32_t)(off / CSTORE_BLOCK_SIZE);
+    uint32_t nb = req->length ? (uint32_t)((end - 1) / CSTORE_BLOCK_SIZE) - first + 1 : 0;
+    struct cstore_block *blocks = xmalloc((nb ? nb : 1) * sizeof(*blocks));
+    uint8_t *buf = xmalloc(nb ? (size_t)nb * CSTORE_BLOCK_SIZE : 1);
+    size_t n = 0, len = 0;
+    size_t whole_first = 0, whole_n = 0, whole_off = 0, whole_len = 0;
+    struct codec *codec = thread_codec(svc);
+    for (uint32_t i = 0; i < nb && !r; i++) {
+        uint32_t b = first + i;
+        uint64_t bs = (uint64_t)b * CSTORE_BLOCK_SIZE, be = bs + CSTORE_BLOCK_SIZE;
+        uint64_t ws = MAX(bs, off), we = MIN(be, end);
+        if (ws == bs && we == be) {
+            if (whole_n == 0) {
+                whole_first = n;
+                whole_off = len;
+            }
+            size_t slen;
+            enum codec_flag fl;
+            r = encode_block(codec, src + (ws - off), buf + len, &slen, &fl);
+            if (r)
+                break;
+            blocks[n++] = (struct cstore_block){.index = b, .raw_len = CSTORE_BLOCK_SIZE, .stored_len = (uint32_t)slen,
+                                                .crc = crc32c(0, buf + len, slen), .flags = fl};
+            len += slen;
+            whole_n++;
+            whole_len += slen;
+            continue;
+        }
+        r = cstore_write(svc->store, req->chunk_id, req->version, ws, src + (ws - off), (size_t)(we - ws));
+        if (r)
+            break;
+        size_t got_n = 0, got_len = 0;
+        uint32_t next = 0;
+        r = cstore_read_stored(svc->store, req->chunk_id, req->version, b, 1, &blocks[n], 1, buf + len,
+                               (size_t)nb * CSTORE_BLOCK_SIZE - len, &got_n, &got_len, &next, NULL);
+        n += got_n;
+        len += got_len;
+    }
+    if (r) {
+        hop_local(h, r, "write");
+        free(blocks);
+        free(buf);
+        hop_put(h);
+        return RPC_DEFERRED;
+    }
+
+    h->owned = buf;
+    if (req->n_chain) {
+        Synod__V1__WriteBlocksReq fw = SYNOD__V1__WRITE_BLOCKS_REQ__INIT;
+        struct wire_blocks wb;
+        wire_blocks_init(&wb, blocks, n);
+        fw.chunk_id = req->chunk_id;
+        fw.version = req->version;
+        fw.n_blocks = n;
+        fw.blocks = wb.ptrs;
+        fw.n_chain = req->n_chain - 1;
+        fw.chain = req->chain + 1;
+        fw.create = req->create;
+        fw.chunk_len = end;
+        hop_forward(h, req->chain[0], "WriteBlocks", &fw.base, buf, len);
+        wire_blocks_destroy(&wb);
+    }
+    if (whole_n)
+        r = cstore_write_stored(svc->store, req->chunk_id, req->version, blocks + whole_first, whole_n,
+                                buf + whole_off, whole_len);
+    hop_local(h, r, "write");
+    free(blocks);
+    hop_put(h);
+    return RPC_DEFERRED;
+}
+
+/* ---- WriteBlocks (replicas) -------------------------------------------------------------------------- */
+
+static int h_write_blocks(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
+{
+    struct cs_service *svc = arg;
+    const Synod__V1__WriteBlocksReq *req = (const Synod__V1__WriteBlocksReq *)m;
+    char why[200];
+    struct cstore_block *blocks;
+    if (check_chain(req->chain, req->n_chain, why, sizeof(why)) ||
+        blocks_from_wire(req->blocks, req->n_blocks, req->data.len, &blocks, why, sizeof(why)))
+        return bad_request(call, why);
+    struct hop *h = hop_new(svc, call, HOP_WRITE, req->chunk_id, req->version);
+    int r = adopt_version(svc, req->create, req->chunk_id, req->version);
+    if (r) {
+        hop_local(h, r, "create");
+        free(blocks);
+        hop_put(h);
+        return RPC_DEFERRED;
+    }
+    if (req->n_chain) {
+        Synod__V1__WriteBlocksReq fw = *req;
+        fw.n_chain = req->n_chain - 1;
+        fw.chain = req->chain + 1;
+        fw.data.data = NULL;
+        fw.data.len = 0;
+        hop_forward(h, req->chain[0], "WriteBlocks", &fw.base, req->data.data, req->data.len);
+    }
+    if (req->n_blocks)
+        r = cstore_write_stored(svc->store, req->chunk_id, req->version, blocks, req->n_blocks, req->data.data,
+                                req->data.len);
+    hop_local(h, r, "write");
+    free(blocks);
+    hop_put(h);
+    return RPC_DEFERRED;
+}
+
+/* ---- Fsync ------------------------------------------------------------------------------------------- */
+
+static int h_fsync(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
+{
+    struct cs_service *svc = arg;
+    const Synod__V1__FsyncReq *req = (const Synod__V1__FsyncReq *)m;
+    char why[200];
+    if (check_chain(req->chain, req->n_chain, why, sizeof(why)))
+        return bad_request(call, why);
+    struct hop *h = hop_new(svc, call, HOP_FSYNC, req->chunk_id, req->version);
+    if (req->n_chain) {
+        Synod__V1__FsyncReq fw = *req;
+        fw.n_chain = req->n_chain - 1;
+        fw.chain = req->chain + 1;
+        hop_forward(h, req->chain[0], "Fsync", &fw.base, NULL, 0);
+    }
+    int r = adopt_version(svc, false, req->chunk_id, req->version);
+    if (r == 0)
+        r = cstore_sync(svc->store, req->chunk_id, req->version);
+    hop_local(h, r, "sync");
+    hop_put(h);
+    return RPC_DEFERRED;
+}
+
+/* ---- Read and Copy ----------------------------------------------------------------------------------- */
+
+/* Reply with buf[0..len) lent as the bulk field; takes buf. An empty bulk field is never sent: the RPC
+ * layer's receiver mishandles a zero-length field 15 at the very end of a message (see the report). */
+static void reply_bulk(struct rpc_call *call, const ProtobufCMessage *rep, uint8_t *buf, size_t len)
+{
+    if (len) {
+        rpc_reply_lend(call, rep, buf, len, free, buf);
+    } else {
+        rpc_reply(call, rep);
+        free(buf);
+    }
+}
+
+static int reply_stored(struct cs_service *svc, struct rpc_call *call, uint64_t id, uint32_t version, uint32_t first,
+                        uint32_t max_blocks, bool is_copy)
+{
+    struct cstore_block *blocks = xmalloc((max_blocks ? max_blocks : 1) * sizeof(*blocks));
+    size_t cap = (size_t)(max_blocks ? max_blocks : 1) * CSTORE_BLOCK_SIZE;
+    uint8_t *buf = xmalloc(cap);
+    size_t n = 0, len = 0;
+    uint32_t next = first;
+    uint64_t clen = 0;
+    int r = 0;
+    if (max_blocks)
+        r = cstore_read_stored(svc->store, id, version, first, max_blocks, blocks, max_blocks, buf, cap, &n, &len,
+                               &next, &clen);
+    else
+        r = cstore_length(svc->store, id, version, &clen);
+    if (r) {
+        free(blocks);
+        free(buf);
+        return r;
+    }
+    struct wire_blocks wb;
+    wire_blocks_init(&wb, blocks, n);
+    if (is_copy) {
+        Synod__V1__CopyRep rep = SYNOD__V1__COPY_REP__INIT;
+        rep.n_blocks = n;
+        rep.blocks = wb.ptrs;
+        rep.chunk_len = clen;
+        rep.last = next >= CSTORE_BLOCKS || (uint64_t)next * CSTORE_BLOCK_SIZE >= clen;
+        reply_bulk(call, &rep.base, buf, len);
+    } else {
+        Synod__V1__ReadRep rep = SYNOD__V1__READ_REP__INIT;
+        rep.n_blocks = n;
+        rep.blocks = wb.ptrs;
+        rep.chunk_len = clen;
+        reply_bulk(call, &rep.base, buf, len);
+    }
+    wire_blocks_destroy(&wb);
+    free(blocks);
+    return 0;
+}
+
+static int h_read(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
+{
+    struct cs_service *svc = arg;
+    const Synod__V1__ReadReq *req = (const Synod__V1__ReadReq *)m;
+    char why[200];
+    if (check_range(req->offset, req->length, why, sizeof(why)))
+        return bad_request(call, why);
+    atomic_fetch_add(&svc->inflight, 1);
+    int r;
+    if (req->stored_form) {
+        uint32_t first = (uint32_t)(req->offset / CSTORE_BLOCK_SIZE);
+        uint32_t nb = req->length ? (uint32_t)((req->offset + req->length - 1) / CSTORE_BLOCK_SIZE) - first + 1 : 0;
+        r = reply_stored(svc, call, req->chunk_id, req->version, first, nb, false);
+    } else {
+        uint8_t *buf = xmalloc(req->length ? req->length : 1);
+        uint64_t clen = 0;
+        r = cstore_read(svc->store, req->chunk_id, req->version, req->offset, buf, req->length, &clen);
+        if (r == 0) {
+            /* Bytes past the chunk's end are not sent: the reader zero-fills up to what it asked. */
+            size_t n = req->offset >= clen ? 0 : (size_t)MIN((uint64_t)req->length, clen - req->offset);
+            Synod__V1__ReadRep rep = SYNOD__V1__READ_REP__INIT;
+            rep.chunk_len = clen;
+            reply_bulk(call, &rep.base, buf, n);
+        } else {
+            free(buf);
+        }
+    }
+    atomic_fetch_sub(&svc->inflight, 1);
+    return r;
+}
+
+static int h_copy(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
+{
+    struct cs_service *svc = arg;
+    const Synod__V1__CopyReq *req = (const Synod__V1__CopyReq *)m;
+    if (req->first_block > CSTORE_BLOCKS)
+        return bad_request(call, "first_block beyond the chunk");
+    uint32_t max = req->max_blocks ? MIN(req->max_blocks, CS_COPY_MAX_BLOCKS) : CS_COPY_PAGE_BLOCKS;
+    max = MIN(max, CSTORE_BLOCKS - req->first_block);
+    atomic_fetch_add(&svc->inflight, 1);
+    int r = reply_stored(svc, call, req->chunk_id, req->version, req->first_block, max, true);
+    atomic_fetch_sub(&svc->inflight, 1);
+    return r;
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------------------- */
+
+static const rpc_handler_fn handlers[] = {h_write, h_write_blocks, h_read, h_copy, h_fsync};
+
+struct cs_service *cs_service_new(struct cstore *store, int level, const char *self_addr)
+{
+    struct cs_service *svc = xcalloc(1, sizeof(*svc));
+    svc->store = store;
+    svc->level = level ? level : CODEC_DEFAULT_LEVEL;
+    svc->self_addr = xstrdup(self_addr);
+    atomic_init(&svc->self_id, 0);
+    atomic_init(&svc->inflight, 0);
+    int r = pthread_key_create(&svc->codec_key, codec_destroy);
+    if (r)
+        PANIC("pthread_key_create: %s", strerror(r));
+    return svc;
+}
+
+void cs_service_free(struct cs_service *svc)
+{
+    if (!svc)
+        return;
+    struct codec *c = pthread_getspecific(svc->codec_key);
+    codec_free(c);
+    pthread_key_delete(svc->codec_key);
+    free(svc->self_addr);
+    free(svc);
+}
+
+void cs_service_register(struct cs_service *svc, struct rpc_server *srv)
+{
+    const ProtobufCServiceDescriptor *d = &synod__v1__chunk_data__descriptor;
+    ASSERT(d->n_methods == ARRAY_SIZE(handlers));
+    /* The table is indexed by the descriptor's method order; check the names so a reordered .proto fails. */
+    static const char *const names[] = {"Write", "WriteBlocks", "Read", "Copy", "Fsync"};
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+        ASSERT(strcmp(d->methods[i].name, names[i]) == 0);
+    rpc_server_add_service(srv, d, handlers, svc);
+}
+
+void cs_service_set_id(struct cs_service *svc, uint32_t id) { atomic_store(&svc->self_id, id); }
+
+uint32_t cs_service_load(const struct cs_service *svc) { return atomic_load(&svc->inflight); }

@@ -1,0 +1,50 @@
+/* cs_service.h - the chunkserver's data service (proto ChunkData): chain write, read, copy, fsync.
+ *
+ * The service is a thin, validating adapter between the RPC layer and the chunk store. Every request field
+ * is checked before the store sees it (offset + length inside the chunk, length == data.len, at most
+ * CS_MAX_IO bytes per call, block descriptors, chain length <= CS_MAX_CHAIN, non-empty addresses) and a bad
+ * request is answered -EINVAL with a detail naming the field; nothing off the network is asserted.
+ *
+ * FAILURE NAMING. Write, WriteBlocks and Fsync travel a chain of replicas. A reply message exists only on
+ * success (the contract's rule); a failure is the RPC's errno plus the detail
+ *     "failed=<id>:<errno> addr=<host:port>[: more text]"
+ * naming the replica that failed, with <errno> the positive errno seen there. The errno of the RPC is the
+ * failing replica's own store error (ENOSPC, ESTALE, ENOENT, EBADMSG, EIO ...), or EIO when that replica
+ * could not be reached at all (dead, timed out: the detail keeps the transport errno, e.g. 107 ENOTCONN).
+ * A node whose own step fails names itself even if the rest of the chain also failed. Each hop forwards
+ * with a deadline shorter than its own (10%, 50 ms .. 2 s shorter), so the node before a hung replica
+ * times out first and can still name it.
+ *
+ * THREADS. Handlers run on RPC worker threads. Chain hops are asynchronous: a node starts the forward, does
+ * its local store step in parallel, and the call is answered (deferred) when both are done AND the layer
+ * has released the bulk buffer it lent to the forward (the buffer may be the request's own receive buffer).
+ */
+#ifndef SYNOD_CS_SERVICE_H
+#define SYNOD_CS_SERVICE_H
+
+#include <stdint.h>
+
+#include "chunkserver/chunk_store.h"
+#include "common/rpc.h"
+
+#define CS_MAX_IO (16u << 20)  /* bytes per Write / Read call */
+#define CS_MAX_CHAIN 8         /* replicas after the head */
+#define CS_COPY_PAGE_BLOCKS 64 /* default Copy page (4 MiB raw at most) */
+#define CS_COPY_MAX_BLOCKS 256
+
+struct cs_service; /* opaque */
+
+/* A service over `store` (borrowed, must outlive it). The head compresses whole blocks at zstd `level`
+ * (0 = CODEC_DEFAULT_LEVEL; use the store's level). `self_addr` (copied) is the advertised host:port used
+ * to name this node in failure details. Cannot fail. */
+struct cs_service *cs_service_new(struct cstore *store, int level, const char *self_addr);
+/* Free the service. Call after rpc_server_free and rpc_client_shutdown (async forwards hold it). */
+void cs_service_free(struct cs_service *svc);
+/* Register the ChunkData handlers on srv (before rpc_server_start). */
+void cs_service_register(struct cs_service *svc, struct rpc_server *srv);
+/* Set the id the metaserver assigned (used in failure details). Thread-safe. */
+void cs_service_set_id(struct cs_service *svc, uint32_t id);
+/* Requests in flight (heartbeat "load"). Thread-safe. */
+uint32_t cs_service_load(const struct cs_service *svc);
+
+#endif

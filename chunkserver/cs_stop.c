@@ -1,0 +1,51 @@
+/* cs_stop.c - a stop flag with an interruptible, monotonic sleep (see cs_stop.h). */
+#include "chunkserver/cs_stop.h"
+
+#include <time.h>
+
+#include "common/clock.h"
+
+void cs_stop_init(struct cs_stop *st)
+{
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&st->cv, &a);
+    pthread_condattr_destroy(&a);
+    st->stopped = false;
+}
+
+void cs_stop_destroy(struct cs_stop *st)
+{
+    pthread_cond_destroy(&st->cv);
+    pthread_mutex_destroy(&st->mu);
+}
+
+void cs_stop_raise(struct cs_stop *st)
+{
+    pthread_mutex_lock(&st->mu);
+    st->stopped = true;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+}
+
+bool cs_stop_raised(struct cs_stop *st)
+{
+    pthread_mutex_lock(&st->mu);
+    bool r = st->stopped;
+    pthread_mutex_unlock(&st->mu);
+    return r;
+}
+
+bool cs_stop_sleep_ms(struct cs_stop *st, uint64_t ms)
+{
+    uint64_t until = clk_mono_ns() + ms * NS_PER_MS;
+    struct timespec ts = {.tv_sec = (time_t)(until / NS_PER_SEC), .tv_nsec = (long)(until % NS_PER_SEC)};
+    pthread_mutex_lock(&st->mu);
+    while (!st->stopped && clk_mono_ns() < until)
+        pthread_cond_timedwait(&st->cv, &st->mu, &ts);
+    bool r = st->stopped;
+    pthread_mutex_unlock(&st->mu);
+    return r;
+}

@@ -1,0 +1,292 @@
+/* test_cs_chain.c - chain replication across three real synod-chunk processes (ctest cs_chain_<name>).
+ *
+ * basic:     1 MiB writes (aligned, unaligned, compressible, incompressible) through the head, read back
+ *            from every replica in plain and stored form, byte-identical; Fsync along the chain.
+ * kill:      the last replica is killed with SIGKILL while a stream of writes runs: the write fails with
+ *            EIO naming that replica (failed=3, its address); the surviving pair keeps working.
+ * stall:     the last replica is stopped (SIGSTOP): the middle one's shorter deadline expires first and
+ *            the write fails with EIO naming the stopped replica (failed=3:110) before the client's deadline.
+ * version:   a write or fsync at a bumped version moves every replica's older copy forward (the
+ *            metaserver bumps versions on lease grants and replica loss); the old version is then stale.
+ * errors:    wrong version -> ESTALE (named), out-of-range / length mismatch / bad CRC / long chain ->
+ *            EINVAL or EBADMSG, unknown chunk -> ENOENT; junk bytes on the wire -> INVALID_ARGUMENT and the
+ *            daemons still serve.
+ * Usage: test_cs_chain <path to synod-chunk> <name>
+ */
+#include <errno.h>
+#include <grpc/grpc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/util.h"
+#include "tests/chunkserver/cs_testkit.h"
+#include "tests/test.h"
+
+#define MiB (1u << 20)
+
+static struct cs_proc cs[3];
+
+static void start3(void)
+{
+    for (int i = 0; i < 3; i++) {
+        char tag[16];
+        snprintf(tag, sizeof(tag), "chain%d", i);
+        tk_start(&cs[i], tk_tempdir(tag), "", "--scrub_rate=0", NULL);
+    }
+}
+
+static void stop3(void)
+{
+    for (int i = 0; i < 3; i++)
+        T_EQ(tk_stop(&cs[i], SIGTERM), 0); /* clean exit (ASan leak check runs in the children) */
+    rpc_client_shutdown();
+}
+
+static void check_all(uint64_t id, uint32_t v, uint64_t off, const uint8_t *want, size_t len)
+{
+    uint8_t *got = xmalloc(len);
+    for (int i = 0; i < 3; i++) {
+        for (int stored = 0; stored < 2; stored++) {
+            T_EQ(tk_read(cs[i].addr, id, v, off, len, stored, got), 0);
+            if (memcmp(got, want, len) != 0)
+                T_FAIL("replica %d (%s) %s read differs", i, cs[i].addr, stored ? "stored" : "plain");
+        }
+    }
+    free(got);
+}
+
+static void test_basic(void)
+{
+    start3();
+    const char *chain[] = {cs[1].addr, cs[2].addr};
+    uint8_t *buf = xmalloc(8 * MiB), *ref = xcalloc(1, 8 * MiB);
+    struct rpc_status st;
+    /* 4 aligned 1 MiB writes, alternating compressible and random data. */
+    for (int i = 0; i < 4; i++) {
+        tk_fill(ref + (size_t)i * MiB, MiB, 100 + (uint64_t)i, i % 2 == 0);
+        T_EQ(tk_write(cs[0].addr, chain, 2, 0x42, 1, (uint64_t)i * MiB, ref + (size_t)i * MiB, MiB, i == 0, &st), 0);
+    }
+    check_all(0x42, 1, 0, ref, 4 * MiB);
+    /* Unaligned overwrite across block boundaries (partial edge blocks merged on the head). */
+    tk_fill(buf, 300000, 7, false);
+    memcpy(ref + 100001, buf, 300000);
+    T_EQ(tk_write(cs[0].addr, chain, 2, 0x42, 1, 100001, buf, 300000, false, &st), 0);
+    /* A small write past the end, inside one block. */
+    tk_fill(buf, 1000, 8, true);
+    memcpy(ref + 5 * MiB + 5, buf, 1000);
+    T_EQ(tk_write(cs[0].addr, chain, 2, 0x42, 1, 5 * MiB + 5, buf, 1000, false, &st), 0);
+    check_all(0x42, 1, 0, ref, 6 * MiB);
+    check_all(0x42, 1, 65536 + 3, ref + 65536 + 3, 200000); /* unaligned read */
+    T_EQ(tk_fsync(cs[0].addr, chain, 2, 0x42, 1, &st), 0);
+    /* Reading past the chunk's end gives zeros. */
+    T_EQ(tk_read(cs[2].addr, 0x42, 1, 7 * MiB, MiB, false, buf), 0);
+    for (size_t i = 0; i < MiB; i++)
+        T_EQ(buf[i], 0);
+    /* A second chunk, written with create by a two-replica chain only. */
+    T_EQ(tk_write(cs[1].addr, chain + 1, 1, 0x43, 5, 0, ref, MiB, true, &st), 0);
+    T_EQ(tk_read(cs[2].addr, 0x43, 5, 0, MiB, true, buf), 0);
+    T_MEMEQ(buf, ref, MiB);
+    T_EQ(tk_read(cs[0].addr, 0x43, 5, 0, MiB, false, buf), -ENOENT);
+    free(buf);
+    free(ref);
+    stop3();
+}
+
+static void test_kill(void)
+{
+    start3();
+    const char *chain[] = {cs[1].addr, cs[2].addr};
+    uint8_t *buf = xmalloc(MiB);
+    struct rpc_status st;
+    int r = 0, i;
+    for (i = 0; i < 64 && r == 0; i++) {
+        tk_fill(buf, MiB, (uint64_t)i, false);
+        if (i == 8)
+            tk_stop(&cs[2], SIGKILL);
+        r = tk_write(cs[0].addr, chain, 2, 0x77, 1, (uint64_t)i * MiB, buf, MiB, i == 0, &st);
+    }
+    fprintf(stderr, "write %d after the kill: %d (%s)\n", i - 1, r, st.detail);
+    T_EQ(i - 1, 8);
+    T_EQ(r, -EIO);
+    char want[100];
+    snprintf(want, sizeof(want), "failed=3:%d addr=%s", ENOTCONN, chain[1]);
+    if (!strstr(st.detail, "failed=3:") || !strstr(st.detail, chain[1]))
+        T_FAIL("detail '%s' does not name %s", st.detail, want);
+    /* The pair that is left keeps working, and the earlier data is intact. */
+    T_EQ(tk_write(cs[0].addr, chain, 1, 0x77, 1, 9 * MiB, buf, MiB, false, &st), 0);
+    uint8_t *got = xmalloc(MiB);
+    tk_fill(buf, MiB, 3, false);
+    T_EQ(tk_read(cs[1].addr, 0x77, 1, 3 * MiB, MiB, true, got), 0);
+    T_MEMEQ(got, buf, MiB);
+    free(got);
+    free(buf);
+    T_EQ(tk_stop(&cs[0], SIGTERM), 0);
+    T_EQ(tk_stop(&cs[1], SIGTERM), 0);
+    rpc_client_shutdown();
+}
+
+/* A replica that hangs (SIGSTOP) instead of dying: the hop before it times out first (shorter deadline)
+ * and names it, before the client's own deadline. */
+static void test_stall(void)
+{
+    start3();
+    const char *chain[] = {cs[1].addr, cs[2].addr};
+    uint8_t *buf = xmalloc(MiB);
+    tk_fill(buf, MiB, 4, false);
+    struct rpc_status st;
+    T_EQ(tk_write(cs[0].addr, chain, 2, 0x88, 1, 0, buf, MiB, true, &st), 0);
+    kill(cs[2].pid, SIGSTOP);
+    tk_timeout_ms = 3000;
+    uint64_t t0 = clk_mono_ns();
+    int r = tk_write(cs[0].addr, chain, 2, 0x88, 1, MiB, buf, MiB, false, &st);
+    uint64_t ms = (clk_mono_ns() - t0) / NS_PER_MS;
+    fprintf(stderr, "write with a stopped replica: %d after %llu ms (%s)\n", r, (unsigned long long)ms, st.detail);
+    T_EQ(r, -EIO);
+    T_CHECK(strstr(st.detail, "failed=3:110") && strstr(st.detail, chain[1]));
+    T_CHECK(ms < 3000);
+    kill(cs[2].pid, SIGCONT);
+    tk_timeout_ms = 20000;
+    T_EQ(tk_write(cs[0].addr, chain, 2, 0x88, 1, MiB, buf, MiB, false, &st), 0);
+    free(buf);
+    stop3();
+}
+
+static void test_version(void)
+{
+    start3();
+    const char *chain[] = {cs[1].addr, cs[2].addr};
+    uint8_t *a = xmalloc(MiB), *b = xmalloc(MiB);
+    tk_fill(a, MiB, 7, false);
+    tk_fill(b, 4096, 8, false);
+    struct rpc_status st;
+    T_EQ(tk_write(cs[0].addr, chain, 2, 0x20, 1, 0, a, MiB, true, &st), 0);
+    /* A write at version 2 (a new lease) upgrades all three copies and merges with the old content. */
+    T_EQ(tk_write(cs[0].addr, chain, 2, 0x20, 2, 8192, b, 4096, false, &st), 0);
+    memcpy(a + 8192, b, 4096);
+    check_all(0x20, 2, 0, a, MiB);
+    /* The old version is now stale everywhere, for reads and writes. */
+    for (int i = 0; i < 3; i++)
+        T_EQ(tk_read(cs[i].addr, 0x20, 1, 0, 4096, false, b), -ESTALE);
+    T_EQ(tk_write(cs[0].addr, chain, 2, 0x20, 1, 0, b, 4096, false, &st), -ESTALE);
+    /* An fsync at a bumped version (a lease with no write) upgrades too, so reads at it work. */
+    T_EQ(tk_fsync(cs[0].addr, chain, 2, 0x20, 3, &st), 0);
+    check_all(0x20, 3, 0, a, MiB);
+    /* A chain member left out of a bump keeps its old version: a read at the new one is ESTALE. */
+    const char *two[] = {cs[1].addr};
+    T_EQ(tk_write(cs[0].addr, two, 1, 0x20, 4, 0, b, 4096, false, &st), 0);
+    T_EQ(tk_read(cs[2].addr, 0x20, 4, 0, 4096, false, b), -ESTALE);
+    T_EQ(tk_read(cs[1].addr, 0x20, 4, 0, 4096, false, b), 0);
+    free(a);
+    free(b);
+    stop3();
+}
+
+static void test_errors(void)
+{
+    start3();
+    const char *chain[] = {cs[1].addr, cs[2].addr};
+    uint8_t *buf = xmalloc(MiB);
+    tk_fill(buf, MiB, 1, false);
+    struct rpc_status st;
+    T_EQ(tk_write(cs[0].addr, chain, 2, 0x10, 3, 0, buf, MiB, true, &st), 0);
+    /* Wrong version: ESTALE from the head, named. */
+    T_EQ(tk_write(cs[0].addr, chain, 2, 0x10, 2, 0, buf, 4096, false, &st), -ESTALE);
+    T_CHECK(strstr(st.detail, "failed=") != NULL);
+    T_EQ(tk_read(cs[2].addr, 0x10, 4, 0, 4096, false, buf), -ESTALE);
+    /* Only the last replica has a different version: the head reports that replica. */
+    const char *one[] = {cs[2].addr};
+    T_EQ(tk_write(cs[1].addr, one, 1, 0x11, 1, 0, buf, 4096, true, &st), 0);
+    T_EQ(tk_write(cs[2].addr, NULL, 0, 0x12, 9, 0, buf, 4096, true, &st), 0);
+    T_EQ(tk_write(cs[0].addr, chain, 2, 0x12, 1, 0, buf, 4096, true, &st), -ESTALE);
+    fprintf(stderr, "stale last replica: %s\n", st.detail);
+    T_CHECK(strstr(st.detail, "failed=") && strstr(st.detail, cs[2].addr));
+    /* Unknown chunk. */
+    T_EQ(tk_write(cs[0].addr, chain, 2, 0x99, 1, 0, buf, 4096, false, &st), -ENOENT);
+    T_EQ(tk_read(cs[0].addr, 0x99, 1, 0, 4096, false, buf), -ENOENT);
+    /* Out of range. */
+    T_EQ(tk_write(cs[0].addr, chain, 2, 0x10, 3, (64u << 20) - 100, buf, 4096, false, &st), -EINVAL);
+    fprintf(stderr, "out of range: %s\n", st.detail);
+    T_EQ(tk_read(cs[0].addr, 0x10, 3, (64u << 20) - 100, 4096, false, buf), -EINVAL);
+    T_EQ(tk_read(cs[0].addr, 0x10, 3, 0, (32u << 20), false, buf), -EINVAL);
+    /* Length != data length, bad CRC, over-long chain, empty address: hand-built requests. */
+    Synod__V1__WriteReq req = SYNOD__V1__WRITE_REQ__INIT;
+    req.chunk_id = 0x10;
+    req.version = 3;
+    req.length = 100;
+    struct rpc_payload p = {.data = buf, .len = 50};
+    ProtobufCMessage *rep = NULL;
+    struct rpc_channel *ch = rpc_channel_get(cs[0].addr);
+    T_EQ(rpc_call(ch, &synod__v1__chunk_data__descriptor, "Write", &req.base, &p, 5000, &rep, &st), -EINVAL);
+    fprintf(stderr, "length mismatch: %s\n", st.detail);
+    req.length = 50;
+    req.crc = 12345;
+    T_EQ(rpc_call(ch, &synod__v1__chunk_data__descriptor, "Write", &req.base, &p, 5000, &rep, &st), -EBADMSG);
+    Synod__V1__ChunkserverAddr a = SYNOD__V1__CHUNKSERVER_ADDR__INIT, *many[9];
+    a.addr = "";
+    for (int i = 0; i < 9; i++)
+        many[i] = &a;
+    req.chain = many;
+    req.n_chain = 9;
+    T_EQ(rpc_call(ch, &synod__v1__chunk_data__descriptor, "Write", &req.base, &p, 5000, &rep, &st), -EINVAL);
+    req.n_chain = 1;
+    T_EQ(rpc_call(ch, &synod__v1__chunk_data__descriptor, "Write", &req.base, &p, 5000, &rep, &st), -EINVAL);
+    /* Malformed stored blocks sent straight to a replica. */
+    Synod__V1__WriteBlocksReq wb = SYNOD__V1__WRITE_BLOCKS_REQ__INIT;
+    Synod__V1__StoredBlock b = SYNOD__V1__STORED_BLOCK__INIT, *bp = &b;
+    wb.chunk_id = 0x10;
+    wb.version = 3;
+    wb.blocks = &bp;
+    wb.n_blocks = 1;
+    b.index = 5000;
+    b.raw_len = b.stored_len = 50;
+    T_EQ(rpc_call(ch, &synod__v1__chunk_data__descriptor, "WriteBlocks", &wb.base, &p, 5000, &rep, &st), -EINVAL);
+    b.index = 1;
+    b.stored_len = 49; /* does not add up to data.len */
+    T_EQ(rpc_call(ch, &synod__v1__chunk_data__descriptor, "WriteBlocks", &wb.base, &p, 5000, &rep, &st), -EINVAL);
+    b.stored_len = 50;
+    b.crc = 1; /* wrong CRC: the store rejects it before writing */
+    T_EQ(rpc_call(ch, &synod__v1__chunk_data__descriptor, "WriteBlocks", &wb.base, &p, 5000, &rep, &st), -EBADMSG);
+    /* Junk on the wire, to every method. */
+    grpc_init();
+    uint64_t seed = 2024;
+    uint8_t junk[600];
+    const char *const methods[] = {"Write", "WriteBlocks", "Read", "Copy", "Fsync"};
+    int invalid = 0;
+    for (int i = 0; i < 200; i++) {
+        size_t len = 1 + util_rand_next(&seed) % sizeof(junk);
+        for (size_t k = 0; k < len; k++)
+            junk[k] = (uint8_t)util_rand_next(&seed);
+        char path[64];
+        snprintf(path, sizeof(path), "/synod.v1.ChunkData/%s", methods[i % 5]);
+        int s = tk_raw_call(cs[i % 3].addr, path, junk, len);
+        invalid += s == GRPC_STATUS_INVALID_ARGUMENT;
+    }
+    fprintf(stderr, "200 junk requests: %d INVALID_ARGUMENT\n", invalid);
+    T_CHECK(invalid > 100);
+    const uint8_t bad[] = {0x0a, 0x50, 'a', 'b'};
+    T_EQ(tk_raw_call(cs[0].addr, "/synod.v1.ChunkData/Write", bad, sizeof(bad)), GRPC_STATUS_INVALID_ARGUMENT);
+    /* An empty data field at the very end of a request (decodes; once crashed the receiver's free). */
+    const uint8_t empty_tail[] = {0x08, 0x10, 0x7a, 0x00};
+    for (int i = 0; i < 3; i++)
+        T_CHECK(tk_raw_call(cs[i].addr, "/synod.v1.ChunkData/Write", empty_tail, sizeof(empty_tail)) !=
+                GRPC_STATUS_INVALID_ARGUMENT);
+    grpc_shutdown();
+    /* Still serving, data intact. */
+    uint8_t *got = xmalloc(MiB);
+    tk_fill(buf, MiB, 1, false);
+    for (int i = 0; i < 3; i++) {
+        T_EQ(tk_read(cs[i].addr, 0x10, 3, 0, MiB, i == 1, got), 0);
+        T_MEMEQ(got, buf, MiB);
+    }
+    free(got);
+    free(buf);
+    stop3();
+}
+
+int main(int argc, char **argv)
+{
+    static const struct tk_test tests[] = {{"basic", test_basic}, {"kill", test_kill}, {"stall", test_stall}, {"version", test_version}, {"errors", test_errors}, {NULL, NULL}};
+    return tk_main(argc, argv, tests);
+}

@@ -1,0 +1,182 @@
+/* test_cs_control.c - the control client of a real synod-chunk against test-double metaservers
+ * (ctest cs_control_<name>).
+ *
+ * register:  the first metaserver address is dead and the second is a follower that redirects with
+ *            EREMOTE "leader=..." to the leader double: the chunkserver registers there (id 0 -> 100),
+ *            reports its chunks, heartbeats; report_wanted gets a fresh full report; a leader change
+ *            (the leader starts redirecting to the other double) makes it re-register there with its id
+ *            and send a full report; after a restart it keeps id and uuid (identity file).
+ * commands:  delete, set version, replicate (a 5 MiB chunk, several Copy pages, from another real
+ *            chunkserver), a delete of an absent chunk (-ENOENT) and a replicate from a dead source (error,
+ *            no partial chunk left), with results coming back in heartbeats.
+ * Usage: test_cs_control <path to synod-chunk> <name>
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "tests/chunkserver/cs_testkit.h"
+#include "tests/test.h"
+
+#define MiB (1u << 20)
+#define WAIT_MS 20000
+
+static bool report_has(struct fake_meta *fm, const void *id_ptr)
+{
+    uint64_t id = *(const uint64_t *)id_ptr;
+    for (size_t i = 0; i < fm->nreport; i++)
+        if (fm->report[i].chunk_id == id)
+            return true;
+    return false;
+}
+
+/* Ask for a full report and check that it holds exactly one chunk, `id` at version/length. */
+static void check_single_report(struct fake_meta *fm, uint64_t id, uint32_t version, uint64_t length)
+{
+    pthread_mutex_lock(&fm->mu);
+    fm->want_report = true;
+    pthread_mutex_unlock(&fm->mu);
+    T_CHECK(fm_wait(fm, report_has, &id, WAIT_MS));
+    pthread_mutex_lock(&fm->mu);
+    T_EQ(fm->nreport, 1);
+    T_EQ(fm->report[0].version, version);
+    T_EQ(fm->report[0].length, length);
+    pthread_mutex_unlock(&fm->mu);
+}
+
+static bool registered_at_least(struct fake_meta *fm, const void *n) { return fm->registrations >= *(const int *)n; }
+
+static void test_register(void)
+{
+    struct fake_meta a, b;
+    fm_start(&a);
+    fm_start(&b);
+    a.mode = FM_REDIRECT;
+    snprintf(a.redirect_to, sizeof(a.redirect_to), "%s", b.addr);
+    char metas[200];
+    snprintf(metas, sizeof(metas), "127.0.0.1:1,%s", a.addr);
+    const char *dir = tk_tempdir("ctl");
+    struct cs_proc p;
+    tk_start(&p, dir, metas, "--scrub_rate=0", NULL);
+    int one = 1, three = 3, two = 2;
+    T_CHECK(fm_wait(&b, fm_reports_at_least, &one, WAIT_MS));
+    T_CHECK(fm_wait(&b, fm_heartbeats_at_least, &three, WAIT_MS));
+    pthread_mutex_lock(&b.mu);
+    T_EQ(b.registrations, 1);
+    T_EQ(b.last_reg_id, 0);
+    T_STREQ(b.last_addr, p.addr);
+    T_CHECK(strlen(b.last_uuid) == 36);
+    T_CHECK(b.last_total > 0);
+    char uuid[64];
+    snprintf(uuid, sizeof(uuid), "%s", b.last_uuid);
+    pthread_mutex_unlock(&b.mu);
+    T_EQ(a.registrations, 0);
+
+    /* A chunk written now shows up in the report the metaserver asks for. */
+    uint8_t *buf = xmalloc(MiB);
+    tk_fill(buf, MiB, 5, true);
+    T_EQ(tk_write(p.addr, NULL, 0, 0xabc, 4, 0, buf, MiB, true, NULL), 0);
+    uint64_t id = 0xabc;
+    check_single_report(&b, id, 4, MiB);
+
+    /* Leader change: b now redirects to a, which leads. */
+    pthread_mutex_lock(&a.mu);
+    a.mode = FM_LEADER;
+    pthread_mutex_unlock(&a.mu);
+    pthread_mutex_lock(&b.mu);
+    b.mode = FM_REDIRECT;
+    snprintf(b.redirect_to, sizeof(b.redirect_to), "%s", a.addr);
+    pthread_mutex_unlock(&b.mu);
+    T_CHECK(fm_wait(&a, report_has, &id, WAIT_MS));
+    T_CHECK(fm_wait(&a, fm_heartbeats_at_least, &one, WAIT_MS));
+    pthread_mutex_lock(&a.mu);
+    T_EQ(a.registrations, 1);
+    T_EQ(a.last_reg_id, 100);
+    T_STREQ(a.last_uuid, uuid);
+    pthread_mutex_unlock(&a.mu);
+
+    /* Restart: same id and uuid from the identity file, full report again. */
+    T_EQ(tk_stop(&p, SIGTERM), 0);
+    tk_start(&p, dir, a.addr, "--scrub_rate=0", NULL);
+    T_CHECK(fm_wait(&a, registered_at_least, &two, WAIT_MS));
+    T_CHECK(fm_wait(&a, fm_reports_at_least, &two, WAIT_MS));
+    pthread_mutex_lock(&a.mu);
+    T_EQ(a.last_reg_id, 100);
+    T_STREQ(a.last_uuid, uuid);
+    T_EQ(a.nreport, 1);
+    pthread_mutex_unlock(&a.mu);
+    T_EQ(tk_stop(&p, SIGTERM), 0);
+    free(buf);
+    fm_free(&a);
+    fm_free(&b);
+    rpc_client_shutdown();
+}
+
+static void wait_result(struct fake_meta *fm, uint64_t cmd, int want)
+{
+    if (!fm_wait(fm, fm_has_result, &cmd, WAIT_MS))
+        T_FAIL("no result for command %llu", (unsigned long long)cmd);
+    int r = fm_result(fm, cmd);
+    if (r != want)
+        T_FAIL("command %llu: result %d, want %d", (unsigned long long)cmd, r, want);
+}
+
+static void test_commands(void)
+{
+    struct fake_meta m1, m2;
+    fm_start(&m1);
+    fm_start(&m2);
+    struct cs_proc c1, c2;
+    tk_start(&c1, tk_tempdir("cmd1"), m1.addr, "--scrub_rate=0", NULL);
+    tk_start(&c2, tk_tempdir("cmd2"), m2.addr, "--scrub_rate=0", NULL);
+    int one = 1;
+    T_CHECK(fm_wait(&m1, fm_reports_at_least, &one, WAIT_MS));
+    T_CHECK(fm_wait(&m2, fm_reports_at_least, &one, WAIT_MS));
+    size_t big = 5 * MiB + 12345;
+    uint8_t *ref = xmalloc(big), *got = xmalloc(big);
+    tk_fill(ref, big, 9, true);
+    tk_fill(ref + MiB, 2 * MiB, 10, false); /* mixed compressible and random blocks */
+    T_EQ(tk_write(c1.addr, NULL, 0, 0x50, 1, 0, ref, big, true, NULL), 0);
+    T_EQ(tk_write(c1.addr, NULL, 0, 0x51, 1, 0, ref, 1000, true, NULL), 0);
+    T_EQ(tk_write(c1.addr, NULL, 0, 0x52, 1, 0, ref, 1000, true, NULL), 0);
+
+    fm_push_cmd(&m1, 1, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, 0x51, 1, 0, NULL);
+    fm_push_cmd(&m1, 2, SYNOD__V1__CHUNK_CMD_TYPE__CMD_SET_VERSION, 0x52, 1, 2, NULL);
+    fm_push_cmd(&m1, 3, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, 0x99, 1, 0, NULL);
+    fm_push_cmd(&m2, 4, SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE, 0x50, 1, 0, c1.addr);
+    fm_push_cmd(&m2, 5, SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE, 0x53, 1, 0, "127.0.0.1:1");
+    fm_push_cmd(&m2, 6, SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE, 0x52, 7, 0, c1.addr); /* no such version */
+    wait_result(&m1, 1, 0);
+    wait_result(&m1, 2, 0);
+    wait_result(&m1, 3, -ENOENT);
+    wait_result(&m2, 4, 0);
+    wait_result(&m2, 5, -ENOTCONN);
+    wait_result(&m2, 6, -ESTALE);
+    T_EQ(tk_read(c1.addr, 0x51, 1, 0, 1000, false, got), -ENOENT);
+    T_EQ(tk_read(c1.addr, 0x52, 1, 0, 1000, false, got), -ESTALE);
+    T_EQ(tk_read(c1.addr, 0x52, 2, 0, 1000, false, got), 0);
+    T_MEMEQ(got, ref, 1000);
+    T_EQ(tk_read(c2.addr, 0x50, 1, 0, big, true, got), 0);
+    T_MEMEQ(got, ref, big);
+    T_EQ(tk_read(c2.addr, 0x50, 1, 0, big, false, got), 0);
+    T_MEMEQ(got, ref, big);
+    T_EQ(tk_read(c2.addr, 0x53, 1, 0, 10, false, got), -ENOENT); /* failed copy left nothing */
+    T_EQ(tk_read(c2.addr, 0x52, 7, 0, 10, false, got), -ENOENT);
+    /* The replicated chunk is in the next full report at its real version. */
+    check_single_report(&m2, 0x50, 1, big);
+    T_EQ(tk_stop(&c1, SIGTERM), 0);
+    T_EQ(tk_stop(&c2, SIGTERM), 0);
+    free(ref);
+    free(got);
+    fm_free(&m1);
+    fm_free(&m2);
+    rpc_client_shutdown();
+}
+
+int main(int argc, char **argv)
+{
+    static const struct tk_test tests[] = {{"register", test_register}, {"commands", test_commands}, {NULL, NULL}};
+    return tk_main(argc, argv, tests);
+}
