@@ -1087,7 +1087,12 @@ int rpc_call(struct rpc_channel *ch, const ProtobufCServiceDescriptor *svc, cons
         PANIC("rpc start_batch failed: %d", (int)e);
     grpc_event ev = grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
     ASSERT(ev.type == GRPC_OP_COMPLETE);
-    int err = finish_call(status, &details, &trail_md, recv_bb, md->output, reply, st);
+    ProtobufCMessage *rep = NULL;
+    int err = finish_call(status, &details, &trail_md, recv_bb, md->output, &rep, st);
+    if (reply)
+        *reply = rep;
+    else
+        rpc_message_free(rep);
     grpc_byte_buffer_destroy(send_bb);
     if (recv_bb)
         grpc_byte_buffer_destroy(recv_bb);

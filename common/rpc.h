@@ -104,8 +104,8 @@ struct rpc_payload {
 };
 
 /* Blocking unary call of `method` (name as in the .proto, e.g. "Lookup") on service `svc`. On success
- * returns 0 and *reply is a decoded message the caller frees with rpc_message_free. On failure returns
- * -errno and *reply is NULL; `st` (may be NULL) receives the detail string. `timeout_ms` > 0 is required.
+ * returns 0 and *reply is a decoded message the caller frees with rpc_message_free (reply may be NULL when
+ * only the outcome matters: the reply is then freed here). On failure returns -errno and *reply is NULL; `st` (may be NULL) receives the detail string. `timeout_ms` > 0 is required.
  * `payload` may be NULL; otherwise it replaces the request's field 15. Thread-safe. */
 int rpc_call(struct rpc_channel *ch, const ProtobufCServiceDescriptor *svc, const char *method,
              const ProtobufCMessage *req, const struct rpc_payload *payload, int64_t timeout_ms,

@@ -16,11 +16,11 @@
  * read its state must not diverge); apply itself never fails otherwise: errors are results (-errno).
  * Every command validates fully before it writes, so a failed command leaves the txn untouched.
  *
- * Exactly once: a request with ReqId (session != 0, seq != 0) is applied once; its reply (or errno) is kept
- * under (session, seq) and a retry gets the same answer (rep->cached). The window is NS_REPLY_WINDOW seqs
- * per session (the reply of seq s is dropped when seq s + window is applied), so a client keeps fewer than
- * that many requests in flight. A request whose session is unknown (never opened, closed or expired) gets
- * -ESTALE: the client opens a new session. Requests without ReqId (session 0) are not deduplicated.
+ * Sessions and exactly once belong to the rsm runtime (metaserver/rsm.h): it opens sessions through the
+ * log, rejects commands of unknown or expired sessions with -ESTALE before apply, keeps the reply of
+ * every (session, seq) so a retry is never applied twice, and expires sessions through the log. The
+ * namespace only keeps what a session holds (open handles, locks, write leases): NsCommand.session names
+ * the holder, and SessionClose / SessionExpire / ns_session_release free them (idempotent).
  *
  * Reads (lookup, getattr, readdir, readlink, getxattr, listxattr, statfs, chunk_locations, get_lock) write
  * nothing: the leader may serve them under its lease with ns_apply on a fresh txn that it aborts
@@ -45,8 +45,6 @@
  *   n/q cs chunk            deletion queue: version (4 LE) of a replica chunkserver cs must delete
  *   n/u cs chunk            unknown chunk first seen at (8 LE ns), for the deletion grace period
  *   n/s cs                  ChunkserverRec (cs: 4 bytes BE)
- *   n/S session             SessionRec
- *   n/r session seq         ReplyRec (exactly-once cache)
  *   n/o session fh          open handle: ino (8 BE)
  *   n/l ino                 LockSet (all flock/fcntl locks on the inode)
  *   n/L session ino         index: session holds locks on ino
@@ -70,7 +68,6 @@
 #define NS_XATTR_NAME_MAX 255
 #define NS_XATTR_VALUE_MAX 65536
 #define NS_CHUNK_SIZE (64ull << 20)
-#define NS_REPLY_WINDOW 1024
 #define NS_READDIR_MAX 4096      /* entries per page at most (0 in the request = 1024) */
 #define NS_MAX_GOAL 9
 
@@ -89,7 +86,6 @@ struct ns_reply {
     const ProtobufCMessageDescriptor *desc;
     uint8_t *buf;                          /* owned; free with ns_reply_release */
     size_t len;
-    bool cached;                           /* answered from the exactly-once cache */
 };
 
 /* A new state machine handle. Cannot fail. Free with ns_free. */
@@ -101,6 +97,9 @@ void ns_free(struct ns *ns);
 int ns_apply(struct ns *ns, struct kv_txn *txn, const Synod__V1__NsCommand *cmd, struct ns_reply *rep);
 /* Apply every command of a packed NsBatch in `txn`; reps is an array of at least batch->n_cmds. */
 void ns_apply_batch(struct ns *ns, struct kv_txn *txn, const Synod__V1__NsBatch *batch, struct ns_reply *reps);
+/* Release everything `session` holds (open handles, locks, write leases) inside txn: the rsm runtime's
+ * session_expired hook. Idempotent; cannot fail (a database read error aborts, as in apply). */
+void ns_session_release(struct ns *ns, struct kv_txn *txn, int64_t now_ns, uint64_t session);
 /* Does the command only read? (Then it may be served outside the log under the leader's lease.) */
 bool ns_cmd_is_read(const Synod__V1__NsCommand *cmd);
 /* Decode rep's reply message; caller frees with protobuf_c_message_free_unpacked(m, NULL). NULL if err. */
@@ -112,9 +111,9 @@ void ns_reply_release(struct ns_reply *rep);
 /* Chunkservers whose last heartbeat (state time) is older than now - timeout_ns and that are not yet
  * DEAD: the leader proposes ChunkserverDead for each. *ids: caller frees. Returns the count. */
 size_t ns_find_dead_chunkservers(struct kv_txn *txn, int64_t now_ns, int64_t timeout_ns, uint32_t **ids);
-/* Sessions whose lease (last keepalive in the state + lease) ended before now: propose SessionExpire.
- * (A leader that keeps keepalives out of the log uses its own table instead.) *ids: caller frees. */
-size_t ns_find_expired_sessions(struct kv_txn *txn, int64_t now_ns, uint64_t **ids);
+/* Chunks whose write lease ended before now_ns (leader wall clock): propose LeaseExpire for each, at most
+ * `max`. *ids: caller frees. Returns the count. */
+size_t ns_find_expired_leases(struct kv_txn *txn, int64_t now_ns, size_t max, uint64_t **ids);
 /* Re-replication plan: up to `max` ReplStart commands for under-goal chunks, fewest copies first, at most
  * max_repl_per_cs (state parameter) in flight per source and per destination; pending ones older than
  * stale_ns are planned again. Each ReplStart is to be proposed; once applied, ns_cs_commands hands the
@@ -127,6 +126,16 @@ size_t ns_plan_replication(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns,
  * and the array with free(). The chunkserver reports results in HeartbeatReq.results (cmd_id), which
  * apply turns into queue removals / new replicas. Returns the count. */
 size_t ns_cs_commands(struct kv_txn *txn, uint32_t cs, size_t max, Synod__V1__ChunkCmd ***out);
+
+/* Figures for status pages (read-only scans: O(entries + chunks), not for hot paths). files/dirs count
+ * directory entries (a file with two names counts twice); missing = under-goal chunks with no copy. */
+struct ns_counts {
+    uint64_t inodes, files, dirs, chunks, under_goal, missing;
+};
+void ns_count(struct kv_txn *txn, struct ns_counts *out);
+/* Every chunkserver record, in id order. *out: free each with synod__v1__chunkserver_rec__free_unpacked
+ * and the array with free(). Returns the count. */
+size_t ns_chunkservers(struct kv_txn *txn, Synod__V1__ChunkserverRec ***out);
 
 /* --- snapshot and restore (Paxos catch-up) ------------------------------------------------------------ */
 

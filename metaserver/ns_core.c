@@ -1,5 +1,10 @@
-/* ns_core.c - the namespace state machine's apply loop: dispatch, sessions and the exactly-once reply
- * cache, the per-command inode cache and record codecs, POSIX permission helpers, snapshot/restore.
+/* ns_core.c - the namespace state machine's apply loop: dispatch, session release, the per-command inode
+ * cache and record codecs, POSIX permission helpers, snapshot/restore.
+ *
+ * Sessions and exactly-once belong to the rsm runtime (metaserver/rsm.h): it keeps the reply of every
+ * (session, seq) and never applies a retried command twice, and it expires sessions through the log. The
+ * namespace keeps only what a session holds (open handles, locks, write leases) and releases it on
+ * SessionClose / SessionExpire or ns_session_release.
  *
  * A command runs in a struct ns_ctx. Inodes are decoded once per command into a small cache (so aliasing
  * roles such as "parent" and "new parent" share one copy) and written back only when the command succeeds;
@@ -397,56 +402,11 @@ void ns_reply_release(struct ns_reply *rep)
 
 /* --- sessions ----------------------------------------------------------------------------------------- */
 
-static void session_key(struct nkey *k, uint64_t s)
+/* Sessions belong to the rsm runtime (opened, kept alive, expired and deduplicated there). The namespace
+ * keeps only what a session holds: open handles (n/o), locks (n/L) and write leases (n/w). Releasing is
+ * idempotent: a close followed by the runtime's expiry of the same session finds nothing the second time. */
+static void session_release(struct ns_ctx *c, uint64_t session)
 {
-    nk_init(k, 'S');
-    nk_u64(k, s);
-}
-
-static int op_session_open(struct ns_ctx *c, const Synod__V1__SessionOpenReq *r)
-{
-    Synod__V1__NsCounters *ctr = ctr_get(c);
-    Synod__V1__SessionRec s = SYNOD__V1__SESSION_REC__INIT;
-    s.id = ctr->next_session++;
-    ctr_dirty(c);
-    s.client_name = r->client_name;
-    s.lease_ms = r->lease_ms ? MIN(r->lease_ms, 600000u) : ctr->lease_ms;
-    s.last_heard_ns = c->now;
-    struct nkey k;
-    session_key(&k, s.id);
-    nk_put_msg(c, &k, &s.base);
-    Synod__V1__SessionOpenRep rep = SYNOD__V1__SESSION_OPEN_REP__INIT;
-    rep.session = s.id;
-    rep.lease_ms = s.lease_ms;
-    reply_msg(c, &rep.base);
-    return 0;
-}
-
-static int op_session_keepalive(struct ns_ctx *c, const Synod__V1__SessionKeepaliveReq *r)
-{
-    struct nkey k;
-    session_key(&k, r->session);
-    Synod__V1__SessionRec *s =
-        (Synod__V1__SessionRec *)nk_get_msg(c, &k, &synod__v1__session_rec__descriptor);
-    if (!s)
-        return -ESTALE;
-    s->last_heard_ns = c->now;
-    nk_put_msg(c, &k, &s->base);
-    Synod__V1__SessionKeepaliveRep rep = SYNOD__V1__SESSION_KEEPALIVE_REP__INIT;
-    rep.lease_ms = s->lease_ms;
-    reply_msg(c, &rep.base);
-    protobuf_c_message_free_unpacked(&s->base, NULL);
-    return 0;
-}
-
-/* Close or expiry: drop the session's open handles, locks, write leases and reply cache. */
-static int session_end(struct ns_ctx *c, uint64_t session)
-{
-    struct nkey k;
-    session_key(&k, session);
-    if (nk_get(c, &k, NULL, NULL) < 0)
-        return -ESTALE;
-    nk_del(c, &k);
     struct nkey p;
     nk_init(&p, 'o');
     nk_u64(&p, session);
@@ -462,17 +422,23 @@ static int session_end(struct ns_ctx *c, uint64_t session)
     kv_iter_free(it);
     locks_release_session(c, session);
     leases_release_session(c, session);
-    nk_init(&p, 'r');
-    nk_u64(&p, session);
-    it = kv_iter_prefix(c->txn, p.b, p.len);
-    for (; kv_iter_valid(it); kv_iter_next(it)) {
-        size_t kl;
-        const char *key = kv_iter_key(it, &kl);
-        kv_del(c->txn, key, kl);
-    }
-    kv_iter_free(it);
+}
+
+static int op_session_end(struct ns_ctx *c, uint64_t session)
+{
+    if (!session)
+        return -EINVAL;
+    session_release(c, session);
     reply_empty(c);
     return 0;
+}
+
+void ns_session_release(struct ns *ns, struct kv_txn *txn, int64_t now_ns, uint64_t session)
+{
+    struct ns_ctx c = {.ns = ns, .txn = txn, .now = now_ns};
+    if (session)
+        session_release(&c, session);
+    ctx_finish(&c, true);
 }
 
 /* Open-handle references: the inode goes when its last name and last handle are gone. Flushes and evicts
@@ -601,30 +567,12 @@ static const Synod__V1__Cred *cmd_cred(const Synod__V1__NsCommand *cmd)
     }
 }
 
-/* The reply message type of each command (for cached replies). */
-static const ProtobufCMessageDescriptor *reply_desc(Synod__V1__NsCommand__CmdCase cc)
-{
-    switch (cc) {
-    case SYNOD__V1__NS_COMMAND__CMD_SETATTR: return &synod__v1__attr_rep__descriptor;
-    case SYNOD__V1__NS_COMMAND__CMD_MKNOD: return &synod__v1__create_rep__descriptor;
-    case SYNOD__V1__NS_COMMAND__CMD_LINK: return &synod__v1__entry_rep__descriptor;
-    case SYNOD__V1__NS_COMMAND__CMD_SYMLINK: return &synod__v1__entry_rep__descriptor;
-    case SYNOD__V1__NS_COMMAND__CMD_OPEN: return &synod__v1__open_rep__descriptor;
-    case SYNOD__V1__NS_COMMAND__CMD_CHUNK_OPEN_WRITE: return &synod__v1__chunk_open_write_rep__descriptor;
-    case SYNOD__V1__NS_COMMAND__CMD_CHUNK_WRITE_DONE: return &synod__v1__attr_rep__descriptor;
-    case SYNOD__V1__NS_COMMAND__CMD_SET_LOCK: return &synod__v1__lock_rep__descriptor;
-    case SYNOD__V1__NS_COMMAND__CMD_SET_GOAL: return &synod__v1__set_goal_rep__descriptor;
-    default: return &synod__v1__empty__descriptor;
-    }
-}
-
 static int dispatch(struct ns_ctx *c, const Synod__V1__NsCommand *cmd)
 {
     switch (cmd->cmd_case) {
-    case SYNOD__V1__NS_COMMAND__CMD_SESSION_OPEN: return op_session_open(c, cmd->session_open);
-    case SYNOD__V1__NS_COMMAND__CMD_SESSION_KEEPALIVE: return op_session_keepalive(c, cmd->session_keepalive);
-    case SYNOD__V1__NS_COMMAND__CMD_SESSION_CLOSE: return session_end(c, cmd->session_close->session);
-    case SYNOD__V1__NS_COMMAND__CMD_SESSION_EXPIRE: return session_end(c, cmd->session_expire->session);
+    /* session open and keepalive are the runtime's (rsm_session_open / rsm_session_touch) */
+    case SYNOD__V1__NS_COMMAND__CMD_SESSION_CLOSE: return op_session_end(c, cmd->session_close->session);
+    case SYNOD__V1__NS_COMMAND__CMD_SESSION_EXPIRE: return op_session_end(c, cmd->session_expire->session);
     case SYNOD__V1__NS_COMMAND__CMD_LOOKUP: return op_lookup(c, cmd->lookup);
     case SYNOD__V1__NS_COMMAND__CMD_GETATTR: return op_getattr(c, cmd->getattr);
     case SYNOD__V1__NS_COMMAND__CMD_SETATTR: return op_setattr(c, cmd->setattr);
@@ -677,33 +625,9 @@ int ns_apply(struct ns *ns, struct kv_txn *txn, const Synod__V1__NsCommand *cmd,
         return rep->err = -EINVAL;
     struct ns_ctx c = {.ns = ns, .txn = txn, .cmd = cmd, .now = cmd->now_ns, .rep = rep};
     c.cred = cmd_cred(cmd);
+    /* the envelope's session is the one the runtime validated; a read outside the log has none */
     const Synod__V1__ReqId *rid = cmd_rid(cmd);
-    c.session = rid && rid->session ? rid->session : cmd->session;
-    struct nkey rk;
-    bool dedup = rid && rid->session && rid->seq;
-    if (dedup) {
-        struct nkey sk;
-        session_key(&sk, rid->session);
-        if (nk_get(&c, &sk, NULL, NULL) < 0)
-            return rep->err = -ESTALE;
-        nk_init(&rk, 'r');
-        nk_u64(&rk, rid->session);
-        nk_u64(&rk, rid->seq);
-        Synod__V1__ReplyRec *cached =
-            (Synod__V1__ReplyRec *)nk_get_msg(&c, &rk, &synod__v1__reply_rec__descriptor);
-        if (cached) {
-            rep->err = cached->err;
-            rep->cached = true;
-            if (!cached->err) {
-                rep->len = cached->reply.len;
-                rep->buf = xmalloc(rep->len);
-                memcpy(rep->buf, cached->reply.data, rep->len);
-            }
-            protobuf_c_message_free_unpacked(&cached->base, NULL);
-            rep->desc = rep->err ? NULL : reply_desc(cmd->cmd_case);
-            return rep->err;
-        }
-    }
+    c.session = cmd->session ? cmd->session : rid ? rid->session : 0;
     int rc = dispatch(&c, cmd);
     ctx_finish(&c, rc == 0);
     if (rc) {
@@ -712,22 +636,7 @@ int ns_apply(struct ns *ns, struct kv_txn *txn, const Synod__V1__NsCommand *cmd,
         rep->len = 0;
         rep->desc = NULL;
     }
-    rep->err = rc;
-    if (dedup) {
-        Synod__V1__ReplyRec rr = SYNOD__V1__REPLY_REC__INIT;
-        rr.err = rc;
-        rr.reply.data = rep->buf;
-        rr.reply.len = rep->len;
-        nk_put_msg(&c, &rk, &rr.base);
-        if (rid->seq > NS_REPLY_WINDOW) {
-            struct nkey old;
-            nk_init(&old, 'r');
-            nk_u64(&old, rid->session);
-            nk_u64(&old, rid->seq - NS_REPLY_WINDOW);
-            nk_del(&c, &old);
-        }
-    }
-    return rc;
+    return rep->err = rc;
 }
 
 void ns_apply_batch(struct ns *ns, struct kv_txn *txn, const Synod__V1__NsBatch *batch, struct ns_reply *reps)

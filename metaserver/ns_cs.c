@@ -1,10 +1,10 @@
 /* ns_cs.c - chunkserver management in the state machine: registration, heartbeat state and command
  * results, chunk report reconciliation, death, decommission, statfs; and the leader's read-only helpers
- * (dead chunkservers, expired sessions, re-replication planning, commands for a chunkserver).
+ * (dead chunkservers, expired write leases, re-replication planning, commands for a chunkserver).
  *
  * Everything that decides runs at apply time from the command's contents and the state, so it is
- * deterministic; time-driven decisions (a chunkserver silent too long, a session lease over) are taken by
- * the leader with its own clock, which then proposes a command (ChunkserverDead, SessionExpire).
+ * deterministic; time-driven decisions (a chunkserver silent too long, a write lease over) are taken by
+ * the leader with its own clock, which then proposes a command (ChunkserverDead, LeaseExpire).
  *
  * Report reconciliation (pages: first .. last): a chunk at the table's version, or in the replica set,
  * is a good replica (added to the set if it was missing); an older version not in the set is stale and
@@ -396,22 +396,29 @@ size_t ns_find_dead_chunkservers(struct kv_txn *txn, int64_t now_ns, int64_t tim
     return n;
 }
 
-size_t ns_find_expired_sessions(struct kv_txn *txn, int64_t now_ns, uint64_t **ids)
+size_t ns_find_expired_leases(struct kv_txn *txn, int64_t now_ns, size_t max, uint64_t **ids)
 {
+    struct ns_ctx c;
+    ro_ctx(&c, txn);
     struct nkey p;
-    nk_init(&p, 'S');
+    nk_init(&p, 'w');
     size_t n = 0;
     *ids = NULL;
     struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
-    for (; kv_iter_valid(it); kv_iter_next(it)) {
-        Synod__V1__SessionRec *r = (Synod__V1__SessionRec *)iter_msg(it, &synod__v1__session_rec__descriptor);
-        if (r->last_heard_ns + (int64_t)r->lease_ms * 1000000 < now_ns) {
+    for (; kv_iter_valid(it) && n < max; kv_iter_next(it)) {
+        size_t kl;
+        const char *k = kv_iter_key(it, &kl);
+        if (kl != 3 + 16)
+            continue;
+        Synod__V1__ChunkRec *rec = chunk_get_by_id(&c, get_be64(k + 11));
+        if (rec && rec->lease_session && rec->lease_expire_ns <= now_ns) {
             *ids = xrealloc(*ids, (n + 1) * sizeof(**ids));
-            (*ids)[n++] = r->id;
+            (*ids)[n++] = rec->chunk_id;
         }
-        protobuf_c_message_free_unpacked(&r->base, NULL);
+        chunk_free(rec);
     }
     kv_iter_free(it);
+    ctx_finish(&c, false);
     return n;
 }
 
@@ -548,6 +555,66 @@ size_t ns_cs_commands(struct kv_txn *txn, uint32_t cs, size_t max, Synod__V1__Ch
         *out = xrealloc(*out, (n + 1) * sizeof(**out));
         (*out)[n++] = cmd;
         protobuf_c_message_free_unpacked(&rp->base, NULL);
+    }
+    kv_iter_free(it);
+    return n;
+}
+
+/* --- status figures (read-only) ----------------------------------------------------------------------- */
+
+static uint64_t count_prefix(struct kv_txn *txn, char tag, uint64_t *zero_copies)
+{
+    struct nkey p;
+    nk_init(&p, tag);
+    uint64_t n = 0;
+    struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
+    for (; kv_iter_valid(it); kv_iter_next(it)) {
+        n++;
+        if (zero_copies) {
+            size_t kl;
+            const char *k = kv_iter_key(it, &kl);
+            if (kl > 3 && k[3] == 0)
+                (*zero_copies)++;
+        }
+    }
+    kv_iter_free(it);
+    return n;
+}
+
+void ns_count(struct kv_txn *txn, struct ns_counts *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct ns_ctx c;
+    ro_ctx(&c, txn);
+    out->inodes = ctr_get(&c)->inodes;
+    ctx_finish(&c, false);
+    struct nkey p;
+    nk_init(&p, 'd');
+    struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
+    for (; kv_iter_valid(it); kv_iter_next(it)) {
+        size_t vl;
+        const char *v = kv_iter_value(it, &vl);
+        if (vl == 9 && ((uint32_t)(uint8_t)v[8] << 12) == S_IFDIR)
+            out->dirs++;
+        else
+            out->files++;
+    }
+    kv_iter_free(it);
+    out->dirs++; /* the root has no entry */
+    out->chunks = count_prefix(txn, 'K', NULL);
+    out->under_goal = count_prefix(txn, 'g', &out->missing);
+}
+
+size_t ns_chunkservers(struct kv_txn *txn, Synod__V1__ChunkserverRec ***out)
+{
+    struct nkey p;
+    nk_init(&p, 's');
+    size_t n = 0;
+    *out = NULL;
+    struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
+    for (; kv_iter_valid(it); kv_iter_next(it)) {
+        *out = xrealloc(*out, (n + 1) * sizeof(**out));
+        (*out)[n++] = (Synod__V1__ChunkserverRec *)iter_msg(it, &synod__v1__chunkserver_rec__descriptor);
     }
     kv_iter_free(it);
     return n;

@@ -232,6 +232,8 @@ int op_mknod(struct ns_ctx *c, const Synod__V1__MknodReq *r)
     }
     if ((rc = may_access(c->cred, d, MAY_W | MAY_X)))
         return rc;
+    if ((type == S_IFCHR || type == S_IFBLK) && !cred_is_root(c->cred))
+        return -EPERM; /* device nodes need CAP_MKNOD, as in vfs_mknod */
     uint32_t umask = c->cred ? c->cred->umask : 0;
     n = new_inode(c, d, type | (r->mode & 07777 & ~umask));
     if (type == S_IFCHR || type == S_IFBLK)

@@ -444,6 +444,19 @@ static void campaign(struct paxos *p)
     check_promises(p);
 }
 
+/* A voter refused us because it promised a higher ballot. A leader that still hears from a quorum takes the
+ * lead back at once with a fresh phase 1 above that promise, instead of going quiet until an election
+ * timeout: otherwise a node that campaigned alone while cut off (raising its promise each time) unseats a
+ * healthy majority leader when it rejoins, and wins once the lease lapses. Phase 1 is always safe (I1-I3);
+ * this only changes who campaigns when. An unhealthy leader just steps down. */
+static void outbid(struct paxos *p, uint64_t seen)
+{
+    bool healthy = p->state == PAXOS_LEADING && p->now <= p->last_quorum + p->elect_us;
+    step_down(p, seen);
+    if (healthy)
+        campaign(p);
+}
+
 static void send_heartbeats(struct paxos *p)
 {
     uint64_t seq = ++p->hb_seq;
@@ -664,7 +677,9 @@ static void count_ack(struct paxos *p, uint64_t slot, uint32_t node)
 static void on_accepted(struct paxos *p, const struct paxos_msg *m)
 {
     if (!m->ok) {
-        if (m->promised > p->ballot && (p->state == PAXOS_LEADING || p->campaigning))
+        if (m->promised > p->ballot && p->state == PAXOS_LEADING)
+            outbid(p, m->promised);
+        else if (m->promised > p->ballot && p->campaigning)
             step_down(p, m->promised);
         return;
     }
@@ -699,7 +714,7 @@ static void on_heartbeat_ack(struct paxos *p, const struct paxos_msg *m)
 {
     if (!m->ok) {
         if (m->promised > p->ballot && p->state == PAXOS_LEADING)
-            step_down(p, m->promised);
+            outbid(p, m->promised);
         return;
     }
     if (p->state != PAXOS_LEADING || m->ballot != p->ballot || !is_voter(p, m->from))

@@ -18,6 +18,7 @@ struct tns {
     struct ns *ns;
     int64_t now;              /* next command time; advanced 1 us per command */
     uint64_t session, seq;    /* the client session used in ReqIds */
+    uint64_t next_session;    /* the harness plays the rsm runtime's session table */
     struct kv_txn *txn;       /* when non-NULL, commands accumulate here (tns_begin/tns_commit) */
     bool sync;                /* synced commits */
 };
@@ -67,7 +68,9 @@ int t_readdir(struct tns *t, struct tcred *cr, uint64_t ino, const char *after, 
               Synod__V1__ReaddirRep **rep);
 int t_lock(struct tns *t, bool set, uint64_t ino, uint64_t owner, uint32_t kind, uint32_t type, uint64_t start,
            uint64_t end, Synod__V1__LockRep *out);
+/* A new session id (the runtime's job; the namespace only sees ids). */
 uint64_t t_session_open(struct tns *t);
+/* End a session: expire = the runtime's session_expired hook (ns_session_release), else SessionClose. */
 int t_session_end(struct tns *t, uint64_t session, bool expire);
 
 /* Every key/value under the prefix as one digest-able dump: calls cb for each record. */

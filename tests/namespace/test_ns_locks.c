@@ -93,7 +93,7 @@ static void test_flock(void)
     tns_digest(t.db, &n1);
     T_EQ(t_session_end(&t, s1, false), 0);
     tns_digest(t.db, &n2);
-    T_CHECK(n2 < n1);
+    T_EQ(n2, n1); /* nothing left to release: the unlink dropped the locks and their index */
     tns_close(&t, false);
 }
 

@@ -1,0 +1,1247 @@
+/* chunk_io.c - synod-mount's data path (contract in chunk_io.h).
+ *
+ * Locks of a cio_file: `op_mu` serialises the write side (buffer, chunk opening, flush) and is held across
+ * RPCs; `mu` protects the shared state (chunk table, in-flight and failed write lists, sizes, read-ahead
+ * window) and is only held briefly, because the RPC dispatcher thread takes it in write completions. Order:
+ * op_mu before mu. Readers take only `mu`, so reads run in parallel with each other and with writes.
+ *
+ * Per chunk (struct cchunk): the location (chunk id, version, replicas; valid until loc_until) and, under
+ * op_mu, the write lease (wopen, lease_until, the session generation it was taken in, need_create); under
+ * mu, what completion owes (dirty: ChunkWriteDone needed, unsynced: Fsync needed, wend: end of the data
+ * written in the file).
+ */
+#include "fuse-client/chunk_io.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chunk.pb-c.h"
+#include "common/clock.h"
+#include "common/codec.h"
+#include "common/crc32c.h"
+#include "common/errors.h"
+#include "common/log.h"
+#include "common/rpc.h"
+#include "common/util.h"
+#include "meta.pb-c.h"
+
+#define MAX_REPL 9
+#define ADDR_MAX 64
+#define NBUCKETS 64
+#define LOC_BATCH 16 /* chunks asked per ChunkLocations */
+
+struct replica {
+    uint32_t id;
+    char addr[ADDR_MAX];
+};
+
+struct loc {
+    uint64_t chunk_id; /* 0 = hole */
+    uint32_t version;
+    uint32_t nrep;
+    struct replica rep[MAX_REPL];
+};
+
+struct cchunk {
+    uint64_t index;
+    struct cchunk *next;
+    /* under mu */
+    bool loc_valid;
+    uint64_t loc_until;
+    struct loc loc;
+    bool dirty, unsynced;
+    uint64_t wend;
+    /* under op_mu */
+    bool wopen;
+    uint64_t lease_until;
+    uint64_t wgen;
+    bool need_create;
+};
+
+struct wreq {
+    struct cio_file *f;
+    atomic_int refs;
+    uint64_t index, off;
+    uint32_t len;
+    uint8_t *data;
+    uint64_t chunk_id;
+    uint32_t version;
+    uint32_t head;
+    int err;
+    char detail[256];
+    struct wreq *next;
+};
+
+struct cio {
+    struct mc *mc;
+    struct cio_config cfg;
+    atomic_uint_fast64_t sess_gen;
+    atomic_uint rr; /* replica rotation for reads */
+    pthread_key_t tls;
+};
+
+struct cio_file {
+    struct cio *c;
+    uint64_t ino;
+    pthread_mutex_t op_mu;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct cchunk *buckets[NBUCKETS];
+    uint64_t meta_size;  /* last size known from the metaserver */
+    uint64_t local_end;  /* end of local writes not yet completed (0 = none) */
+    int err;             /* sticky write error */
+    /* write buffer (op_mu) */
+    uint8_t *wbuf;
+    uint64_t wb_off;
+    size_t wb_len;
+    uint64_t last_done;
+    /* in flight and failed writes (mu) */
+    struct wreq *inflight;
+    unsigned ninflight;
+    struct wreq *failed, **failed_tail;
+    /* read-ahead window (mu) */
+    uint8_t *ra;
+    uint64_t ra_off;
+    size_t ra_len;
+    uint64_t last_read_end;
+};
+
+/* Per-thread scratch: a codec and one block. */
+struct tls {
+    struct codec *codec;
+    uint8_t block[CIO_BLOCK_SIZE];
+};
+
+static void tls_free(void *p)
+{
+    struct tls *t = p;
+    codec_free(t->codec);
+    free(t);
+}
+
+static struct tls *tls_get(struct cio *c)
+{
+    struct tls *t = pthread_getspecific(c->tls);
+    if (!t) {
+        t = xmalloc(sizeof(*t));
+        t->codec = codec_new(CODEC_DEFAULT_LEVEL);
+        pthread_setspecific(c->tls, t);
+    }
+    return t;
+}
+
+static uint64_t deadline_after(uint32_t ms)
+{
+    return clk_mono_ns() + (uint64_t)ms * NS_PER_MS;
+}
+
+static bool past(uint64_t deadline)
+{
+    return clk_mono_ns() >= deadline;
+}
+
+static void backoff_sleep(uint32_t *ms)
+{
+    clk_sleep_ns((uint64_t)*ms * NS_PER_MS);
+    *ms = MIN(*ms * 2, 500u);
+}
+
+/* ---- layer ------------------------------------------------------------------------------------------ */
+
+struct cio *cio_new(struct mc *mc, const struct cio_config *cfg)
+{
+    struct cio *c = xcalloc(1, sizeof(*c));
+    c->mc = mc;
+    c->cfg = *cfg;
+    if (!c->cfg.io_timeout_ms)
+        c->cfg.io_timeout_ms = 30000;
+    if (!c->cfg.rpc_timeout_ms)
+        c->cfg.rpc_timeout_ms = 10000;
+    if (!c->cfg.loc_ttl_ms)
+        c->cfg.loc_ttl_ms = 1000;
+    if (!c->cfg.max_inflight)
+        c->cfg.max_inflight = 4;
+    if (!c->cfg.writedone_ms)
+        c->cfg.writedone_ms = 1000;
+    atomic_init(&c->sess_gen, 1);
+    atomic_init(&c->rr, 0);
+    if (pthread_key_create(&c->tls, tls_free) != 0)
+        PANIC("pthread_key_create failed");
+    return c;
+}
+
+void cio_free(struct cio *c)
+{
+    if (!c)
+        return;
+    struct tls *t = pthread_getspecific(c->tls);
+    if (t) {
+        pthread_setspecific(c->tls, NULL);
+        tls_free(t);
+    }
+    pthread_key_delete(c->tls);
+    free(c);
+}
+
+void cio_session_lost(struct cio *c)
+{
+    atomic_fetch_add(&c->sess_gen, 1);
+}
+
+/* ---- per file --------------------------------------------------------------------------------------- */
+
+struct cio_file *cio_file_new(struct cio *c, uint64_t ino, uint64_t size)
+{
+    struct cio_file *f = xcalloc(1, sizeof(*f));
+    f->c = c;
+    f->ino = ino;
+    f->meta_size = size;
+    pthread_mutex_init(&f->op_mu, NULL);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    f->failed_tail = &f->failed;
+    f->last_done = clk_mono_ns();
+    return f;
+}
+
+static void wreq_put(struct wreq *w)
+{
+    if (atomic_fetch_sub(&w->refs, 1) == 1) {
+        free(w->data);
+        free(w);
+    }
+}
+
+void cio_file_free(struct cio_file *f)
+{
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->mu);
+    while (f->ninflight)
+        pthread_cond_wait(&f->cv, &f->mu);
+    pthread_mutex_unlock(&f->mu);
+    if (f->wb_len || f->failed)
+        LOG_ERR("inode %llu: freed with unflushed writes (dropped)", (unsigned long long)f->ino);
+    for (struct wreq *w = f->failed, *n; w; w = n) {
+        n = w->next;
+        wreq_put(w);
+    }
+    for (int i = 0; i < NBUCKETS; i++)
+        for (struct cchunk *ch = f->buckets[i], *n; ch; ch = n) {
+            n = ch->next;
+            free(ch);
+        }
+    free(f->wbuf);
+    free(f->ra);
+    pthread_cond_destroy(&f->cv);
+    pthread_mutex_destroy(&f->mu);
+    pthread_mutex_destroy(&f->op_mu);
+    free(f);
+}
+
+uint64_t cio_file_size(struct cio_file *f)
+{
+    pthread_mutex_lock(&f->mu);
+    uint64_t s = MAX(f->meta_size, f->local_end);
+    pthread_mutex_unlock(&f->mu);
+    return s;
+}
+
+void cio_file_set_size(struct cio_file *f, uint64_t size, bool exact)
+{
+    pthread_mutex_lock(&f->mu);
+    f->meta_size = size;
+    if (exact) {
+        f->local_end = 0;
+        f->ra_len = 0;
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
+void cio_file_invalidate(struct cio_file *f)
+{
+    pthread_mutex_lock(&f->mu);
+    for (int i = 0; i < NBUCKETS; i++)
+        for (struct cchunk *ch = f->buckets[i]; ch; ch = ch->next)
+            ch->loc_valid = false;
+    f->ra_len = 0;
+    pthread_mutex_unlock(&f->mu);
+}
+
+bool cio_file_dirty(struct cio_file *f)
+{
+    pthread_mutex_lock(&f->mu);
+    bool d = f->local_end != 0 || f->ninflight || f->failed;
+    pthread_mutex_unlock(&f->mu);
+    return d;
+}
+
+/* The chunk record for index (created empty); mu held. */
+static struct cchunk *chunk_at(struct cio_file *f, uint64_t index)
+{
+    struct cchunk **b = &f->buckets[index % NBUCKETS];
+    for (struct cchunk *ch = *b; ch; ch = ch->next)
+        if (ch->index == index)
+            return ch;
+    struct cchunk *ch = xcalloc(1, sizeof(*ch));
+    ch->index = index;
+    ch->next = *b;
+    *b = ch;
+    return ch;
+}
+
+/* Copy a wire ChunkLoc into l; false if it is malformed. */
+static bool loc_from_wire(const Synod__V1__ChunkLoc *w, struct loc *l)
+{
+    memset(l, 0, sizeof(*l));
+    l->chunk_id = w->chunk_id;
+    l->version = w->version;
+    for (size_t i = 0; i < w->n_replicas && l->nrep < MAX_REPL; i++) {
+        const Synod__V1__ChunkserverAddr *a = w->replicas[i];
+        if (!a || !a->addr || !a->addr[0] || strlen(a->addr) >= ADDR_MAX)
+            return false;
+        l->rep[l->nrep].id = a->id;
+        snprintf(l->rep[l->nrep].addr, ADDR_MAX, "%s", a->addr);
+        l->nrep++;
+    }
+    return l->chunk_id == 0 || l->nrep > 0;
+}
+
+/* Ask the metaserver where chunks [first, first+count) are and cache the answer. */
+static int locs_fetch(struct cio_file *f, uint64_t first, uint32_t count)
+{
+    Synod__V1__ChunkLocReq req = SYNOD__V1__CHUNK_LOC_REQ__INIT;
+    req.ino = f->ino;
+    req.first_index = first;
+    req.count = count;
+    ProtobufCMessage *m;
+    int r = mc_call(f->c->mc, "ChunkLocations", &req.base, 0, &m);
+    if (r)
+        return r;
+    Synod__V1__ChunkLocRep *rep = (Synod__V1__ChunkLocRep *)m;
+    uint64_t until = clk_mono_ns() + (uint64_t)f->c->cfg.loc_ttl_ms * NS_PER_MS;
+    pthread_mutex_lock(&f->mu);
+    /* Absent indexes in the range are holes. */
+    for (uint32_t i = 0; i < count; i++) {
+        struct cchunk *ch = chunk_at(f, first + i);
+        memset(&ch->loc, 0, sizeof(ch->loc));
+        ch->loc_valid = true;
+        ch->loc_until = until;
+    }
+    for (size_t i = 0; i < rep->n_chunks; i++) {
+        const Synod__V1__ChunkLoc *w = rep->chunks[i];
+        if (!w || w->index < first || w->index >= first + count)
+            continue;
+        struct cchunk *ch = chunk_at(f, w->index);
+        if (!loc_from_wire(w, &ch->loc)) {
+            LOG_WARN("inode %llu chunk %llu: malformed location from the metaserver", (unsigned long long)f->ino,
+                     (unsigned long long)w->index);
+            ch->loc_valid = false;
+        }
+    }
+    f->meta_size = rep->size;
+    pthread_mutex_unlock(&f->mu);
+    rpc_message_free(m);
+    return 0;
+}
+
+static int loc_get(struct cio_file *f, uint64_t index, struct loc *out)
+{
+    for (int attempt = 0;; attempt++) {
+        pthread_mutex_lock(&f->mu);
+        struct cchunk *ch = chunk_at(f, index);
+        bool ok = ch->loc_valid && (ch->loc_until > clk_mono_ns() || attempt > 0);
+        if (ok)
+            *out = ch->loc;
+        pthread_mutex_unlock(&f->mu);
+        if (ok)
+            return 0;
+        if (attempt > 0)
+            return -EIO;
+        int r = locs_fetch(f, index, LOC_BATCH);
+        if (r)
+            return r;
+    }
+}
+
+static void loc_drop(struct cio_file *f, uint64_t index)
+{
+    pthread_mutex_lock(&f->mu);
+    chunk_at(f, index)->loc_valid = false;
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void report_bad(struct cio_file *f, uint64_t chunk_id, uint32_t version, uint32_t cs, int err)
+{
+    Synod__V1__BadReplicaReq req = SYNOD__V1__BAD_REPLICA_REQ__INIT;
+    req.chunk_id = chunk_id;
+    req.version = version;
+    req.chunkserver = cs;
+    req.err = err < 0 ? -err : err;
+    ProtobufCMessage *m;
+    int r = mc_call(f->c->mc, "BadReplica", &req.base, 0, &m);
+    rpc_message_free(m);
+    LOG_WARN("chunk %llu v%u: reported replica on chunkserver %u bad (%s)%s%s", (unsigned long long)chunk_id,
+             version, cs, err_name(err), r ? ", report failed: " : "", r ? err_name(r) : "");
+}
+
+/* ---- reads ------------------------------------------------------------------------------------------ */
+
+/* Free a ReadRep. An empty bulk `data` points one past the receive buffer, which rpc_message_free (common/
+ * rpc.c, rx_free's bounds check) mistakes for a heap pointer: detach it first. */
+static void read_rep_free(ProtobufCMessage *m)
+{
+    Synod__V1__ReadRep *rep = (Synod__V1__ReadRep *)m;
+    if (rep && rep->data.len == 0)
+        rep->data.data = NULL;
+    rpc_message_free(m);
+}
+
+struct rwait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int pending;
+};
+
+struct seg {
+    struct rwait *wait;
+    uint64_t index;
+    uint64_t coff;   /* offset inside the chunk */
+    uint32_t len;
+    uint8_t *dst;
+    struct loc loc;
+    uint32_t ri;     /* replica index used */
+    int err;
+    ProtobufCMessage *rep;
+};
+
+static void read_done(int err, ProtobufCMessage *reply, const struct rpc_status *st, void *arg)
+{
+    UNUSED(st);
+    struct seg *s = arg;
+    s->err = err;
+    s->rep = reply;
+    pthread_mutex_lock(&s->wait->mu);
+    if (--s->wait->pending == 0)
+        pthread_cond_signal(&s->wait->cv);
+    pthread_mutex_unlock(&s->wait->mu);
+}
+
+static void read_req(const struct seg *s, Synod__V1__ReadReq *req)
+{
+    synod__v1__read_req__init(req);
+    uint64_t b0 = s->coff / CIO_BLOCK_SIZE * CIO_BLOCK_SIZE;
+    uint64_t b1 = MIN((s->coff + s->len + CIO_BLOCK_SIZE - 1) / CIO_BLOCK_SIZE * CIO_BLOCK_SIZE, CIO_CHUNK_SIZE);
+    req->chunk_id = s->loc.chunk_id;
+    req->version = s->loc.version;
+    req->offset = b0;
+    req->length = (uint32_t)(b1 - b0);
+    req->stored_form = true;
+}
+
+/* Verify and decode a ReadRep into s->dst. -EBADMSG on any checksum or format problem. */
+static int seg_decode(struct cio *c, struct seg *s, const Synod__V1__ReadRep *rep)
+{
+    struct tls *t = tls_get(c);
+    memset(s->dst, 0, s->len);
+    uint64_t lo = s->coff, hi = s->coff + s->len;
+    size_t pos = 0;
+    for (size_t i = 0; i < rep->n_blocks; i++) {
+        const Synod__V1__StoredBlock *b = rep->blocks[i];
+        if (!b || b->index >= CIO_CHUNK_SIZE / CIO_BLOCK_SIZE || b->raw_len > CIO_BLOCK_SIZE ||
+            b->stored_len > rep->data.len - pos || (b->flags != CODEC_RAW && b->flags != CODEC_ZSTD))
+            return -EBADMSG;
+        const uint8_t *src = rep->data.data + pos;
+        pos += b->stored_len;
+        if (crc32c(0, src, b->stored_len) != b->crc)
+            return -EBADMSG;
+        uint64_t bs = (uint64_t)b->index * CIO_BLOCK_SIZE, be = bs + b->raw_len;
+        uint64_t from = MAX(bs, lo), to = MIN(be, hi);
+        if (from >= to)
+            continue;
+        if (from == bs && to == be) { /* the whole block is wanted: decode in place */
+            if (codec_decode(t->codec, (enum codec_flag)b->flags, src, b->stored_len, s->dst + (bs - lo),
+                             b->raw_len))
+                return -EBADMSG;
+        } else {
+            if (codec_decode(t->codec, (enum codec_flag)b->flags, src, b->stored_len, t->block, b->raw_len))
+                return -EBADMSG;
+            memcpy(s->dst + (from - lo), t->block + (from - bs), (size_t)(to - from));
+        }
+    }
+    return 0;
+}
+
+/* Read one segment synchronously, trying every replica in turn and refreshing locations, until the io
+ * timeout. `skip` is a replica index that already failed (UINT32_MAX for none). */
+static int seg_read_sync(struct cio_file *f, struct seg *s, uint32_t skip)
+{
+    struct cio *c = f->c;
+    uint64_t deadline = deadline_after(c->cfg.io_timeout_ms);
+    uint32_t backoff = 20;
+    int last = -EIO;
+    for (int round = 0;; round++) {
+        if (round > 0) {
+            loc_drop(f, s->index);
+            int r = loc_get(f, s->index, &s->loc);
+            if (r)
+                return r;
+            if (s->loc.chunk_id == 0) {
+                memset(s->dst, 0, s->len);
+                return 0;
+            }
+        }
+        uint32_t start = atomic_fetch_add(&c->rr, 1);
+        for (uint32_t k = 0; k < s->loc.nrep; k++) {
+            uint32_t ri = (start + k) % s->loc.nrep;
+            if (round == 0 && ri == skip && s->loc.nrep > 1)
+                continue;
+            Synod__V1__ReadReq req;
+            read_req(s, &req);
+            ProtobufCMessage *m;
+            struct rpc_status st;
+            int r = rpc_call(rpc_channel_get(s->loc.rep[ri].addr), &synod__v1__chunk_data__descriptor, "Read",
+                             &req.base, NULL, c->cfg.rpc_timeout_ms, &m, &st);
+            if (r == 0) {
+                r = seg_decode(c, s, (Synod__V1__ReadRep *)m);
+                read_rep_free(m);
+                if (r == 0)
+                    return 0;
+            }
+            last = r;
+            LOG_WARN("%s: read of chunk %llu v%u from %s (chunkserver %u) failed%s%s", err_name(r),
+                     (unsigned long long)s->loc.chunk_id, s->loc.version, s->loc.rep[ri].addr, s->loc.rep[ri].id,
+                     st.detail[0] && r != -EBADMSG ? ": " : "", r != -EBADMSG ? st.detail : "");
+            if (r == -EBADMSG)
+                report_bad(f, s->loc.chunk_id, s->loc.version, s->loc.rep[ri].id, r);
+        }
+        if (past(deadline)) {
+            LOG_ERR("%s: chunk %llu of inode %llu unreadable on every replica for %u ms: EIO", err_name(last),
+                    (unsigned long long)s->loc.chunk_id, (unsigned long long)f->ino, c->cfg.io_timeout_ms);
+            return -EIO;
+        }
+        backoff_sleep(&backoff);
+    }
+}
+
+/* Read [off, off+len) of the file (clipped by the caller to the size) into dst, in parallel pieces. */
+static int read_range(struct cio_file *f, uint64_t off, size_t len, uint8_t *dst)
+{
+    struct cio *c = f->c;
+    size_t nseg = 0, cap = len / CIO_MAX_IO + 2 + len / CIO_CHUNK_SIZE;
+    struct seg *segs = xcalloc(cap, sizeof(*segs));
+    struct rwait w;
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    w.pending = 0;
+    int r = 0;
+    for (uint64_t p = off; p < off + len;) {
+        uint64_t index = p / CIO_CHUNK_SIZE;
+        uint64_t cend = (index + 1) * CIO_CHUNK_SIZE;
+        uint32_t n = (uint32_t)MIN(MIN(off + len, cend) - p, (uint64_t)CIO_MAX_IO);
+        ASSERT(nseg < cap);
+        struct seg *s = &segs[nseg++];
+        s->wait = &w;
+        s->index = index;
+        s->coff = p - index * CIO_CHUNK_SIZE;
+        s->len = n;
+        s->dst = dst + (p - off);
+        s->ri = UINT32_MAX;
+        p += n;
+    }
+    for (size_t i = 0; i < nseg; i++) {
+        struct seg *s = &segs[i];
+        r = loc_get(f, s->index, &s->loc);
+        if (r)
+            goto out_wait;
+        if (s->loc.chunk_id == 0 || s->loc.nrep == 0) {
+            memset(s->dst, 0, s->len);
+            s->loc.chunk_id = 0;
+            continue;
+        }
+        s->ri = atomic_fetch_add(&c->rr, 1) % s->loc.nrep;
+        Synod__V1__ReadReq req;
+        read_req(s, &req);
+        pthread_mutex_lock(&w.mu);
+        w.pending++;
+        pthread_mutex_unlock(&w.mu);
+        rpc_call_async(rpc_channel_get(s->loc.rep[s->ri].addr), &synod__v1__chunk_data__descriptor, "Read",
+                       &req.base, NULL, c->cfg.rpc_timeout_ms, read_done, s);
+    }
+out_wait:
+    pthread_mutex_lock(&w.mu);
+    while (w.pending)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    for (size_t i = 0; i < nseg; i++) {
+        struct seg *s = &segs[i];
+        if (s->ri == UINT32_MAX) /* hole, or never sent */
+            continue;
+        int e = s->err;
+        if (e == 0) {
+            e = seg_decode(c, s, (Synod__V1__ReadRep *)s->rep);
+            if (e == -EBADMSG)
+                report_bad(f, s->loc.chunk_id, s->loc.version, s->loc.rep[s->ri].id, e);
+        }
+        read_rep_free(s->rep);
+        s->rep = NULL;
+        if (e && r == 0) {
+            LOG_DEBUG("%s: read of chunk %llu v%u from %s failed, failing over", err_name(e),
+                      (unsigned long long)s->loc.chunk_id, s->loc.version, s->loc.rep[s->ri].addr);
+            if (e == -ESTALE || e == -ENOENT)
+                loc_drop(f, s->index);
+            int e2 = seg_read_sync(f, s, s->ri);
+            if (e2)
+                r = e2;
+        }
+    }
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    free(segs);
+    return r;
+}
+
+static int flush_locked(struct cio_file *f, bool fsync, bool release);
+static bool overlaps_inflight(struct cio_file *f, uint64_t off, uint64_t end);
+
+int cio_read(struct cio_file *f, uint64_t off, size_t len, void *buf, size_t *out_len)
+{
+    struct cio *c = f->c;
+    *out_len = 0;
+    /* Read-your-writes: push buffered or in-flight data this read covers. */
+    pthread_mutex_lock(&f->mu);
+    bool pending = (f->local_end && off < f->local_end) || overlaps_inflight(f, off, off + len) || f->failed;
+    pthread_mutex_unlock(&f->mu);
+    if (pending) {
+        pthread_mutex_lock(&f->op_mu);
+        int r = flush_locked(f, false, false);
+        pthread_mutex_unlock(&f->op_mu);
+        if (r)
+            return r;
+    }
+    pthread_mutex_lock(&f->mu);
+    uint64_t size = MAX(f->meta_size, f->local_end);
+    if (off >= size) {
+        pthread_mutex_unlock(&f->mu);
+        return 0;
+    }
+    len = (size_t)MIN((uint64_t)len, size - off);
+    if (f->ra_len && off >= f->ra_off && off + len <= f->ra_off + f->ra_len) {
+        memcpy(buf, f->ra + (off - f->ra_off), len);
+        f->last_read_end = off + len;
+        pthread_mutex_unlock(&f->mu);
+        *out_len = len;
+        return 0;
+    }
+    bool seq = c->cfg.readahead > len && (off == f->last_read_end || (f->ra_len && off == f->ra_off + f->ra_len));
+    size_t fetch = seq ? (size_t)MIN((uint64_t)c->cfg.readahead, size - off) : len;
+    pthread_mutex_unlock(&f->mu);
+    if (fetch <= len) {
+        int r = read_range(f, off, len, buf);
+        if (r)
+            return r;
+    } else {
+        uint8_t *win = xmalloc(fetch);
+        int r = read_range(f, off, fetch, win);
+        if (r) {
+            free(win);
+            return r;
+        }
+        memcpy(buf, win, len);
+        pthread_mutex_lock(&f->mu);
+        free(f->ra);
+        f->ra = win;
+        f->ra_off = off;
+        f->ra_len = fetch;
+        pthread_mutex_unlock(&f->mu);
+    }
+    pthread_mutex_lock(&f->mu);
+    f->last_read_end = off + len;
+    pthread_mutex_unlock(&f->mu);
+    *out_len = len;
+    return 0;
+}
+
+/* ---- writes ----------------------------------------------------------------------------------------- */
+
+static bool overlaps_inflight(struct cio_file *f, uint64_t off, uint64_t end)
+{
+    for (struct wreq *w = f->inflight; w; w = w->next)
+        if (w->off < end && off < w->off + w->len)
+            return true;
+    for (struct wreq *w = f->failed; w; w = w->next)
+        if (w->off < end && off < w->off + w->len)
+            return true;
+    return false;
+}
+
+/* Open chunk `index` for writing (or renew its lease); op_mu held. Fills *out. */
+static int chunk_open(struct cio_file *f, uint64_t index, bool force, struct loc *out, bool *create)
+{
+    struct cio *c = f->c;
+    uint64_t now = clk_mono_ns();
+    uint64_t gen = atomic_load(&c->sess_gen);
+    pthread_mutex_lock(&f->mu);
+    struct cchunk *ch = chunk_at(f, index);
+    bool fresh = !force && ch->wopen && ch->wgen == gen && ch->lease_until > now;
+    if (fresh) {
+        *out = ch->loc;
+        *create = ch->need_create || ch->loc.version == 1;
+    }
+    pthread_mutex_unlock(&f->mu);
+    if (fresh)
+        return 0;
+    uint64_t deadline = deadline_after(c->cfg.io_timeout_ms);
+    uint32_t backoff = 50;
+    for (;;) {
+        Synod__V1__ChunkOpenWriteReq req = SYNOD__V1__CHUNK_OPEN_WRITE_REQ__INIT;
+        req.ino = f->ino;
+        req.index = index;
+        ProtobufCMessage *m;
+        int r = mc_call(c->mc, "ChunkOpenWrite", &req.base, MC_EAGAIN_RESULT, &m);
+        if (r == -EAGAIN) { /* another client holds the write lease: wait for it */
+            if (past(deadline)) {
+                LOG_ERR("inode %llu chunk %llu: write lease held elsewhere for %u ms: EIO",
+                        (unsigned long long)f->ino, (unsigned long long)index, c->cfg.io_timeout_ms);
+                return -EIO;
+            }
+            backoff_sleep(&backoff);
+            continue;
+        }
+        if (r)
+            return r;
+        Synod__V1__ChunkOpenWriteRep *rep = (Synod__V1__ChunkOpenWriteRep *)m;
+        struct loc l;
+        if (!rep->chunk || !loc_from_wire(rep->chunk, &l) || l.chunk_id == 0 || l.nrep == 0) {
+            rpc_message_free(m);
+            LOG_ERR("inode %llu chunk %llu: malformed ChunkOpenWrite reply", (unsigned long long)f->ino,
+                    (unsigned long long)index);
+            return -EIO;
+        }
+        uint32_t lease = rep->lease_ms ? rep->lease_ms : 10000;
+        rpc_message_free(m);
+        pthread_mutex_lock(&f->mu);
+        ch = chunk_at(f, index);
+        if (ch->loc.chunk_id != l.chunk_id || ch->loc.version != l.version)
+            ch->need_create = false;
+        ch->loc = l;
+        ch->loc_valid = true;
+        ch->loc_until = now + (uint64_t)lease * NS_PER_MS;
+        ch->wopen = true;
+        ch->wgen = gen;
+        ch->lease_until = now + (uint64_t)lease * NS_PER_MS / 2; /* renew when half spent */
+        *out = l;
+        *create = ch->need_create || l.version == 1;
+        pthread_mutex_unlock(&f->mu);
+        return 0;
+    }
+}
+
+/* The replicas after the head, as the wire chain (pointing into l). Returns the count. */
+static size_t chain_fill(const struct loc *l, Synod__V1__ChunkserverAddr *chain, Synod__V1__ChunkserverAddr **pchain)
+{
+    for (uint32_t i = 1; i < l->nrep; i++) {
+        synod__v1__chunkserver_addr__init(&chain[i - 1]);
+        chain[i - 1].id = l->rep[i].id;
+        chain[i - 1].addr = (char *)l->rep[i].addr;
+        pchain[i - 1] = &chain[i - 1];
+    }
+    return l->nrep ? l->nrep - 1 : 0;
+}
+
+static void fill_write(Synod__V1__WriteReq *req, Synod__V1__ChunkserverAddr *chain, Synod__V1__ChunkserverAddr **pchain,
+                       const struct loc *l, uint64_t coff, const uint8_t *data, uint32_t len, bool create)
+{
+    synod__v1__write_req__init(req);
+    req->chunk_id = l->chunk_id;
+    req->version = l->version;
+    req->offset = coff;
+    req->length = len;
+    req->crc = crc32c(0, data, len);
+    req->create = create;
+    req->n_chain = chain_fill(l, chain, pchain);
+    req->chain = pchain;
+}
+
+/* Mark the chunk of a completed write as owing completion; mu held. */
+static void written(struct cio_file *f, uint64_t index, uint64_t end)
+{
+    struct cchunk *ch = chunk_at(f, index);
+    ch->dirty = ch->unsynced = true;
+    ch->wend = MAX(ch->wend, end);
+}
+
+static void write_released(void *ctx)
+{
+    wreq_put(ctx);
+}
+
+static void write_done(int err, ProtobufCMessage *reply, const struct rpc_status *st, void *arg)
+{
+    struct wreq *w = arg;
+    struct cio_file *f = w->f;
+    rpc_message_free(reply);
+    pthread_mutex_lock(&f->mu);
+    struct wreq **pp = &f->inflight;
+    while (*pp != w)
+        pp = &(*pp)->next;
+    *pp = w->next;
+    w->next = NULL;
+    f->ninflight--;
+    if (err == 0) {
+        written(f, w->index, w->off + w->len);
+        pthread_cond_broadcast(&f->cv);
+        pthread_mutex_unlock(&f->mu);
+        wreq_put(w);
+        return;
+    }
+    w->err = err;
+    snprintf(w->detail, sizeof(w->detail), "%s", st ? st->detail : "");
+    *f->failed_tail = w;
+    f->failed_tail = &w->next;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* The replica a failed write or fsync names ("failed=<id>:<errno>"), or the head when the head itself
+ * could not be reached. UINT32_MAX when nobody is to blame (a CRC error in transit...). */
+static uint32_t failed_replica(int err, const char *detail, uint32_t head, int *rerr)
+{
+    const char *p = strstr(detail, "failed=");
+    *rerr = err;
+    if (p) {
+        char *end;
+        unsigned long id = strtoul(p + 7, &end, 10);
+        if (*end == ':')
+            *rerr = -(int)strtol(end + 1, NULL, 10);
+        return (uint32_t)id;
+    }
+    if (err == -ENOTCONN || err == -ETIMEDOUT || err == -ECANCELED)
+        return head;
+    return UINT32_MAX;
+}
+
+static bool fatal_write_err(int err)
+{
+    return err == -ENOSPC || err == -EDQUOT || err == -EFBIG || err == -EINVAL || err == -EROFS ||
+           err == -EPERM || err == -EACCES || err == -EISDIR;
+}
+
+/* Send one piece synchronously until it is stored on the whole (current) chain; op_mu held. The data is
+ * copied by the RPC layer. Handles failed replicas, stale versions and missing chunks. */
+static int write_sync(struct cio_file *f, uint64_t index, uint64_t off, const uint8_t *data, uint32_t len,
+                      int first_err, const char *first_detail, uint32_t first_head, uint32_t first_version)
+{
+    struct cio *c = f->c;
+    uint64_t deadline = deadline_after(c->cfg.io_timeout_ms);
+    uint32_t backoff = 20;
+    int err = first_err;
+    char detail[256];
+    snprintf(detail, sizeof(detail), "%s", first_detail ? first_detail : "");
+    uint32_t head = first_head, version = first_version;
+    uint64_t chunk_id = 0;
+    unsigned forced = 0;
+    for (;;) {
+        bool force = false;
+        if (err) {
+            int rerr;
+            uint32_t bad = failed_replica(err, detail, head, &rerr);
+            if (fatal_write_err(rerr))
+                return rerr;
+            struct loc cur;
+            pthread_mutex_lock(&f->mu);
+            cur = chunk_at(f, index)->loc;
+            pthread_mutex_unlock(&f->mu);
+            if (rerr == -ENOENT) {
+                pthread_mutex_lock(&f->mu);
+                chunk_at(f, index)->need_create = true;
+                pthread_mutex_unlock(&f->mu);
+            } else if (bad != UINT32_MAX && cur.nrep > 1) {
+                report_bad(f, chunk_id ? chunk_id : cur.chunk_id, version ? version : cur.version, bad, rerr);
+                force = true;
+            } else if (rerr == -ESTALE) {
+                force = true;
+            }
+            if (past(deadline)) {
+                LOG_ERR("%s: write to inode %llu chunk %llu failed for %u ms (%s): EIO", err_name(err),
+                        (unsigned long long)f->ino, (unsigned long long)index, c->cfg.io_timeout_ms, detail);
+                return -EIO;
+            }
+            /* A forced reopen goes at once the first time; repeated failures back off, so a chain that
+             * keeps refusing (e.g. replicas that do not take the bumped version) does not spin. */
+            if (!force || ++forced > 1)
+                backoff_sleep(&backoff);
+        }
+        struct loc l;
+        bool create;
+        int r = chunk_open(f, index, force, &l, &create);
+        if (r)
+            return r;
+        Synod__V1__WriteReq req;
+        Synod__V1__ChunkserverAddr chain[MAX_REPL];
+        Synod__V1__ChunkserverAddr *pchain[MAX_REPL];
+        fill_write(&req, chain, pchain, &l, off - index * CIO_CHUNK_SIZE, data, len, create);
+        struct rpc_payload pl = {.data = data, .len = len};
+        ProtobufCMessage *m;
+        struct rpc_status st;
+        err = rpc_call(rpc_channel_get(l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Write", &req.base, &pl,
+                       c->cfg.rpc_timeout_ms, &m, &st);
+        rpc_message_free(m);
+        if (err == 0) {
+            pthread_mutex_lock(&f->mu);
+            written(f, index, off + len);
+            pthread_mutex_unlock(&f->mu);
+            return 0;
+        }
+        snprintf(detail, sizeof(detail), "%s", st.detail);
+        head = l.rep[0].id;
+        version = l.version;
+        chunk_id = l.chunk_id;
+        LOG_WARN("%s: write of inode %llu chunk %llu v%u via %s failed: %s", err_name(err), (unsigned long long)f->ino,
+                 (unsigned long long)l.chunk_id, l.version, l.rep[0].addr, detail);
+    }
+}
+
+/* Wait for writes in flight and replay the failed ones, in order; op_mu held. */
+static int drain(struct cio_file *f)
+{
+    pthread_mutex_lock(&f->mu);
+    while (f->ninflight)
+        pthread_cond_wait(&f->cv, &f->mu);
+    struct wreq *list = f->failed;
+    f->failed = NULL;
+    f->failed_tail = &f->failed;
+    pthread_mutex_unlock(&f->mu);
+    int rc = 0;
+    for (struct wreq *w = list, *n; w; w = n) {
+        n = w->next;
+        if (rc == 0) {
+            int r = write_sync(f, w->index, w->off, w->data, w->len, w->err, w->detail, w->head, w->version);
+            if (r)
+                rc = r;
+        }
+        wreq_put(w);
+    }
+    if (rc) {
+        pthread_mutex_lock(&f->mu);
+        if (!f->err)
+            f->err = rc;
+        pthread_mutex_unlock(&f->mu);
+    }
+    return rc;
+}
+
+/* Send the write buffer asynchronously; op_mu held. */
+static int wbuf_send(struct cio_file *f)
+{
+    struct cio *c = f->c;
+    if (!f->wb_len)
+        return 0;
+    uint64_t off = f->wb_off, index = off / CIO_CHUNK_SIZE;
+    uint32_t len = (uint32_t)f->wb_len;
+    uint8_t *data = f->wbuf;
+    f->wbuf = NULL;
+    f->wb_len = 0;
+    /* Never overlap a write in flight; bound the writes in flight; replay failures first. */
+    pthread_mutex_lock(&f->mu);
+    while (f->ninflight >= c->cfg.max_inflight || (f->ninflight && overlaps_inflight(f, off, off + len)))
+        pthread_cond_wait(&f->cv, &f->mu);
+    bool failed = f->failed != NULL;
+    pthread_mutex_unlock(&f->mu);
+    if (failed) {
+        int r = drain(f);
+        if (r) {
+            free(data);
+            return r;
+        }
+    }
+    struct loc l;
+    bool create;
+    int r = chunk_open(f, index, false, &l, &create);
+    if (r) {
+        free(data);
+        pthread_mutex_lock(&f->mu);
+        if (!f->err)
+            f->err = r;
+        pthread_mutex_unlock(&f->mu);
+        return r;
+    }
+    struct wreq *w = xcalloc(1, sizeof(*w));
+    w->f = f;
+    atomic_init(&w->refs, 2); /* the payload release and the completion */
+    w->index = index;
+    w->off = off;
+    w->len = len;
+    w->data = data;
+    w->chunk_id = l.chunk_id;
+    w->version = l.version;
+    w->head = l.rep[0].id;
+    Synod__V1__WriteReq req;
+    Synod__V1__ChunkserverAddr chain[MAX_REPL];
+    Synod__V1__ChunkserverAddr *pchain[MAX_REPL];
+    fill_write(&req, chain, pchain, &l, off - index * CIO_CHUNK_SIZE, data, len, create);
+    pthread_mutex_lock(&f->mu);
+    w->next = f->inflight;
+    f->inflight = w;
+    f->ninflight++;
+    pthread_mutex_unlock(&f->mu);
+    struct rpc_payload pl = {.data = data, .len = len, .release = write_released, .ctx = w};
+    rpc_call_async(rpc_channel_get(l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Write", &req.base, &pl,
+                   c->cfg.rpc_timeout_ms, write_done, w);
+    return 0;
+}
+
+/* Every chunk record of the file (records live until the file is freed); caller frees the array. */
+static struct cchunk **chunks_all(struct cio_file *f, size_t *n)
+{
+    size_t cap = 16;
+    struct cchunk **v = xmalloc(cap * sizeof(*v));
+    *n = 0;
+    pthread_mutex_lock(&f->mu);
+    for (int b = 0; b < NBUCKETS; b++)
+        for (struct cchunk *ch = f->buckets[b]; ch; ch = ch->next) {
+            if (*n == cap)
+                v = xrealloc(v, (cap *= 2) * sizeof(*v));
+            v[(*n)++] = ch;
+        }
+    pthread_mutex_unlock(&f->mu);
+    return v;
+}
+
+/* ChunkWriteDone for every chunk owing it; op_mu held. */
+static int write_done_all(struct cio_file *f, bool release)
+{
+    int rc = 0;
+    size_t nch;
+    struct cchunk **all = chunks_all(f, &nch);
+    for (size_t k = 0; k < nch; k++) {
+        struct cchunk *ch = all[k];
+        {
+            pthread_mutex_lock(&f->mu);
+            bool dirty = ch->dirty, send = dirty || (release && ch->wopen);
+            struct loc l = ch->loc;
+            uint64_t wend = ch->wend;
+            ch->dirty = false;
+            pthread_mutex_unlock(&f->mu);
+            if (!send)
+                continue;
+            if (!dirty) { /* clean lease: let it lapse rather than touch mtime (see ChunkWriteDone) */
+                ch->wopen = false;
+                continue;
+            }
+            Synod__V1__ChunkWriteDoneReq req = SYNOD__V1__CHUNK_WRITE_DONE_REQ__INIT;
+            req.ino = f->ino;
+            req.index = ch->index;
+            req.chunk_id = l.chunk_id;
+            req.version = l.version;
+            req.new_size = wend;
+            req.mtime_ns = clk_real_ns();
+            req.release_lease = release;
+            ProtobufCMessage *m;
+            int r = mc_call(f->c->mc, "ChunkWriteDone", &req.base, 0, &m);
+            if (r == 0) {
+                Synod__V1__AttrRep *rep = (Synod__V1__AttrRep *)m;
+                if (rep->attr) {
+                    pthread_mutex_lock(&f->mu);
+                    f->meta_size = rep->attr->size;
+                    pthread_mutex_unlock(&f->mu);
+                }
+                rpc_message_free(m);
+                if (release)
+                    ch->wopen = false;
+            } else {
+                LOG_ERR("%s: ChunkWriteDone of inode %llu chunk %llu v%u failed", err_name(r),
+                        (unsigned long long)f->ino, (unsigned long long)l.chunk_id, l.version);
+                pthread_mutex_lock(&f->mu);
+                ch->dirty = true;
+                pthread_mutex_unlock(&f->mu);
+                ch->wopen = false;
+                rc = rc ? rc : (r == -ESTALE ? -EIO : r);
+            }
+        }
+    }
+    free(all);
+    f->last_done = clk_mono_ns();
+    return rc;
+}
+
+/* Fsync every chunk written since the last fsync, along its chain; op_mu held, nothing in flight. */
+static int fsync_all(struct cio_file *f)
+{
+    struct cio *c = f->c;
+    int rc = 0;
+    size_t nch;
+    struct cchunk **all = chunks_all(f, &nch);
+    for (size_t k = 0; k < nch; k++) {
+        struct cchunk *ch = all[k];
+        {
+            pthread_mutex_lock(&f->mu);
+            bool need = ch->unsynced;
+            struct loc l = ch->loc;
+            ch->unsynced = false;
+            pthread_mutex_unlock(&f->mu);
+            if (!need)
+                continue;
+            uint64_t deadline = deadline_after(c->cfg.io_timeout_ms);
+            uint32_t backoff = 20;
+            for (;;) {
+                Synod__V1__FsyncReq req = SYNOD__V1__FSYNC_REQ__INIT;
+                Synod__V1__ChunkserverAddr chain[MAX_REPL];
+                Synod__V1__ChunkserverAddr *pchain[MAX_REPL];
+                req.chunk_id = l.chunk_id;
+                req.version = l.version;
+                req.n_chain = chain_fill(&l, chain, pchain);
+                req.chain = pchain;
+                ProtobufCMessage *m;
+                struct rpc_status st;
+                int r = rpc_call(rpc_channel_get(l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Fsync",
+                                 &req.base, NULL, c->cfg.rpc_timeout_ms, &m, &st);
+                rpc_message_free(m);
+                if (r == 0)
+                    break;
+                int rerr;
+                uint32_t bad = failed_replica(r, st.detail, l.rep[0].id, &rerr);
+                LOG_WARN("%s: fsync of chunk %llu v%u failed: %s", err_name(r), (unsigned long long)l.chunk_id,
+                         l.version, st.detail);
+                if (bad != UINT32_MAX && l.nrep > 1) {
+                    /* Drop the failed replica from the chain; the others still hold the data. */
+                    report_bad(f, l.chunk_id, l.version, bad, rerr);
+                    uint32_t kept = 0;
+                    for (uint32_t i = 0; i < l.nrep; i++)
+                        if (l.rep[i].id != bad)
+                            l.rep[kept++] = l.rep[i];
+                    if (kept < l.nrep) {
+                        l.nrep = kept;
+                        ch->wopen = false; /* the version moved on: reopen before the next write */
+                        continue;
+                    }
+                }
+                if (past(deadline) || fatal_write_err(rerr)) {
+                    rc = rc ? rc : (fatal_write_err(rerr) ? rerr : -EIO);
+                    break;
+                }
+                backoff_sleep(&backoff);
+            }
+        }
+    }
+    free(all);
+    return rc;
+}
+
+static int flush_locked(struct cio_file *f, bool fsync, bool release)
+{
+    int r = wbuf_send(f);
+    int r2 = drain(f);
+    r = r ? r : r2;
+    if (fsync) {
+        r2 = fsync_all(f);
+        r = r ? r : r2;
+    }
+    r2 = write_done_all(f, release);
+    r = r ? r : r2;
+    pthread_mutex_lock(&f->mu);
+    if (!f->ninflight && !f->failed && !f->wb_len) {
+        bool dirty = false;
+        for (int b = 0; b < NBUCKETS && !dirty; b++)
+            for (struct cchunk *ch = f->buckets[b]; ch; ch = ch->next)
+                dirty |= ch->dirty;
+        if (!dirty)
+            f->local_end = 0;
+    }
+    if (!r)
+        r = f->err;
+    f->err = 0;
+    pthread_mutex_unlock(&f->mu);
+    return r;
+}
+
+int cio_flush(struct cio_file *f, bool fsync, bool release)
+{
+    pthread_mutex_lock(&f->op_mu);
+    int r = flush_locked(f, fsync, release);
+    pthread_mutex_unlock(&f->op_mu);
+    return r;
+}
+
+static int write_locked(struct cio_file *f, uint64_t off, const uint8_t *buf, size_t len)
+{
+    struct cio *c = f->c;
+    pthread_mutex_lock(&f->mu);
+    int err = f->err;
+    f->err = 0;
+    f->ra_len = 0;
+    f->local_end = MAX(f->local_end, off + len);
+    pthread_mutex_unlock(&f->mu);
+    if (err)
+        return err;
+    while (len) {
+        uint64_t cend = (off / CIO_CHUNK_SIZE + 1) * CIO_CHUNK_SIZE;
+        if (f->wb_len && (off != f->wb_off + f->wb_len || off / CIO_CHUNK_SIZE != f->wb_off / CIO_CHUNK_SIZE)) {
+            int r = wbuf_send(f);
+            if (r)
+                return r;
+        }
+        if (!f->wb_len) {
+            if (!f->wbuf)
+                f->wbuf = xmalloc(CIO_MAX_IO);
+            f->wb_off = off;
+        }
+        size_t n = (size_t)MIN(MIN((uint64_t)len, cend - off), (uint64_t)(CIO_MAX_IO - f->wb_len));
+        memcpy(f->wbuf + f->wb_len, buf, n);
+        f->wb_len += n;
+        off += n;
+        buf += n;
+        len -= n;
+        if (f->wb_len == CIO_MAX_IO || f->wb_off + f->wb_len == cend) {
+            int r = wbuf_send(f);
+            if (r)
+                return r;
+        }
+    }
+    if (clk_mono_ns() - f->last_done > (uint64_t)c->cfg.writedone_ms * NS_PER_MS) {
+        /* Let other clients see the size grow during a long write: complete what has landed. */
+        int r = write_done_all(f, false);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+
+int cio_write(struct cio_file *f, uint64_t off, const void *buf, size_t len)
+{
+    pthread_mutex_lock(&f->op_mu);
+    int r = write_locked(f, off, buf, len);
+    pthread_mutex_unlock(&f->op_mu);
+    return r;
+}
+
+int cio_truncate_prepare(struct cio_file *f, uint64_t new_size)
+{
+    static const uint8_t zeros[CIO_MAX_IO];
+    pthread_mutex_lock(&f->op_mu);
+    int r = flush_locked(f, false, false);
+    if (r)
+        goto out;
+    uint64_t old = cio_file_size(f);
+    if (new_size >= old || new_size % CIO_CHUNK_SIZE == 0)
+        goto out;
+    struct loc l;
+    r = loc_get(f, new_size / CIO_CHUNK_SIZE, &l);
+    if (r || l.chunk_id == 0)
+        goto out;
+    uint64_t end = MIN(old, (new_size / CIO_CHUNK_SIZE + 1) * CIO_CHUNK_SIZE);
+    for (uint64_t p = new_size; p < end && !r;) {
+        size_t n = (size_t)MIN(end - p, (uint64_t)CIO_MAX_IO - p % CIO_MAX_IO);
+        r = write_locked(f, p, zeros, n);
+        p += n;
+    }
+    if (!r)
+        r = flush_locked(f, false, true);
+out:
+    pthread_mutex_unlock(&f->op_mu);
+    return r;
+}

@@ -1,0 +1,993 @@
+/* fs_ops.c - the libfuse low-level operations of synod-mount (contract in fs_ops.h).
+ *
+ * Every handler follows one shape: build the request (credentials from the kernel request), mc_call, turn
+ * the reply into the FUSE reply. Errors are -errno all the way and become fuse_reply_err(-r). File handles
+ * are pointers to struct handle (the metaserver's handle id plus our inode entry), directory handles to
+ * struct dirh (a readdir cursor over name-ordered pages).
+ */
+#include "fuse-client/fs_ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h> /* RENAME_NOREPLACE, RENAME_EXCHANGE */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "admin.pb-c.h"
+#include "common/clock.h"
+#include "common/errors.h"
+#include "common/log.h"
+#include "common/rpc.h"
+#include "common/util.h"
+#include "meta.pb-c.h"
+
+#define MAX_GROUPS 256
+
+static struct fs *FS(fuse_req_t req)
+{
+    return fuse_req_userdata(req);
+}
+
+/* ---- credentials and attributes --------------------------------------------------------------------- */
+
+struct cred {
+    Synod__V1__Cred c;
+    uint32_t groups[MAX_GROUPS];
+};
+
+static Synod__V1__Cred *cred_of(fuse_req_t req, struct cred *cr)
+{
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    synod__v1__cred__init(&cr->c);
+    cr->c.uid = ctx->uid;
+    cr->c.gid = ctx->gid;
+    cr->c.umask = 0; /* the kernel applied it already */
+    gid_t g[MAX_GROUPS];
+    int n = fuse_req_getgroups(req, MAX_GROUPS, g);
+    if (n < 0)
+        n = 0; /* not supported: primary group only */
+    n = MIN(n, MAX_GROUPS);
+    for (int i = 0; i < n; i++)
+        cr->groups[i] = g[i];
+    cr->c.n_groups = (size_t)n;
+    cr->c.groups = cr->groups;
+    return &cr->c;
+}
+
+static void ts_of(int64_t ns, struct timespec *ts)
+{
+    int64_t s = ns / (int64_t)NS_PER_SEC, r = ns % (int64_t)NS_PER_SEC;
+    if (r < 0) {
+        r += (int64_t)NS_PER_SEC;
+        s--;
+    }
+    ts->tv_sec = s;
+    ts->tv_nsec = r;
+}
+
+static int64_t ns_of(const struct timespec *ts)
+{
+    return (int64_t)ts->tv_sec * (int64_t)NS_PER_SEC + ts->tv_nsec;
+}
+
+/* Attr -> stat; the size also counts this client's unflushed writes. */
+static void stat_of(struct fs *fs, const Synod__V1__Attr *a, struct stat *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->st_ino = a->ino;
+    st->st_mode = a->mode;
+    st->st_nlink = a->nlink;
+    st->st_uid = a->uid;
+    st->st_gid = a->gid;
+    st->st_size = (off_t)(S_ISREG(a->mode) ? itab_note_size(fs->it, a->ino, a->size) : a->size);
+    st->st_rdev = a->rdev;
+    st->st_blksize = CIO_BLOCK_SIZE;
+    st->st_blocks = (blkcnt_t)a->blocks;
+    ts_of(a->atime_ns, &st->st_atim);
+    ts_of(a->mtime_ns, &st->st_mtim);
+    ts_of(a->ctime_ns, &st->st_ctim);
+}
+
+/* The entry parameters of attr with the configured timeouts. */
+static void entry_of(struct fs *fs, const Synod__V1__Attr *a, struct fuse_entry_param *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->ino = a->ino;
+    e->generation = a->generation;
+    stat_of(fs, a, &e->attr);
+    e->attr_timeout = fs->attr_timeout;
+    e->entry_timeout = fs->entry_timeout;
+}
+
+/* Reply with an entry for attr, taking one lookup reference (given back if the kernel never got it). */
+static void reply_entry(fuse_req_t req, const Synod__V1__Attr *a)
+{
+    struct fs *fs = FS(req);
+    if (!a) {
+        fuse_reply_err(req, EIO);
+        return;
+    }
+    struct fuse_entry_param e;
+    itab_lookup(fs->it, a->ino, a->size);
+    entry_of(fs, a, &e);
+    if (fuse_reply_entry(req, &e) != 0)
+        itab_forget(fs->it, a->ino, 1);
+}
+
+static void reply_attr(fuse_req_t req, const Synod__V1__Attr *a)
+{
+    struct fs *fs = FS(req);
+    if (!a) {
+        fuse_reply_err(req, EIO);
+        return;
+    }
+    struct stat st;
+    stat_of(fs, a, &st);
+    fuse_reply_attr(req, &st, fs->attr_timeout);
+}
+
+static void reply_result(fuse_req_t req, int r)
+{
+    fuse_reply_err(req, r < 0 ? -r : r);
+}
+
+/* Call `method`; on failure answer the request with the error and return NULL, else the reply (caller
+ * frees with rpc_message_free). */
+static ProtobufCMessage *ask(fuse_req_t req, const char *method, ProtobufCMessage *m)
+{
+    ProtobufCMessage *rep;
+    int r = mc_call(FS(req)->mc, method, m, 0, &rep);
+    if (r) {
+        reply_result(req, r);
+        return NULL;
+    }
+    return rep;
+}
+
+/* Call a method whose reply is Empty and answer with its result. */
+static void call_empty(fuse_req_t req, const char *method, ProtobufCMessage *m)
+{
+    ProtobufCMessage *rep;
+    int r = mc_call(FS(req)->mc, method, m, 0, &rep);
+    rpc_message_free(rep);
+    reply_result(req, r);
+}
+
+/* Call and reply with the entry of an EntryRep/CreateRep-shaped reply (Attr in field 1). */
+static void call_entry(fuse_req_t req, const char *method, ProtobufCMessage *m)
+{
+    ProtobufCMessage *rep = ask(req, method, m);
+    if (!rep)
+        return;
+    /* EntryRep and CreateRep both have `Attr attr = 1` first. */
+    const Synod__V1__EntryRep *er = (const Synod__V1__EntryRep *)rep;
+    reply_entry(req, er->attr);
+    rpc_message_free(rep);
+}
+
+/* ---- names ------------------------------------------------------------------------------------------ */
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = FS(req);
+    struct cred cr;
+    Synod__V1__LookupReq m = SYNOD__V1__LOOKUP_REQ__INIT;
+    m.cred = cred_of(req, &cr);
+    m.parent = parent;
+    m.name = (char *)name;
+    ProtobufCMessage *rep;
+    int r = mc_call(fs->mc, "Lookup", &m.base, 0, &rep);
+    if (r == -ENOENT && fs->negative_timeout > 0) {
+        struct fuse_entry_param e;
+        memset(&e, 0, sizeof(e));
+        e.entry_timeout = fs->negative_timeout;
+        fuse_reply_entry(req, &e);
+        return;
+    }
+    if (r) {
+        reply_result(req, r);
+        return;
+    }
+    reply_entry(req, ((Synod__V1__EntryRep *)rep)->attr);
+    rpc_message_free(rep);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    itab_forget(FS(req)->it, ino, nlookup);
+    fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    for (size_t i = 0; i < count; i++)
+        itab_forget(FS(req)->it, forgets[i].ino, forgets[i].nlookup);
+    fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    UNUSED(fi);
+    Synod__V1__GetattrReq m = SYNOD__V1__GETATTR_REQ__INIT;
+    m.ino = ino;
+    ProtobufCMessage *rep = ask(req, "Getattr", &m.base);
+    if (!rep)
+        return;
+    reply_attr(req, ((Synod__V1__AttrRep *)rep)->attr);
+    rpc_message_free(rep);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
+{
+    UNUSED(fi);
+    struct fs *fs = FS(req);
+    struct cred cr;
+    Synod__V1__SetattrReq m = SYNOD__V1__SETATTR_REQ__INIT;
+    m.cred = cred_of(req, &cr);
+    m.ino = ino;
+    if (to_set & FUSE_SET_ATTR_MODE) {
+        m.valid |= SYNOD__V1__SETATTR_VALID__SETATTR_MODE;
+        m.mode = attr->st_mode;
+    }
+    if (to_set & FUSE_SET_ATTR_UID) {
+        m.valid |= SYNOD__V1__SETATTR_VALID__SETATTR_UID;
+        m.uid = attr->st_uid;
+    }
+    if (to_set & FUSE_SET_ATTR_GID) {
+        m.valid |= SYNOD__V1__SETATTR_VALID__SETATTR_GID;
+        m.gid = attr->st_gid;
+    }
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+        m.valid |= SYNOD__V1__SETATTR_VALID__SETATTR_SIZE;
+        m.size = (uint64_t)attr->st_size;
+    }
+    /* UTIME_NOW is its own bit: the metaserver lets anyone with write access set "now", only the owner
+     * an explicit time. */
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+        m.valid |= SYNOD__V1__SETATTR_VALID__SETATTR_ATIME_NOW;
+    } else if (to_set & FUSE_SET_ATTR_ATIME) {
+        m.valid |= SYNOD__V1__SETATTR_VALID__SETATTR_ATIME;
+        m.atime_ns = ns_of(&attr->st_atim);
+    }
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+        m.valid |= SYNOD__V1__SETATTR_VALID__SETATTR_MTIME_NOW;
+    } else if (to_set & FUSE_SET_ATTR_MTIME) {
+        m.valid |= SYNOD__V1__SETATTR_VALID__SETATTR_MTIME;
+        m.mtime_ns = ns_of(&attr->st_mtim);
+    }
+    /* Data first: written data must not land after (and undo) a truncate or an explicit mtime. */
+    struct itab_inode *n = itab_pin(fs->it, ino, 0);
+    int r = 0;
+    if (m.valid & SYNOD__V1__SETATTR_VALID__SETATTR_SIZE)
+        r = cio_truncate_prepare(n->file, m.size);
+    else if (cio_file_dirty(n->file) || (m.valid & (SYNOD__V1__SETATTR_VALID__SETATTR_MTIME |
+                                                     SYNOD__V1__SETATTR_VALID__SETATTR_MTIME_NOW)))
+        r = cio_flush(n->file, false, true);
+    ProtobufCMessage *rep = NULL;
+    if (r == 0)
+        r = mc_call(fs->mc, "Setattr", &m.base, 0, &rep);
+    if (r == 0 && (m.valid & SYNOD__V1__SETATTR_VALID__SETATTR_SIZE)) {
+        const Synod__V1__Attr *a = ((Synod__V1__AttrRep *)rep)->attr;
+        cio_file_set_size(n->file, a ? a->size : m.size, true);
+        cio_file_invalidate(n->file);
+    }
+    itab_unpin(fs->it, n);
+    if (r) {
+        reply_result(req, r);
+        return;
+    }
+    reply_attr(req, ((Synod__V1__AttrRep *)rep)->attr);
+    rpc_message_free(rep);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+    Synod__V1__ReadlinkReq m = SYNOD__V1__READLINK_REQ__INIT;
+    m.ino = ino;
+    ProtobufCMessage *rep = ask(req, "Readlink", &m.base);
+    if (!rep)
+        return;
+    fuse_reply_readlink(req, ((Synod__V1__ReadlinkRep *)rep)->target);
+    rpc_message_free(rep);
+}
+
+static void mknod_common(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+    struct cred cr;
+    Synod__V1__MknodReq m = SYNOD__V1__MKNOD_REQ__INIT;
+    m.cred = cred_of(req, &cr);
+    m.parent = parent;
+    m.name = (char *)name;
+    m.mode = mode;
+    m.rdev = rdev;
+    call_entry(req, "Mknod", &m.base);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+    mknod_common(req, parent, name, mode, rdev);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    mknod_common(req, parent, name, (mode & 07777) | S_IFDIR, 0);
+}
+
+static void unlink_common(fuse_req_t req, fuse_ino_t parent, const char *name, bool is_dir)
+{
+    struct cred cr;
+    Synod__V1__UnlinkReq m = SYNOD__V1__UNLINK_REQ__INIT;
+    m.cred = cred_of(req, &cr);
+    m.parent = parent;
+    m.name = (char *)name;
+    m.is_dir = is_dir;
+    call_empty(req, "Unlink", &m.base);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    unlink_common(req, parent, name, false);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    unlink_common(req, parent, name, true);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    struct cred cr;
+    Synod__V1__SymlinkReq m = SYNOD__V1__SYMLINK_REQ__INIT;
+    m.cred = cred_of(req, &cr);
+    m.parent = parent;
+    m.name = (char *)name;
+    m.target = (char *)link;
+    call_entry(req, "Symlink", &m.base);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags)
+{
+    if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+        fuse_reply_err(req, EINVAL); /* RENAME_WHITEOUT: no overlay support */
+        return;
+    }
+    struct cred cr;
+    Synod__V1__RenameReq m = SYNOD__V1__RENAME_REQ__INIT;
+    m.cred = cred_of(req, &cr);
+    m.parent = parent;
+    m.name = (char *)name;
+    m.new_parent = newparent;
+    m.new_name = (char *)newname;
+    m.flags = (flags & RENAME_NOREPLACE ? SYNOD__V1__RENAME_FLAGS__RENAME_NOREPLACE : 0) |
+              (flags & RENAME_EXCHANGE ? SYNOD__V1__RENAME_FLAGS__RENAME_EXCHANGE : 0);
+    call_empty(req, "Rename", &m.base);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+    struct cred cr;
+    Synod__V1__LinkReq m = SYNOD__V1__LINK_REQ__INIT;
+    m.cred = cred_of(req, &cr);
+    m.ino = ino;
+    m.new_parent = newparent;
+    m.new_name = (char *)newname;
+    call_entry(req, "Link", &m.base);
+}
+
+/* ---- files ------------------------------------------------------------------------------------------ */
+
+struct handle {
+    struct itab_inode *n;
+    uint64_t meta_fh;
+    atomic_bool posix_locks; /* this handle's owner took POSIX locks: release them on flush */
+};
+
+static struct handle *H(struct fuse_file_info *fi)
+{
+    return (struct handle *)(uintptr_t)fi->fh;
+}
+
+static void handle_open(struct fs *fs, fuse_ino_t ino, const Synod__V1__Attr *a, uint64_t meta_fh,
+                        struct fuse_file_info *fi)
+{
+    struct handle *h = xcalloc(1, sizeof(*h));
+    h->n = itab_pin(fs->it, ino, a ? a->size : 0);
+    if (a)
+        cio_file_set_size(h->n->file, a->size, false);
+    cio_file_invalidate(h->n->file); /* close-to-open: see other clients' writes */
+    h->meta_fh = meta_fh;
+    fi->fh = (uint64_t)(uintptr_t)h;
+    fi->keep_cache = 0;
+    fi->direct_io = 0;
+}
+
+/* Give the metaserver handle back and drop our pin. */
+static void handle_close(struct fs *fs, struct handle *h)
+{
+    Synod__V1__ReleaseReq m = SYNOD__V1__RELEASE_REQ__INIT;
+    m.ino = h->n->ino;
+    m.fh = h->meta_fh;
+    ProtobufCMessage *rep;
+    int r = mc_call(fs->mc, "Release", &m.base, 0, &rep);
+    rpc_message_free(rep);
+    if (r)
+        LOG_WARN("%s: release of inode %llu handle %llu failed", err_name(r), (unsigned long long)h->n->ino,
+                 (unsigned long long)h->meta_fh);
+    itab_unpin(fs->it, h->n);
+    free(h);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+{
+    struct fs *fs = FS(req);
+    struct cred cr;
+    Synod__V1__MknodReq m = SYNOD__V1__MKNOD_REQ__INIT;
+    m.cred = cred_of(req, &cr);
+    m.parent = parent;
+    m.name = (char *)name;
+    m.mode = (mode & 07777) | S_IFREG;
+    m.open = true;
+    m.open_flags = (uint32_t)fi->flags;
+    m.exclusive = (fi->flags & O_EXCL) != 0;
+    ProtobufCMessage *rep = ask(req, "Mknod", &m.base);
+    if (!rep)
+        return;
+    const Synod__V1__CreateRep *cr_rep = (const Synod__V1__CreateRep *)rep;
+    if (!cr_rep->attr) {
+        rpc_message_free(rep);
+        fuse_reply_err(req, EIO);
+        return;
+    }
+    handle_open(fs, cr_rep->attr->ino, cr_rep->attr, cr_rep->fh, fi);
+    struct fuse_entry_param e;
+    itab_lookup(fs->it, cr_rep->attr->ino, cr_rep->attr->size);
+    entry_of(fs, cr_rep->attr, &e);
+    rpc_message_free(rep);
+    if (fuse_reply_create(req, &e, fi) != 0) {
+        itab_forget(fs->it, e.ino, 1);
+        handle_close(fs, H(fi));
+    }
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = FS(req);
+    struct cred cr;
+    Synod__V1__OpenReq m = SYNOD__V1__OPEN_REQ__INIT;
+    m.cred = cred_of(req, &cr);
+    m.ino = ino;
+    m.flags = (uint32_t)fi->flags;
+    ProtobufCMessage *rep = ask(req, "Open", &m.base);
+    if (!rep)
+        return;
+    const Synod__V1__OpenRep *o = (const Synod__V1__OpenRep *)rep;
+    handle_open(fs, ino, o->attr, o->fh, fi);
+    rpc_message_free(rep);
+    if (fuse_reply_open(req, fi) != 0)
+        handle_close(fs, H(fi));
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    UNUSED(ino);
+    struct handle *h = H(fi);
+    uint8_t *buf = xmalloc(size ? size : 1);
+    size_t n;
+    int r = cio_read(h->n->file, (uint64_t)off, size, buf, &n);
+    if (r)
+        reply_result(req, r);
+    else
+        fuse_reply_buf(req, (const char *)buf, n);
+    free(buf);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi)
+{
+    UNUSED(ino);
+    struct handle *h = H(fi);
+    int r = cio_write(h->n->file, (uint64_t)off, buf, size);
+    if (r)
+        reply_result(req, r);
+    else
+        fuse_reply_write(req, size);
+}
+
+static int lock_call(struct fs *fs, const char *method, uint64_t ino, uint64_t owner, uint32_t kind, uint32_t type,
+                     uint64_t start, uint64_t end, uint32_t pid, bool wait, Synod__V1__LockRep *out);
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = FS(req);
+    struct handle *h = H(fi);
+    int r = cio_flush(h->n->file, false, false);
+    if (atomic_load(&h->posix_locks)) {
+        /* close() drops every POSIX lock of the owner on this file */
+        int r2 = lock_call(fs, "SetLock", ino, fi->lock_owner, SYNOD__V1__LOCK_KIND__LOCK_POSIX,
+                           SYNOD__V1__LOCK_TYPE__LOCK_UNLOCK, 0, UINT64_MAX, 0, false, NULL);
+        if (r2)
+            LOG_WARN("%s: cannot drop the POSIX locks of inode %llu on close", err_name(r2), (unsigned long long)ino);
+    }
+    reply_result(req, r);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = FS(req);
+    struct handle *h = H(fi);
+    int r = cio_flush(h->n->file, false, true);
+    if (r)
+        LOG_ERR("%s: data of inode %llu not stored at close", err_name(r), (unsigned long long)ino);
+    if (fi->flock_release)
+        lock_call(fs, "SetLock", ino, fi->lock_owner, SYNOD__V1__LOCK_KIND__LOCK_FLOCK,
+                  SYNOD__V1__LOCK_TYPE__LOCK_UNLOCK, 0, UINT64_MAX, 0, false, NULL);
+    handle_close(fs, h);
+    reply_result(req, r);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    UNUSED(ino);
+    UNUSED(datasync);
+    reply_result(req, cio_flush(H(fi)->n->file, true, false));
+}
+
+/* ---- directories ------------------------------------------------------------------------------------ */
+
+struct dirh {
+    pthread_mutex_t mu;
+    Synod__V1__ReaddirRep *page; /* current page (rpc message) */
+    uint64_t base;               /* index of page->entries[0] among the directory's entries */
+    bool plus;
+};
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    UNUSED(ino);
+    struct dirh *d = xcalloc(1, sizeof(*d));
+    pthread_mutex_init(&d->mu, NULL);
+    fi->fh = (uint64_t)(uintptr_t)d;
+    if (fuse_reply_open(req, fi) != 0) {
+        pthread_mutex_destroy(&d->mu);
+        free(d);
+    }
+}
+
+/* Fetch the page after `after` ("" = first page) into d; mu held. */
+static int dir_fetch(fuse_req_t req, fuse_ino_t ino, struct dirh *d, const char *after, uint64_t base, bool plus)
+{
+    struct fs *fs = FS(req);
+    struct cred cr;
+    Synod__V1__ReaddirReq m = SYNOD__V1__READDIR_REQ__INIT;
+    m.cred = cred_of(req, &cr);
+    m.ino = ino;
+    m.after = (char *)after;
+    m.max_entries = fs->readdir_page;
+    m.plus = plus;
+    ProtobufCMessage *rep;
+    int r = mc_call(fs->mc, "Readdir", &m.base, 0, &rep);
+    if (r)
+        return r;
+    if (d->page)
+        rpc_message_free(&d->page->base);
+    d->page = (Synod__V1__ReaddirRep *)rep;
+    d->base = base;
+    d->plus = plus;
+    return 0;
+}
+
+/* Make the page hold entry `idx` (or be the last page, eof, when idx is past the end); mu held. */
+static int dir_seek(fuse_req_t req, fuse_ino_t ino, struct dirh *d, uint64_t idx, bool plus)
+{
+    if (!d->page || idx < d->base || d->plus != plus) {
+        int r = dir_fetch(req, ino, d, "", 0, plus);
+        if (r)
+            return r;
+    }
+    while (idx >= d->base + d->page->n_entries && !d->page->eof && d->page->n_entries) {
+        char *last = xstrdup(d->page->entries[d->page->n_entries - 1]->name);
+        int r = dir_fetch(req, ino, d, last, d->base + d->page->n_entries, plus);
+        free(last);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+
+static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi,
+                           bool plus)
+{
+    struct fs *fs = FS(req);
+    struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
+    char *buf = xmalloc(size);
+    size_t pos = 0;
+    uint64_t *counted = NULL;
+    size_t ncounted = 0;
+    int r = 0;
+    pthread_mutex_lock(&d->mu);
+    /* Offsets: 1 = after ".", 2 = after "..", 3 + i = after entry i. */
+    for (uint64_t o = (uint64_t)off; o < 2; o++) {
+        const char *name = o == 0 ? "." : "..";
+        struct stat st;
+        memset(&st, 0, sizeof(st));
+        st.st_ino = o == 0 ? ino : FUSE_ROOT_ID;
+        st.st_mode = S_IFDIR;
+        size_t need;
+        if (plus) {
+            struct fuse_entry_param e;
+            memset(&e, 0, sizeof(e)); /* ino 0: no lookup reference for "." and ".." */
+            e.attr = st;
+            need = fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, (off_t)(o + 1));
+        } else {
+            need = fuse_add_direntry(req, buf + pos, size - pos, name, &st, (off_t)(o + 1));
+        }
+        if (need > size - pos)
+            goto out_reply;
+        pos += need;
+    }
+    uint64_t idx = (uint64_t)MAX(off, 2) - 2;
+    for (;;) {
+        r = dir_seek(req, ino, d, idx, plus);
+        if (r)
+            goto out_reply;
+        if (idx >= d->base + d->page->n_entries)
+            break; /* end of directory */
+        const Synod__V1__Dirent *de = d->page->entries[idx - d->base];
+        size_t need;
+        if (plus && de->attr) {
+            struct fuse_entry_param e;
+            entry_of(fs, de->attr, &e);
+            need = fuse_add_direntry_plus(req, buf + pos, size - pos, de->name, &e, (off_t)(idx + 3));
+            if (need > size - pos)
+                break;
+            itab_lookup(fs->it, e.ino, de->attr->size);
+            counted = xrealloc(counted, (ncounted + 1) * sizeof(*counted));
+            counted[ncounted++] = e.ino;
+        } else if (plus) {
+            struct fuse_entry_param e;
+            memset(&e, 0, sizeof(e)); /* no attributes: an entry without a lookup reference */
+            e.attr.st_ino = de->ino;
+            e.attr.st_mode = (mode_t)de->type << 12;
+            need = fuse_add_direntry_plus(req, buf + pos, size - pos, de->name, &e, (off_t)(idx + 3));
+            if (need > size - pos)
+                break;
+        } else {
+            struct stat st;
+            memset(&st, 0, sizeof(st));
+            st.st_ino = de->ino;
+            st.st_mode = (mode_t)de->type << 12;
+            need = fuse_add_direntry(req, buf + pos, size - pos, de->name, &st, (off_t)(idx + 3));
+            if (need > size - pos)
+                break;
+        }
+        pos += need;
+        idx++;
+    }
+out_reply:
+    pthread_mutex_unlock(&d->mu);
+    if (r && pos == 0) {
+        reply_result(req, r);
+    } else if (fuse_reply_buf(req, buf, pos) != 0) {
+        for (size_t i = 0; i < ncounted; i++)
+            itab_forget(fs->it, counted[i], 1);
+    }
+    free(counted);
+    free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    readdir_common(req, ino, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    readdir_common(req, ino, size, off, fi, true);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    UNUSED(ino);
+    struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
+    if (d->page)
+        rpc_message_free(&d->page->base);
+    pthread_mutex_destroy(&d->mu);
+    free(d);
+    fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    UNUSED(ino);
+    UNUSED(datasync);
+    UNUSED(fi);
+    fuse_reply_err(req, 0); /* metadata is durable once the Paxos entry is chosen */
+}
+
+/* ---- file system ------------------------------------------------------------------------------------ */
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    UNUSED(ino);
+    Synod__V1__StatfsReq m = SYNOD__V1__STATFS_REQ__INIT;
+    ProtobufCMessage *rep = ask(req, "Statfs", &m.base);
+    if (!rep)
+        return;
+    const Synod__V1__StatfsRep *s = (const Synod__V1__StatfsRep *)rep;
+    struct statvfs v;
+    memset(&v, 0, sizeof(v));
+    v.f_bsize = CIO_BLOCK_SIZE;
+    v.f_frsize = 4096;
+    v.f_blocks = s->total_bytes / v.f_frsize;
+    v.f_bfree = s->free_bytes / v.f_frsize;
+    v.f_bavail = v.f_bfree;
+    v.f_files = s->inodes + s->free_inodes;
+    v.f_ffree = s->free_inodes;
+    v.f_favail = s->free_inodes;
+    v.f_namemax = 255;
+    rpc_message_free(rep);
+    fuse_reply_statfs(req, &v);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size,
+                        int flags)
+{
+    struct cred cr;
+    Synod__V1__SetxattrReq m = SYNOD__V1__SETXATTR_REQ__INIT;
+    m.cred = cred_of(req, &cr);
+    m.ino = ino;
+    m.name = (char *)name;
+    m.value.data = (uint8_t *)value;
+    m.value.len = size;
+    m.flags = (flags & XATTR_CREATE ? SYNOD__V1__XATTR_FLAGS__XATTR_CREATE : 0) |
+              (flags & XATTR_REPLACE ? SYNOD__V1__XATTR_FLAGS__XATTR_REPLACE : 0);
+    call_empty(req, "Setxattr", &m.base);
+}
+
+/* The kernel's xattr protocol: size 0 asks for the length; a buffer too small is ERANGE. */
+static void reply_xattr_bytes(fuse_req_t req, const void *data, size_t len, size_t size)
+{
+    if (size == 0)
+        fuse_reply_xattr(req, len);
+    else if (len > size)
+        fuse_reply_err(req, ERANGE);
+    else
+        fuse_reply_buf(req, data, len);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    struct cred cr;
+    Synod__V1__GetxattrReq m = SYNOD__V1__GETXATTR_REQ__INIT;
+    m.cred = cred_of(req, &cr);
+    m.ino = ino;
+    m.name = (char *)name;
+    ProtobufCMessage *rep = ask(req, "Getxattr", &m.base);
+    if (!rep)
+        return;
+    const Synod__V1__GetxattrRep *g = (const Synod__V1__GetxattrRep *)rep;
+    reply_xattr_bytes(req, g->value.data, g->value.len, size);
+    rpc_message_free(rep);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    struct cred cr;
+    Synod__V1__ListxattrReq m = SYNOD__V1__LISTXATTR_REQ__INIT;
+    m.cred = cred_of(req, &cr);
+    m.ino = ino;
+    ProtobufCMessage *rep = ask(req, "Listxattr", &m.base);
+    if (!rep)
+        return;
+    const Synod__V1__ListxattrRep *l = (const Synod__V1__ListxattrRep *)rep;
+    size_t len = 0;
+    for (size_t i = 0; i < l->n_names; i++)
+        len += strlen(l->names[i]) + 1;
+    char *buf = xmalloc(len ? len : 1);
+    size_t pos = 0;
+    for (size_t i = 0; i < l->n_names; i++) {
+        size_t n = strlen(l->names[i]) + 1;
+        memcpy(buf + pos, l->names[i], n);
+        pos += n;
+    }
+    reply_xattr_bytes(req, buf, len, size);
+    free(buf);
+    rpc_message_free(rep);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+    struct cred cr;
+    Synod__V1__RemovexattrReq m = SYNOD__V1__REMOVEXATTR_REQ__INIT;
+    m.cred = cred_of(req, &cr);
+    m.ino = ino;
+    m.name = (char *)name;
+    call_empty(req, "Removexattr", &m.base);
+}
+
+/* access(2): the POSIX check on fresh attributes, with the caller's groups (root: any x bit for X_OK). */
+static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+    Synod__V1__GetattrReq m = SYNOD__V1__GETATTR_REQ__INIT;
+    m.ino = ino;
+    ProtobufCMessage *rep = ask(req, "Getattr", &m.base);
+    if (!rep)
+        return;
+    const Synod__V1__Attr *a = ((Synod__V1__AttrRep *)rep)->attr;
+    struct cred cr;
+    const Synod__V1__Cred *c = cred_of(req, &cr);
+    int err = 0;
+    if (!a) {
+        err = EIO;
+    } else if (mask != F_OK) {
+        uint32_t mode = a->mode, perm;
+        if (c->uid == 0) {
+            perm = 6 | ((mode & 0111) || S_ISDIR(mode) ? 1 : 0);
+        } else if (c->uid == a->uid) {
+            perm = (mode >> 6) & 7;
+        } else {
+            bool in = c->gid == a->gid;
+            for (size_t i = 0; i < c->n_groups && !in; i++)
+                in = c->groups[i] == a->gid;
+            perm = in ? (mode >> 3) & 7 : mode & 7;
+        }
+        if ((mask & R_OK && !(perm & 4)) || (mask & W_OK && !(perm & 2)) || (mask & X_OK && !(perm & 1)))
+            err = EACCES;
+    }
+    rpc_message_free(rep);
+    fuse_reply_err(req, err);
+}
+
+/* ---- locks ------------------------------------------------------------------------------------------ */
+
+static int lock_call(struct fs *fs, const char *method, uint64_t ino, uint64_t owner, uint32_t kind, uint32_t type,
+                     uint64_t start, uint64_t end, uint32_t pid, bool wait, Synod__V1__LockRep *out)
+{
+    Synod__V1__LockReq m = SYNOD__V1__LOCK_REQ__INIT;
+    m.ino = ino;
+    m.owner = owner;
+    m.kind = kind;
+    m.type = type;
+    m.start = start;
+    m.end = end;
+    m.pid = pid;
+    m.wait = wait;
+    ProtobufCMessage *rep;
+    int r = mc_call(fs->mc, method, &m.base, MC_EAGAIN_RESULT, &rep);
+    if (r == 0 && out)
+        *out = *(Synod__V1__LockRep *)rep;
+    rpc_message_free(rep);
+    return r;
+}
+
+static uint32_t lock_type(short t)
+{
+    return t == F_RDLCK ? SYNOD__V1__LOCK_TYPE__LOCK_READ
+                        : t == F_WRLCK ? SYNOD__V1__LOCK_TYPE__LOCK_WRITE : SYNOD__V1__LOCK_TYPE__LOCK_UNLOCK;
+}
+
+/* Take a lock; with `sleep`, poll with backoff until granted or interrupted (EINTR). */
+static int lock_acquire(fuse_req_t req, uint64_t ino, uint64_t owner, uint32_t kind, uint32_t type, uint64_t start,
+                        uint64_t end, uint32_t pid, bool sleep)
+{
+    uint64_t backoff_ms = 10;
+    for (;;) {
+        int r = lock_call(FS(req), "SetLock", ino, owner, kind, type, start, end, pid, sleep, NULL);
+        if (r != -EAGAIN || !sleep)
+            return r;
+        for (uint64_t slept = 0; slept < backoff_ms; slept += 10) {
+            if (fuse_req_interrupted(req))
+                return -EINTR;
+            clk_sleep_ns(10 * NS_PER_MS);
+        }
+        backoff_ms = MIN(backoff_ms * 2, 1000u);
+    }
+}
+
+static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock)
+{
+    uint64_t start = (uint64_t)lock->l_start;
+    uint64_t end = lock->l_len == 0 ? UINT64_MAX : start + (uint64_t)lock->l_len - 1;
+    Synod__V1__LockRep rep;
+    int r = lock_call(FS(req), "GetLock", ino, fi->lock_owner, SYNOD__V1__LOCK_KIND__LOCK_POSIX,
+                      lock_type(lock->l_type), start, end, (uint32_t)lock->l_pid, false, &rep);
+    if (r) {
+        reply_result(req, r);
+        return;
+    }
+    if (rep.type == SYNOD__V1__LOCK_TYPE__LOCK_UNLOCK) {
+        lock->l_type = F_UNLCK;
+    } else {
+        lock->l_type = rep.type == SYNOD__V1__LOCK_TYPE__LOCK_READ ? F_RDLCK : F_WRLCK;
+        lock->l_whence = SEEK_SET;
+        lock->l_start = (off_t)rep.start;
+        lock->l_len = rep.end == UINT64_MAX ? 0 : (off_t)(rep.end - rep.start + 1);
+        lock->l_pid = (pid_t)rep.pid;
+    }
+    fuse_reply_lock(req, lock);
+}
+
+static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock, int sleep)
+{
+    uint64_t start = (uint64_t)lock->l_start;
+    uint64_t end = lock->l_len == 0 ? UINT64_MAX : start + (uint64_t)lock->l_len - 1;
+    if (lock->l_type != F_UNLCK && fi->fh)
+        atomic_store(&H(fi)->posix_locks, true);
+    int r = lock_acquire(req, ino, fi->lock_owner, SYNOD__V1__LOCK_KIND__LOCK_POSIX, lock_type(lock->l_type), start,
+                         end, (uint32_t)lock->l_pid, sleep);
+    reply_result(req, r);
+}
+
+static void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
+{
+    int what = op & (LOCK_SH | LOCK_EX | LOCK_UN);
+    uint32_t type = what == LOCK_SH   ? SYNOD__V1__LOCK_TYPE__LOCK_READ
+                    : what == LOCK_EX ? SYNOD__V1__LOCK_TYPE__LOCK_WRITE
+                                      : SYNOD__V1__LOCK_TYPE__LOCK_UNLOCK;
+    int r = lock_acquire(req, ino, fi->lock_owner, SYNOD__V1__LOCK_KIND__LOCK_FLOCK, type, 0, UINT64_MAX, 0,
+                         !(op & LOCK_NB) && type != SYNOD__V1__LOCK_TYPE__LOCK_UNLOCK);
+    reply_result(req, r == -EAGAIN ? -EWOULDBLOCK : r);
+}
+
+/* ---- session ---------------------------------------------------------------------------------------- */
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    struct fs *fs = userdata;
+    /* Ask only for what the kernel offers: a `want` bit outside `capable` kills the session. */
+    unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_PARALLEL_DIROPS;
+    conn->want |= want & conn->capable;
+    /* Never write-back cache (it makes the kernel authoritative for size/mtime and breaks O_APPEND across
+     * clients) and never DONT_MASK (the kernel applies the umask). */
+    conn->want &= ~(unsigned)(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_DONT_MASK);
+    conn->want &= conn->capable;
+    conn->max_write = fs->max_write;
+    conn->max_readahead = MIN(fs->max_readahead, conn->max_readahead);
+    LOG_INFO("fuse: protocol %u.%u, capable 0x%x, want 0x%x, max_write %u, max_readahead %u", conn->proto_major,
+             conn->proto_minor, conn->capable, conn->want, conn->max_write, conn->max_readahead);
+}
+
+const struct fuse_lowlevel_ops fsops_ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .readlink = op_readlink,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .open = op_open,
+    .read = op_read,
+    .write = op_write,
+    .flush = op_flush,
+    .release = op_release,
+    .fsync = op_fsync,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .releasedir = op_releasedir,
+    .fsyncdir = op_fsyncdir,
+    .statfs = op_statfs,
+    .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .removexattr = op_removexattr,
+    .access = op_access,
+    .create = op_create,
+    .getlk = op_getlk,
+    .setlk = op_setlk,
+    .flock = op_flock,
+};

@@ -1,0 +1,43 @@
+/* fs_ops.h - the libfuse low-level operations of synod-mount: each kernel request becomes metaserver RPCs
+ * (through the meta client) and chunk I/O (through the chunk I/O layer).
+ *
+ * Credentials come from the request (uid, gid, supplementary groups via fuse_req_getgroups); the
+ * metaserver checks permissions, so the mount does not use default_permissions. The kernel applies the
+ * umask itself (we never ask for FUSE_CAP_DONT_MASK). Attribute and entry replies carry the configured
+ * timeouts; the reported size also counts this client's unflushed writes.
+ *
+ * Lookup references: every successful entry reply (lookup, mknod, mkdir, create, symlink, link) and every
+ * readdirplus entry except "." and ".." adds one in the inode table; a reply the kernel never received
+ * (fuse_reply_* failed) takes it back; forget/forget_multi drop them.
+ *
+ * Locks: getlk/setlk (POSIX) and flock go to the metaserver, owned by (session, fi->lock_owner). A blocking
+ * request polls with exponential backoff (10 ms .. 1 s) until granted, or answers EINTR once the kernel
+ * interrupts it. flush releases the POSIX locks of the closing owner, release the flock of the file.
+ */
+#ifndef SYNOD_FUSE_FS_OPS_H
+#define SYNOD_FUSE_FS_OPS_H
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <stdint.h>
+
+#include "fuse-client/chunk_io.h"
+#include "fuse-client/inode_table.h"
+#include "fuse-client/meta_client.h"
+
+struct fs {
+    struct mc *mc;
+    struct cio *cio;
+    struct itab *it;
+    double attr_timeout;     /* seconds the kernel may cache attributes */
+    double entry_timeout;    /* seconds the kernel may cache names */
+    double negative_timeout; /* seconds the kernel may cache "no such name" (0 = never) */
+    uint32_t max_write;      /* bytes per write request we ask for (<= 1 MiB) */
+    uint32_t max_readahead;  /* kernel read-ahead we ask for */
+    uint32_t readdir_page;   /* entries per Readdir RPC */
+};
+
+/* The operation table; the session's userdata must be a struct fs. */
+extern const struct fuse_lowlevel_ops fsops_ops;
+
+#endif

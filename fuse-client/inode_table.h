@@ -1,0 +1,49 @@
+/* inode_table.h - synod-mount's table of the inodes the kernel knows: lookup counts and per-inode state.
+ *
+ * The kernel holds a lookup reference for every entry we hand it (lookup, create, mknod, mkdir, symlink,
+ * link, each readdirplus entry except "." and ".."), and gives them back with forget/forget_multi. An
+ * inode's client-side state (its struct cio_file: buffered writes, location cache, read-ahead) lives in
+ * this table while the kernel references it or a handle has it open (a pin); it is freed when both counts
+ * reach zero. The root inode is never freed. Unlinked-but-open files are kept alive by the metaserver
+ * (open handles), so nothing here needs to know about unlink.
+ *
+ * Thread-safe (one mutex over a hash table; per-inode data has its own locks).
+ */
+#ifndef SYNOD_FUSE_INODE_TABLE_H
+#define SYNOD_FUSE_INODE_TABLE_H
+
+#include <stdint.h>
+
+#include "fuse-client/chunk_io.h"
+
+struct itab;
+struct itab_inode {
+    uint64_t ino;
+    struct cio_file *file; /* data state; created with the entry, freed with it */
+    /* private to the table */
+    uint64_t nlookup;
+    uint32_t pins;
+    struct itab_inode *next;
+};
+
+/* A table whose entries get cio files from `cio` (borrowed). Cannot fail. */
+struct itab *itab_new(struct cio *cio);
+/* Free every entry (after the session loop ended). */
+void itab_free(struct itab *t);
+
+/* Add `n` kernel lookup references to ino (creating the entry; `size` seeds a new entry's file size, and
+ * refreshes an existing one). Returns the entry (valid while referenced). */
+struct itab_inode *itab_lookup(struct itab *t, uint64_t ino, uint64_t size);
+/* Drop n kernel references (forget); frees the entry at zero references and pins. */
+void itab_forget(struct itab *t, uint64_t ino, uint64_t n);
+/* Pin ino (creating the entry if the kernel's reference predates it, e.g. the root): for open handles and
+ * in-progress operations. Returns the entry; release with itab_unpin. */
+struct itab_inode *itab_pin(struct itab *t, uint64_t ino, uint64_t size);
+void itab_unpin(struct itab *t, struct itab_inode *n);
+/* An attribute reply from the metaserver says ino has `meta_size`: remember it (if the inode is in the
+ * table) and return the size this client must report, which also counts its own unflushed writes. */
+uint64_t itab_note_size(struct itab *t, uint64_t ino, uint64_t meta_size);
+/* Number of entries (tests, statistics). */
+uint64_t itab_count(struct itab *t);
+
+#endif

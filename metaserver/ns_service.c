@@ -1,0 +1,837 @@
+/* ns_service.c - nssm_plugin: the namespace state machine inside the rsm runtime, and the RPC services a
+ * metaserver offers around it (Meta for clients, ChunkControl for chunkservers, Admin for synodctl).
+ *
+ * Routing (the table is in ns_service_cmd.c):
+ *  - Mutating requests become an NsCommand (the leader's wall clock, the request's credentials, its ReqId
+ *    as (session, seq)) submitted with rsm_submit; the handler defers and the done callback answers with
+ *    the apply's reply or errno. The runtime deduplicates by (session, seq); `acked` is seq - NSSVC_WINDOW,
+ *    so a client keeps fewer than NSSVC_WINDOW requests of one session in flight.
+ *  - Read-only requests run ns_apply on the leader's applied state under its lease (rsm_read): -EREMOTE
+ *    with "leader=host:port" on a follower, -EAGAIN without a valid lease (the client retries).
+ *  - Sessions: open through the log (rsm_session_open), keepalives in the leader's memory
+ *    (rsm_session_touch), close = a SessionClose command through the log that releases the session's
+ *    opens, locks and write leases (the runtime's own session then lapses; its expiry finds nothing left).
+ *  - Chunkserver heartbeats stay in the leader's memory (ns_service_csmon.h); only state changes go through
+ *    the log: command results, lost chunks, a dead chunkserver coming back, and capacity figures that
+ *    moved (for placement and statfs). The reply carries that chunkserver's commands (ns_cs_commands).
+ *
+ * Leader duties (leader_tick on the runtime thread): create the root of a fresh cluster (NsInit), declare
+ * silent chunkservers dead (timeout on the leader's monotonic clock; a new leader gives everyone a fresh
+ * grace period), plan re-replication (ns_plan_replication: fewest copies first, throttled per
+ * chunkserver), and expire write leases. Each is proposed with rsm_submit(session 0), at most one batch
+ * of each kind in flight.
+ *
+ * Threads: handlers run on RPC workers; done callbacks, hooks and the tick on the runtime thread, where
+ * the applied state may be read directly (kv_txn on rsm_db) because nothing else writes it.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin.pb-c.h"
+#include "chunk.pb-c.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/rpc.h"
+#include "common/util.h"
+#include "meta.pb-c.h"
+#include "metaserver/meta_plugin.h"
+#include "metaserver/ns_service.h"
+#include "metaserver/ns_service_csmon.h"
+
+#define NSSVC_WINDOW 1024         /* replies kept per session (see top) */
+#define NSSVC_MAX_CS_CMDS 64      /* commands per heartbeat reply */
+#define NSSVC_MAX_SLOTS 40
+#define DEAD_CHECK_NS (200 * NS_PER_MS)
+#define REPAIR_EVERY_NS (1000 * NS_PER_MS)
+#define REPL_STALE_NS (120 * (int64_t)NS_PER_SEC)
+
+struct slot {
+    struct nssvc *s;
+    const struct nssvc_method *m;
+    const ProtobufCMethodDescriptor *md;
+};
+
+struct nssvc {
+    struct ns *ns;
+    struct rsm *r;
+    struct csmon *mon;
+    struct slot slots[NSSVC_MAX_SLOTS];
+    rpc_handler_fn meta_h[32], cc_h[8], admin_h[8];
+    /* config */
+    uint32_t default_goal, lease_ms, heartbeat_ms, max_repl;
+    int64_t grace_ns;
+    /* leader state (runtime thread) */
+    atomic_bool initialized;
+    bool init_inflight;
+    uint64_t last_tick, last_dead, last_repair;
+    int repl_inflight, lease_inflight, dead_inflight;
+};
+
+static const struct config_key nssvc_keys[] = {
+    {"namespace.cs_timeout", CONFIG_DURATION, "10s", "a chunkserver silent this long (leader's clock) is dead"},
+    {"namespace.default_goal", CONFIG_INT, "3", "replication goal of the root (inherited on create)"},
+    {"namespace.chunk_lease", CONFIG_DURATION, "60s", "write lease on a chunk"},
+    {"namespace.cs_heartbeat", CONFIG_DURATION, "1s", "heartbeat period told to chunkservers"},
+    {"namespace.max_repl_per_cs", CONFIG_INT, "2", "copies in flight per chunkserver (as source or target)"},
+    {"namespace.unknown_chunk_grace", CONFIG_DURATION, "10m", "unknown chunks reported are deleted after this"},
+    {NULL, 0, NULL, NULL},
+};
+
+/* --- answering --------------------------------------------------------------------------------------- */
+
+static void fail(struct nssvc *s, struct rpc_call *call, int err)
+{
+    char detail[300];
+    const char *leader = err == -EREMOTE && s->r ? rsm_leader(s->r) : NULL;
+    if (leader)
+        snprintf(detail, sizeof(detail), "leader=%s", leader);
+    rpc_fail(call, err, leader ? detail : NULL);
+}
+
+/* Answer with packed reply bytes of type desc. */
+static void reply_bytes(struct rpc_call *call, const ProtobufCMessageDescriptor *desc, const uint8_t *buf,
+                        size_t len)
+{
+    ProtobufCMessage *m = nssvc_reply_decode(desc, buf, len);
+    if (!m) {
+        LOG_ERR("namespace service: reply of type %s does not decode", desc->name);
+        rpc_fail(call, -EIO, "bad reply");
+        return;
+    }
+    rpc_reply(call, m);
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
+/* --- commands through the log ------------------------------------------------------------------------ */
+
+struct pending {
+    struct nssvc *s;
+    struct rpc_call *call;
+    const ProtobufCMethodDescriptor *md;
+};
+
+static void log_done(void *arg, int err, const uint8_t *reply, size_t len, uint64_t zxid)
+{
+    UNUSED(zxid);
+    struct pending *p = arg;
+    if (err)
+        fail(p->s, p->call, err);
+    else
+        reply_bytes(p->call, p->md->output, reply, len);
+    free(p);
+}
+
+/* Submit cmd (packed from req as cc) and answer `call` from its completion with `done`/`arg`. */
+static int submit(struct nssvc *s, Synod__V1__NsCommand__CmdCase cc, const ProtobufCMessage *req,
+                  rsm_done_fn done, void *arg)
+{
+    uint64_t session, seq;
+    nssvc_req_id(req, &session, &seq);
+    uint8_t *buf;
+    size_t len;
+    int rc = nssvc_cmd_pack(cc, req, clk_real_ns(), session, &buf, &len);
+    if (rc)
+        return rc;
+    rsm_submit(s->r, session, seq, seq > NSSVC_WINDOW ? seq - NSSVC_WINDOW : 0, buf, len, done, arg);
+    free(buf);
+    return 0;
+}
+
+/* Submit the slot's command and answer from `done` (log_done or a wrapper of it). */
+static int handle_log(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req, rsm_done_fn done)
+{
+    struct pending *p = xmalloc(sizeof(*p));
+    *p = (struct pending){sl->s, call, sl->md};
+    int rc = submit(sl->s, sl->m->cmd_case, req, done, p);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    return RPC_DEFERRED;
+}
+
+/* --- reads under the lease --------------------------------------------------------------------------- */
+
+struct readop {
+    struct ns *ns;
+    Synod__V1__NsCommand cmd;
+    struct ns_reply rep;
+};
+
+static int read_fn(void *arg, struct kv_txn *txn)
+{
+    struct readop *o = arg;
+    return ns_apply(o->ns, txn, &o->cmd, &o->rep);
+}
+
+static int handle_read(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req)
+{
+    struct readop o;
+    memset(&o, 0, sizeof(o));
+    o.ns = sl->s->ns;
+    uint64_t session, seq;
+    nssvc_req_id(req, &session, &seq); /* GetLock: whose locks are "own" */
+    int rc = nssvc_cmd_build(&o.cmd, sl->m->cmd_case, req, clk_real_ns(), session);
+    if (rc)
+        return rc;
+    rc = rsm_read(sl->s->r, false, read_fn, &o);
+    if (rc == 0)
+        reply_bytes(call, sl->md->output, o.rep.buf, o.rep.len);
+    else
+        fail(sl->s, call, rc);
+    ns_reply_release(&o.rep);
+    return 0;
+}
+
+/* --- sessions ---------------------------------------------------------------------------------------- */
+
+static void session_open_done(void *arg, int err, const uint8_t *reply, size_t len, uint64_t zxid)
+{
+    struct pending *p = arg;
+    if (!err && len != 8)
+        err = -EIO;
+    if (err) {
+        fail(p->s, p->call, err);
+    } else {
+        Synod__V1__SessionOpenRep rep = SYNOD__V1__SESSION_OPEN_REP__INIT;
+        rep.session = get_le64(reply);
+        rep.lease_ms = rsm_session_lease_ms(p->s->r);
+        rep.zxid = zxid;
+        rpc_reply(p->call, &rep.base);
+    }
+    free(p);
+}
+
+static int handle_session_open(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req)
+{
+    const Synod__V1__SessionOpenReq *r = (const Synod__V1__SessionOpenReq *)req;
+    struct pending *p = xmalloc(sizeof(*p));
+    *p = (struct pending){sl->s, call, sl->md};
+    rsm_session_open(sl->s->r, r->client_name, session_open_done, p);
+    return RPC_DEFERRED;
+}
+
+static int handle_keepalive(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req)
+{
+    const Synod__V1__SessionKeepaliveReq *r = (const Synod__V1__SessionKeepaliveReq *)req;
+    int rc = rsm_session_touch(sl->s->r, r->session);
+    if (rc) {
+        fail(sl->s, call, rc);
+        return 0;
+    }
+    Synod__V1__SessionKeepaliveRep rep = SYNOD__V1__SESSION_KEEPALIVE_REP__INIT;
+    rep.lease_ms = rsm_session_lease_ms(sl->s->r);
+    rpc_reply(call, &rep.base);
+    return 0;
+}
+
+/* --- chunkservers ------------------------------------------------------------------------------------ */
+
+/* Fill rep->cmds from the state (caller frees with free_cmds). */
+static void cs_cmds(struct kv_txn *txn, uint32_t id, Synod__V1__HeartbeatRep *rep)
+{
+    rep->n_cmds = ns_cs_commands(txn, id, NSSVC_MAX_CS_CMDS, &rep->cmds);
+}
+
+static void free_cmds(Synod__V1__HeartbeatRep *rep)
+{
+    for (size_t i = 0; i < rep->n_cmds; i++)
+        synod__v1__chunk_cmd__free_unpacked(rep->cmds[i], NULL);
+    free(rep->cmds);
+    rep->cmds = NULL;
+    rep->n_cmds = 0;
+}
+
+struct hb_pending {
+    struct nssvc *s;
+    struct rpc_call *call;
+    uint32_t id;
+    struct csmon_stats st;
+};
+
+static void heartbeat_done(void *arg, int err, const uint8_t *reply, size_t len, uint64_t zxid)
+{
+    UNUSED(zxid);
+    struct hb_pending *p = arg;
+    Synod__V1__HeartbeatRep *m = err ? NULL : synod__v1__heartbeat_rep__unpack(NULL, len, reply);
+    if (!err && !m)
+        err = -EIO;
+    if (err) {
+        fail(p->s, p->call, err);
+    } else {
+        csmon_logged(p->s->mon, p->id, clk_mono_ns(), &p->st);
+        /* runtime thread: the applied state is read directly, this entry included */
+        Synod__V1__HeartbeatRep rep = SYNOD__V1__HEARTBEAT_REP__INIT;
+        rep.report_wanted = m->report_wanted;
+        struct kv_txn *txn = kv_txn_begin(rsm_db(p->s->r));
+        cs_cmds(txn, p->id, &rep);
+        kv_txn_abort(txn);
+        rpc_reply(p->call, &rep.base);
+        free_cmds(&rep);
+    }
+    if (m)
+        synod__v1__heartbeat_rep__free_unpacked(m, NULL);
+    free(p);
+}
+
+struct hb_read {
+    uint32_t id;
+    bool known, dead;
+    Synod__V1__HeartbeatRep rep;
+};
+
+static int hb_read_fn(void *arg, struct kv_txn *txn)
+{
+    struct hb_read *h = arg;
+    Synod__V1__ChunkserverRec **v;
+    size_t n = ns_chunkservers(txn, &v);
+    for (size_t i = 0; i < n; i++) {
+        if (v[i]->id == h->id) {
+            h->known = true;
+            h->dead = v[i]->state == NS_CS_DEAD;
+        }
+        synod__v1__chunkserver_rec__free_unpacked(v[i], NULL);
+    }
+    free(v);
+    if (h->known)
+        cs_cmds(txn, h->id, &h->rep);
+    return 0;
+}
+
+static int handle_heartbeat(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req)
+{
+    struct nssvc *s = sl->s;
+    const Synod__V1__HeartbeatReq *r = (const Synod__V1__HeartbeatReq *)req;
+    struct hb_read h = {.id = r->id, .rep = SYNOD__V1__HEARTBEAT_REP__INIT};
+    int rc = rsm_read(s->r, false, hb_read_fn, &h);
+    if (rc == 0 && !h.known)
+        rc = -ENOENT; /* register first */
+    if (rc) {
+        free_cmds(&h.rep);
+        fail(s, call, rc);
+        return 0;
+    }
+    struct csmon_stats st = {.total = r->total_bytes, .used = r->used_bytes, .logical = r->logical_bytes,
+                             .chunks = r->chunks, .load = r->load, .failed_dirs = r->failed_dirs};
+    bool log = csmon_heard(s->mon, r->id, clk_mono_ns(), &st);
+    if (!log && !h.dead && r->n_results == 0 && r->n_lost == 0) {
+        rpc_reply(call, &h.rep.base); /* memory only */
+        free_cmds(&h.rep);
+        return 0;
+    }
+    free_cmds(&h.rep);
+    struct hb_pending *p = xmalloc(sizeof(*p));
+    *p = (struct hb_pending){s, call, r->id, st};
+    rc = submit(s, SYNOD__V1__NS_COMMAND__CMD_CS_HEARTBEAT, req, heartbeat_done, p);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    return RPC_DEFERRED;
+}
+
+static void register_done(void *arg, int err, const uint8_t *reply, size_t len, uint64_t zxid)
+{
+    struct pending *p = arg;
+    if (!err) {
+        Synod__V1__RegisterRep *m = synod__v1__register_rep__unpack(NULL, len, reply);
+        if (m) {
+            csmon_forget(p->s->mon, m->id); /* its next heartbeat is logged; the grace period restarts */
+            synod__v1__register_rep__free_unpacked(m, NULL);
+        }
+    }
+    log_done(p, err, reply, len, zxid);
+}
+
+/* --- admin ------------------------------------------------------------------------------------------- */
+
+struct status_read {
+    struct nssvc *s;
+    Synod__V1__StatusRep *rep;
+    Synod__V1__ChunkserverRec **cs;
+    size_t ncs;
+};
+
+static int status_read_fn(void *arg, struct kv_txn *txn)
+{
+    struct status_read *st = arg;
+    struct ns_counts c;
+    ns_count(txn, &c);
+    st->rep->files = c.files;
+    st->rep->dirs = c.dirs;
+    st->rep->chunks = c.chunks;
+    st->rep->under_goal = c.under_goal;
+    st->rep->missing = c.missing;
+    st->ncs = ns_chunkservers(txn, &st->cs);
+    return 0;
+}
+
+static const char *cs_state_name(uint32_t state)
+{
+    return state == NS_CS_UP ? "UP" : state == NS_CS_DEAD ? "DEAD" : "DECOMMISSIONING";
+}
+
+static int handle_status(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req)
+{
+    UNUSED(req);
+    struct nssvc *s = sl->s;
+    Synod__V1__StatusRep rep = SYNOD__V1__STATUS_REP__INIT;
+    struct rsm_status rs;
+    rsm_get_status(s->r, &rs);
+    rep.leader = rs.leader;
+    rep.zxid = rs.zxid;
+    /* this node's view, and the leader as this node knows it */
+    Synod__V1__NodeInfo self = SYNOD__V1__NODE_INFO__INIT, lead = SYNOD__V1__NODE_INFO__INIT;
+    Synod__V1__NodeInfo *nodes[2] = {&self, &lead};
+    self.id = rs.self;
+    self.role = (char *)rs.state;
+    self.zxid = rs.zxid;
+    self.applied = rs.applied;
+    self.healthy = rs.serving || strcmp(rs.state, "LOOKING") != 0;
+    self.addr = "";
+    rep.metaservers = nodes;
+    rep.n_metaservers = 1;
+    const char *laddr = rsm_leader(s->r);
+    if (rs.leader != UINT32_MAX && rs.leader != rs.self) {
+        lead.id = rs.leader;
+        lead.role = "LEADING";
+        lead.addr = (char *)(laddr ? laddr : "");
+        lead.healthy = true;
+        rep.n_metaservers = 2;
+    } else if (laddr) {
+        self.addr = (char *)laddr;
+    }
+    Synod__V1__StatusRep *rp = &rep;
+    struct status_read st = {.s = s, .rep = rp};
+    int rc = rsm_read(s->r, true, status_read_fn, &st);
+    if (rc) {
+        fail(s, call, rc);
+        return 0;
+    }
+    Synod__V1__ChunkserverStatus *cv = xcalloc(st.ncs ? st.ncs : 1, sizeof(*cv));
+    Synod__V1__ChunkserverStatus **cp = xcalloc(st.ncs ? st.ncs : 1, sizeof(*cp));
+    Synod__V1__ChunkserverAddr *ca = xcalloc(st.ncs ? st.ncs : 1, sizeof(*ca));
+    uint64_t mono = clk_mono_ns();
+    int64_t wall = clk_real_ns();
+    bool leading = rsm_is_leader(s->r);
+    for (size_t i = 0; i < st.ncs; i++) {
+        const Synod__V1__ChunkserverRec *c = st.cs[i];
+        synod__v1__chunkserver_status__init(&cv[i]);
+        synod__v1__chunkserver_addr__init(&ca[i]);
+        ca[i].id = c->id;
+        ca[i].addr = c->addr;
+        ca[i].label = c->label;
+        cv[i].addr = &ca[i];
+        cv[i].state = (char *)cs_state_name(c->state);
+        cv[i].total_bytes = c->total_bytes;
+        cv[i].used_bytes = c->used_bytes;
+        cv[i].logical_bytes = c->logical_bytes;
+        cv[i].chunks = c->chunks;
+        cv[i].load = c->load;
+        cv[i].last_heard_ms = c->last_heard_ns ? (wall - c->last_heard_ns) / (int64_t)NS_PER_MS : -1;
+        struct csmon_stats ms;
+        uint64_t heard;
+        if (leading && csmon_get(s->mon, c->id, &ms, &heard)) { /* the leader's fresher figures */
+            cv[i].total_bytes = ms.total;
+            cv[i].used_bytes = ms.used;
+            cv[i].logical_bytes = ms.logical;
+            cv[i].chunks = ms.chunks;
+            cv[i].load = ms.load;
+            cv[i].last_heard_ms = (int64_t)((mono - heard) / NS_PER_MS);
+        }
+        cp[i] = &cv[i];
+    }
+    rep.chunkservers = cp;
+    rep.n_chunkservers = st.ncs;
+    rpc_reply(call, &rep.base);
+    for (size_t i = 0; i < st.ncs; i++)
+        synod__v1__chunkserver_rec__free_unpacked(st.cs[i], NULL);
+    free(st.cs);
+    free(cv);
+    free(cp);
+    free(ca);
+    return 0;
+}
+
+struct fileinfo_read {
+    struct ns *ns;
+    const Synod__V1__FileinfoReq *req;
+    struct ns_reply attr, locs;
+};
+
+static int fileinfo_read_fn(void *arg, struct kv_txn *txn)
+{
+    struct fileinfo_read *f = arg;
+    uint64_t ino = f->req->ino ? f->req->ino : NS_ROOT_INO;
+    Synod__V1__NsCommand cmd = SYNOD__V1__NS_COMMAND__INIT;
+    if (!f->req->ino && f->req->path[0]) {
+        /* resolve the path as root, one lookup per component */
+        char *path = xstrdup(f->req->path), *save = NULL;
+        int rc = 0;
+        for (char *c = strtok_r(path, "/", &save); c && !rc; c = strtok_r(NULL, "/", &save)) {
+            Synod__V1__LookupReq lr = SYNOD__V1__LOOKUP_REQ__INIT;
+            lr.parent = ino;
+            lr.name = c;
+            cmd.cmd_case = SYNOD__V1__NS_COMMAND__CMD_LOOKUP;
+            cmd.lookup = &lr;
+            struct ns_reply rep;
+            rc = ns_apply(f->ns, txn, &cmd, &rep);
+            if (!rc) {
+                Synod__V1__EntryRep *e = (Synod__V1__EntryRep *)ns_reply_unpack(&rep);
+                ino = e->attr->ino;
+                synod__v1__entry_rep__free_unpacked(e, NULL);
+            }
+            ns_reply_release(&rep);
+        }
+        free(path);
+        if (rc)
+            return rc;
+    }
+    Synod__V1__GetattrReq ga = SYNOD__V1__GETATTR_REQ__INIT;
+    ga.ino = ino;
+    cmd.cmd_case = SYNOD__V1__NS_COMMAND__CMD_GETATTR;
+    cmd.getattr = &ga;
+    int rc = ns_apply(f->ns, txn, &cmd, &f->attr);
+    if (rc)
+        return rc;
+    Synod__V1__AttrRep *a = (Synod__V1__AttrRep *)ns_reply_unpack(&f->attr);
+    Synod__V1__ChunkLocReq cl = SYNOD__V1__CHUNK_LOC_REQ__INIT;
+    cl.ino = ino;
+    cl.count = (uint32_t)MIN(a->attr->size / NS_CHUNK_SIZE + 1, 4096);
+    synod__v1__attr_rep__free_unpacked(a, NULL);
+    cmd.cmd_case = SYNOD__V1__NS_COMMAND__CMD_CHUNK_LOCATIONS;
+    cmd.chunk_locations = &cl;
+    rc = ns_apply(f->ns, txn, &cmd, &f->locs);
+    return rc == -EISDIR || rc == -EINVAL ? 0 : rc; /* directories and others have no chunks */
+}
+
+static int handle_fileinfo(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req)
+{
+    struct fileinfo_read f = {.ns = sl->s->ns, .req = (const Synod__V1__FileinfoReq *)req};
+    int rc = rsm_read(sl->s->r, true, fileinfo_read_fn, &f);
+    if (rc == 0) {
+        Synod__V1__AttrRep *a = (Synod__V1__AttrRep *)ns_reply_unpack(&f.attr);
+        Synod__V1__ChunkLocRep *l = (Synod__V1__ChunkLocRep *)ns_reply_unpack(&f.locs);
+        Synod__V1__FileinfoRep rep = SYNOD__V1__FILEINFO_REP__INIT;
+        rep.attr = a->attr;
+        if (l) {
+            rep.chunks = l->chunks;
+            rep.n_chunks = l->n_chunks;
+        }
+        rpc_reply(call, &rep.base);
+        synod__v1__attr_rep__free_unpacked(a, NULL);
+        if (l)
+            synod__v1__chunk_loc_rep__free_unpacked(l, NULL);
+    } else {
+        fail(sl->s, call, rc);
+    }
+    ns_reply_release(&f.attr);
+    ns_reply_release(&f.locs);
+    return 0;
+}
+
+/* --- dispatch ---------------------------------------------------------------------------------------- */
+
+static int dispatch(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req)
+{
+    struct nssvc *s = sl->s;
+    const struct nssvc_method *m = sl->m;
+    if (!m || m->route == NSSVC_UNSUPPORTED)
+        return -ENOSYS;
+    if (!strcmp(m->name, "Status"))
+        return handle_status(sl, call, req);
+    if (!strcmp(m->name, "Fileinfo"))
+        return handle_fileinfo(sl, call, req);
+    /* everything else is served by the leader only */
+    if (!rsm_is_leader(s->r)) {
+        fail(s, call, -EREMOTE);
+        return 0;
+    }
+    if (!atomic_load(&s->initialized))
+        return -EAGAIN; /* a fresh cluster's root is being created */
+    switch (m->route) {
+    case NSSVC_LOG:
+        return handle_log(sl, call, req,
+                          m->cmd_case == SYNOD__V1__NS_COMMAND__CMD_CS_REGISTER ? register_done : log_done);
+    case NSSVC_READ: return handle_read(sl, call, req);
+    case NSSVC_SESSION_OPEN: return handle_session_open(sl, call, req);
+    case NSSVC_KEEPALIVE: return handle_keepalive(sl, call, req);
+    case NSSVC_LOCAL: return handle_heartbeat(sl, call, req);
+    default: return -ENOSYS;
+    }
+}
+
+#define TRAMP(i)                                                                                            \
+    static int tramp_##i(struct rpc_call *call, const ProtobufCMessage *req, void *arg)                     \
+    {                                                                                                       \
+        return dispatch(&((struct nssvc *)arg)->slots[i], call, req);                                       \
+    }
+TRAMP(0) TRAMP(1) TRAMP(2) TRAMP(3) TRAMP(4) TRAMP(5) TRAMP(6) TRAMP(7) TRAMP(8) TRAMP(9)
+TRAMP(10) TRAMP(11) TRAMP(12) TRAMP(13) TRAMP(14) TRAMP(15) TRAMP(16) TRAMP(17) TRAMP(18) TRAMP(19)
+TRAMP(20) TRAMP(21) TRAMP(22) TRAMP(23) TRAMP(24) TRAMP(25) TRAMP(26) TRAMP(27) TRAMP(28) TRAMP(29)
+TRAMP(30) TRAMP(31) TRAMP(32) TRAMP(33) TRAMP(34) TRAMP(35) TRAMP(36) TRAMP(37) TRAMP(38) TRAMP(39)
+static const rpc_handler_fn tramps[NSSVC_MAX_SLOTS] = {
+    tramp_0, tramp_1, tramp_2, tramp_3, tramp_4, tramp_5, tramp_6, tramp_7, tramp_8, tramp_9,
+    tramp_10, tramp_11, tramp_12, tramp_13, tramp_14, tramp_15, tramp_16, tramp_17, tramp_18, tramp_19,
+    tramp_20, tramp_21, tramp_22, tramp_23, tramp_24, tramp_25, tramp_26, tramp_27, tramp_28, tramp_29,
+    tramp_30, tramp_31, tramp_32, tramp_33, tramp_34, tramp_35, tramp_36, tramp_37, tramp_38, tramp_39,
+};
+
+/* Bind every method of svc to a slot and its trampoline. */
+static void bind_service(struct nssvc *s, struct rpc_server *srv, const ProtobufCServiceDescriptor *svc,
+                         const char *name, rpc_handler_fn *h, size_t hcap, size_t *next)
+{
+    ASSERT(svc->n_methods <= hcap && *next + svc->n_methods <= NSSVC_MAX_SLOTS);
+    for (unsigned i = 0; i < svc->n_methods; i++) {
+        struct slot *sl = &s->slots[*next];
+        sl->s = s;
+        sl->md = &svc->methods[i];
+        sl->m = nssvc_method_find(name, svc->methods[i].name);
+        h[i] = tramps[(*next)++];
+    }
+    rpc_server_add_service(srv, svc, h, s);
+}
+
+/* --- the state machine hooks -------------------------------------------------------------------------- */
+
+static const char *const prefixes[] = {NS_KEY_PREFIX, NULL};
+
+static int sm_apply(void *arg, struct kv_txn *txn, const struct rsm_apply_ctx *ctx, const uint8_t *cmd,
+                    size_t len, struct rsm_buf *reply)
+{
+    struct nssvc *s = arg;
+    struct ns_reply rep;
+    int rc = nssvc_apply_packed(s->ns, txn, ctx->time_ns, ctx->session, cmd, len, &rep);
+    if (rc == 0)
+        rsm_buf_append(reply, rep.buf, rep.len);
+    ns_reply_release(&rep);
+    return rc;
+}
+
+static void sm_session_expired(void *arg, struct kv_txn *txn, const struct rsm_apply_ctx *ctx, uint64_t session)
+{
+    struct nssvc *s = arg;
+    ns_session_release(s->ns, txn, ctx->time_ns, session);
+}
+
+/* --- leader duties ----------------------------------------------------------------------------------- */
+
+struct internal_done {
+    struct nssvc *s;
+    int *inflight;
+    uint32_t cs; /* for ChunkserverDead */
+};
+
+static void internal_done(void *arg, int err, const uint8_t *reply, size_t len, uint64_t zxid)
+{
+    UNUSED(reply);
+    UNUSED(len);
+    UNUSED(zxid);
+    struct internal_done *d = arg;
+    if (d->inflight)
+        (*d->inflight)--;
+    if (err && err != -EREMOTE && err != -ECANCELED && err != -ESTALE && err != -ENOENT)
+        LOG_DEBUG("namespace: internal command failed: %d", err);
+    if (!err && d->cs) {
+        LOG_WARN("chunkserver %u: declared dead (silent past the timeout)", d->cs);
+        csmon_forget(d->s->mon, d->cs);
+    }
+    free(d);
+}
+
+static void propose(struct nssvc *s, struct rsm *r, Synod__V1__NsCommand__CmdCase cc, const ProtobufCMessage *m,
+                    int *inflight, uint32_t cs)
+{
+    uint8_t *buf;
+    size_t len;
+    if (nssvc_cmd_pack(cc, m, clk_real_ns(), 0, &buf, &len))
+        return;
+    struct internal_done *d = xmalloc(sizeof(*d));
+    *d = (struct internal_done){s, inflight, cs};
+    if (inflight)
+        (*inflight)++;
+    rsm_submit(r, 0, 0, 0, buf, len, internal_done, d);
+    free(buf);
+}
+
+static void init_done(void *arg, int err, const uint8_t *reply, size_t len, uint64_t zxid)
+{
+    UNUSED(reply);
+    UNUSED(len);
+    UNUSED(zxid);
+    struct nssvc *s = arg;
+    s->init_inflight = false;
+    if (!err) {
+        LOG_INFO("namespace: root created");
+        atomic_store(&s->initialized, true);
+    }
+}
+
+static void check_root(struct nssvc *s, struct rsm *r, struct kv_txn *txn)
+{
+    Synod__V1__GetattrReq ga = SYNOD__V1__GETATTR_REQ__INIT;
+    ga.ino = NS_ROOT_INO;
+    Synod__V1__NsCommand cmd = SYNOD__V1__NS_COMMAND__INIT;
+    cmd.cmd_case = SYNOD__V1__NS_COMMAND__CMD_GETATTR;
+    cmd.getattr = &ga;
+    struct ns_reply rep;
+    int rc = ns_apply(s->ns, txn, &cmd, &rep);
+    ns_reply_release(&rep);
+    if (rc == 0) {
+        atomic_store(&s->initialized, true);
+        return;
+    }
+    if (s->init_inflight)
+        return;
+    Synod__V1__NsInit init = SYNOD__V1__NS_INIT__INIT;
+    init.root_mode = 0755;
+    init.default_goal = s->default_goal;
+    init.heartbeat_ms = s->heartbeat_ms;
+    init.lease_ms = s->lease_ms;
+    init.unknown_chunk_grace_ns = s->grace_ns ? s->grace_ns : -1;
+    init.max_repl_per_cs = s->max_repl;
+    uint8_t *buf;
+    size_t len;
+    if (nssvc_cmd_pack(SYNOD__V1__NS_COMMAND__CMD_INIT, &init.base, clk_real_ns(), 0, &buf, &len))
+        return;
+    s->init_inflight = true;
+    rsm_submit(r, 0, 0, 0, buf, len, init_done, s);
+    free(buf);
+}
+
+static void dead_check(struct nssvc *s, struct rsm *r, struct kv_txn *txn, uint64_t now)
+{
+    Synod__V1__ChunkserverRec **v;
+    size_t n = ns_chunkservers(txn, &v);
+    uint32_t *alive = xmalloc((n + 1) * sizeof(*alive)), *dead = xmalloc((n + 1) * sizeof(*dead));
+    size_t na = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i]->state != NS_CS_DEAD)
+            alive[na++] = v[i]->id;
+        synod__v1__chunkserver_rec__free_unpacked(v[i], NULL);
+    }
+    free(v);
+    size_t nd = csmon_dead(s->mon, now, alive, na, dead);
+    for (size_t i = 0; i < nd; i++) {
+        Synod__V1__ChunkserverDead m = SYNOD__V1__CHUNKSERVER_DEAD__INIT;
+        m.id = dead[i];
+        propose(s, r, SYNOD__V1__NS_COMMAND__CMD_CS_DEAD, &m.base, &s->dead_inflight, dead[i]);
+    }
+    free(alive);
+    free(dead);
+}
+
+static void repair(struct nssvc *s, struct rsm *r, struct kv_txn *txn)
+{
+    int64_t wall = clk_real_ns();
+    if (s->repl_inflight == 0) {
+        Synod__V1__ReplStart **plan;
+        size_t n = ns_plan_replication(txn, wall, REPL_STALE_NS, 64, &plan);
+        for (size_t i = 0; i < n; i++) {
+            propose(s, r, SYNOD__V1__NS_COMMAND__CMD_REPL_START, &plan[i]->base, &s->repl_inflight, 0);
+            synod__v1__repl_start__free_unpacked(plan[i], NULL);
+        }
+        free(plan);
+    }
+    if (s->lease_inflight == 0) {
+        uint64_t *ids;
+        size_t n = ns_find_expired_leases(txn, wall, 256, &ids);
+        for (size_t i = 0; i < n; i++) {
+            Synod__V1__LeaseExpire m = SYNOD__V1__LEASE_EXPIRE__INIT;
+            m.chunk_id = ids[i];
+            propose(s, r, SYNOD__V1__NS_COMMAND__CMD_LEASE_EXPIRE, &m.base, &s->lease_inflight, 0);
+        }
+        free(ids);
+    }
+}
+
+static void sm_leader_tick(void *arg, struct rsm *r, uint64_t now)
+{
+    struct nssvc *s = arg;
+    if (!s->last_tick || now - s->last_tick > 500 * NS_PER_MS) {
+        /* (again) the serving leader: what a predecessor heard is unknown, so everyone gets a full grace */
+        csmon_reset(s->mon);
+        s->last_dead = s->last_repair = now;
+    }
+    s->last_tick = now;
+    struct kv_txn *txn = kv_txn_begin(rsm_db(r));
+    if (!atomic_load(&s->initialized))
+        check_root(s, r, txn);
+    if (now - s->last_dead >= DEAD_CHECK_NS && s->dead_inflight == 0) {
+        s->last_dead = now;
+        dead_check(s, r, txn, now);
+    }
+    if (now - s->last_repair >= REPAIR_EVERY_NS) {
+        s->last_repair = now;
+        repair(s, r, txn);
+    }
+    kv_txn_abort(txn);
+}
+
+static const struct rsm_sm nssm = {
+    .name = "namespace",
+    .prefixes = prefixes,
+    .apply = sm_apply,
+    .session_expired = sm_session_expired,
+    .restored = NULL,
+    .leader_tick = sm_leader_tick,
+};
+
+/* --- the plugin -------------------------------------------------------------------------------------- */
+
+static int plugin_create(const struct config *cfg, struct rpc_server *srv, const struct rsm_sm **sm, void **arg)
+{
+    struct nssvc *s = xcalloc(1, sizeof(*s));
+    s->ns = ns_new();
+    uint64_t timeout_ms = config_get_duration_ms(cfg, "namespace.cs_timeout");
+    s->mon = csmon_new(timeout_ms * NS_PER_MS, 30 * NS_PER_SEC);
+    int64_t goal = config_get_int(cfg, "namespace.default_goal");
+    int64_t repl = config_get_int(cfg, "namespace.max_repl_per_cs");
+    if (goal < 1 || goal > NS_MAX_GOAL || repl < 1 || repl > 1000 || timeout_ms == 0) {
+        LOG_ERR("namespace: bad config: default_goal %lld (1..%d), max_repl_per_cs %lld, cs_timeout %llu ms",
+                (long long)goal, NS_MAX_GOAL, (long long)repl, (unsigned long long)timeout_ms);
+        csmon_free(s->mon);
+        ns_free(s->ns);
+        free(s);
+        return -EINVAL;
+    }
+    s->default_goal = (uint32_t)goal;
+    s->max_repl = (uint32_t)repl;
+    s->lease_ms = (uint32_t)config_get_duration_ms(cfg, "namespace.chunk_lease");
+    s->heartbeat_ms = (uint32_t)config_get_duration_ms(cfg, "namespace.cs_heartbeat");
+    s->grace_ns = (int64_t)config_get_duration_ms(cfg, "namespace.unknown_chunk_grace") * (int64_t)NS_PER_MS;
+    size_t next = 0;
+    bind_service(s, srv, &synod__v1__meta__descriptor, "Meta", s->meta_h, ARRAY_SIZE(s->meta_h), &next);
+    bind_service(s, srv, &synod__v1__chunk_control__descriptor, "ChunkControl", s->cc_h, ARRAY_SIZE(s->cc_h),
+                 &next);
+    bind_service(s, srv, &synod__v1__admin__descriptor, "Admin", s->admin_h, ARRAY_SIZE(s->admin_h), &next);
+    *sm = &nssm;
+    *arg = s;
+    return 0;
+}
+
+static void plugin_attach(void *arg, struct rsm *r)
+{
+    ((struct nssvc *)arg)->r = r;
+}
+
+static void plugin_destroy(void *arg)
+{
+    struct nssvc *s = arg;
+    if (!s)
+        return;
+    csmon_free(s->mon);
+    ns_free(s->ns);
+    free(s);
+}
+
+const struct meta_plugin nssm_plugin = {
+    .name = "namespace",
+    .keys = nssvc_keys,
+    .create = plugin_create,
+    .attach = plugin_attach,
+    .destroy = plugin_destroy,
+};

@@ -1,0 +1,294 @@
+/* rsm_net.c - the gRPC transport of the replicated state machine runtime: the Paxos service.
+ *
+ * Deliver(PaxosBatch) is one-way: the handler validates the batch (node ids, message types, absurd slots and
+ * ballots, sizes), converts it to struct paxos_msg (the ONLY place that maps proto <-> core messages, both
+ * directions), queues it for the runtime thread and acks at once. Replies travel as messages in the other
+ * direction. The runtime collects a loop turn's messages per peer and sends each peer one Deliver
+ * (rsm_net_flush) with rpc_call_async: a dead peer fails in milliseconds, a stopped one holds at most
+ * RSM_MAX_INFLIGHT calls, after which batches to it are dropped (Paxos tolerates loss: the core retransmits
+ * and lagging replicas catch up). The runtime thread never waits for a peer.
+ *
+ * SnapshotChunk serves the current local snapshot (a LevelDB snapshot shared by reference count) in
+ * pieces of ~1 MiB, pulled by the receiver; rsm_net_snap_request is the receiving side's request.
+ */
+#include "metaserver/rsm_internal.h"
+
+#include "common/log.h"
+#include "common/rpc.h"
+#include "common/util.h"
+#include "paxos.pb-c.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define RSM_MAX_INFLIGHT 128
+#define RSM_DELIVER_TIMEOUT_MS 1000
+#define RSM_SNAP_TIMEOUT_MS 5000
+#define RSM_SNAP_CHUNK (1u << 20)
+#define RSM_MAX_BATCH_MSGS 65536
+#define RSM_MAX_MSG_ENTRIES (1u << 20)
+
+/* ---- proto -> core ---- */
+
+void rsm_msgs_free(struct paxos_msg *msgs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < msgs[i].n_entries; j++)
+            paxos_val_unref(msgs[i].entries[j].val);
+        free(msgs[i].entries);
+    }
+    free(msgs);
+}
+
+static bool ballot_sane(uint64_t b) { return PAXOS_BALLOT_ROUND(b) < RSM_MAX_ROUND; }
+
+/* Convert one message; -EINVAL when a field is out of range (the core validates protocol semantics). */
+static int msg_from_proto(const struct rsm *r, const Synod__V1__PaxosMsg *pm, uint32_t from, struct paxos_msg *m,
+                          size_t *bytes)
+{
+    memset(m, 0, sizeof(*m));
+    if (pm->type < PAXOS_MSG_PREPARE || pm->type > PAXOS_MSG_SNAPSHOT || pm->from != from ||
+        pm->to != r->cfg.self || !ballot_sane(pm->ballot) || !ballot_sane(pm->promised) ||
+        pm->first_slot >= RSM_MAX_SLOT || pm->commit >= RSM_MAX_SLOT || pm->log_start >= RSM_MAX_SLOT ||
+        pm->n_entries > RSM_MAX_MSG_ENTRIES)
+        return -EINVAL;
+    m->type = (enum paxos_msg_type)pm->type;
+    m->from = pm->from;
+    m->to = pm->to;
+    m->ballot = pm->ballot;
+    m->ok = pm->ok;
+    m->promised = pm->promised;
+    m->first_slot = pm->first_slot;
+    m->commit = pm->commit;
+    m->log_start = pm->log_start;
+    m->seq = pm->seq;
+    m->lease_ms = pm->lease_ms;
+    m->max_slots = pm->max_slots;
+    if (!pm->n_entries)
+        return 0;
+    m->entries = xcalloc(pm->n_entries, sizeof(*m->entries));
+    for (size_t i = 0; i < pm->n_entries; i++) {
+        const Synod__V1__PaxosSlot *s = pm->entries[i];
+        if (s->slot == 0 || s->slot >= RSM_MAX_SLOT || !ballot_sane(s->ballot) ||
+            (s->value && (s->value->kind > PAXOS_VAL_CONFIG || s->value->payload.len > UINT32_MAX))) {
+            m->n_entries = i;
+            return -EINVAL;
+        }
+        struct paxos_entry *e = &m->entries[i];
+        e->slot = s->slot;
+        e->ballot = s->ballot;
+        e->chosen = s->chosen;
+        if (s->value) {
+            e->val = paxos_val_new(s->value->kind, s->value->zxid, s->value->payload.data,
+                                   (uint32_t)s->value->payload.len);
+            *bytes += s->value->payload.len;
+        }
+        m->n_entries = i + 1;
+        *bytes += sizeof(*e);
+    }
+    return 0;
+}
+
+static int deliver_handler(struct rpc_call *call, const ProtobufCMessage *req, void *arg)
+{
+    struct rsm *r = arg;
+    const Synod__V1__PaxosBatch *b = (const Synod__V1__PaxosBatch *)req;
+    if (b->from >= r->cfg.n_nodes || b->from == r->cfg.self || b->n_msgs > RSM_MAX_BATCH_MSGS) {
+        LOG_DEBUG("paxos deliver from %s: bad batch (from %u, %zu msgs): dropped", rpc_call_peer(call), b->from,
+                  b->n_msgs);
+        return -EINVAL;
+    }
+    if (b->n_msgs) {
+        struct rsm_input *in = xcalloc(1, sizeof(*in));
+        in->kind = RSM_IN_MSGS;
+        in->msgs = xcalloc(b->n_msgs, sizeof(*in->msgs));
+        for (size_t i = 0; i < b->n_msgs; i++) {
+            in->bytes += sizeof(struct paxos_msg);
+            if (msg_from_proto(r, b->msgs[i], b->from, &in->msgs[i], &in->bytes) != 0) {
+                LOG_DEBUG("paxos deliver from node %u: malformed message %zu: batch dropped", b->from, i);
+                rsm_msgs_free(in->msgs, i + 1);
+                free(in);
+                return -EINVAL;
+            }
+            in->n_msgs = i + 1;
+        }
+        if (!rsm_enqueue(r, in)) {
+            rsm_msgs_free(in->msgs, in->n_msgs);
+            free(in);
+        }
+    }
+    Synod__V1__PaxosAck ack = SYNOD__V1__PAXOS_ACK__INIT;
+    rpc_reply(call, &ack.base);
+    return 0;
+}
+
+/* ---- core -> proto ---- */
+
+void rsm_net_queue(struct rsm *r, struct paxos_msg *m)
+{
+    if (m->to >= r->cfg.n_nodes || m->to == r->cfg.self)
+        return;
+    struct rsm_peer *p = &r->peers[m->to];
+    if (p->n_out == p->cap_out) {
+        p->cap_out = p->cap_out ? p->cap_out * 2 : 16;
+        p->out = xrealloc(p->out, p->cap_out * sizeof(*p->out));
+    }
+    p->out[p->n_out++] = m;
+}
+
+static void deliver_done(int err, ProtobufCMessage *reply, const struct rpc_status *st, void *arg)
+{
+    UNUSED(err);
+    UNUSED(st);
+    struct rsm_peer *p = arg;
+    rpc_message_free(reply);
+    atomic_fetch_sub(&p->inflight, 1);
+}
+
+static void flush_peer(struct rsm *r, struct rsm_peer *p)
+{
+    size_t n = p->n_out, n_ent = 0;
+    p->n_out = 0;
+    if (atomic_load(&p->inflight) >= RSM_MAX_INFLIGHT) {
+        LOG_DEBUG("paxos: peer %s has %d calls in flight: batch of %zu messages dropped", p->addr,
+                  RSM_MAX_INFLIGHT, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        n_ent += p->out[i]->n_entries;
+    Synod__V1__PaxosMsg *pm = xcalloc(n, sizeof(*pm));
+    Synod__V1__PaxosMsg **pmp = xcalloc(n, sizeof(*pmp));
+    Synod__V1__PaxosSlot *ps = xcalloc(n_ent ? n_ent : 1, sizeof(*ps));
+    Synod__V1__PaxosSlot **psp = xcalloc(n_ent ? n_ent : 1, sizeof(*psp));
+    Synod__V1__PaxosValue *pv = xcalloc(n_ent ? n_ent : 1, sizeof(*pv));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct paxos_msg *m = p->out[i];
+        synod__v1__paxos_msg__init(&pm[i]);
+        pmp[i] = &pm[i];
+        pm[i].type = m->type;
+        pm[i].from = m->from;
+        pm[i].to = m->to;
+        pm[i].ballot = m->ballot;
+        pm[i].ok = m->ok;
+        pm[i].promised = m->promised;
+        pm[i].first_slot = m->first_slot;
+        pm[i].commit = m->commit;
+        pm[i].log_start = m->log_start;
+        pm[i].seq = m->seq;
+        pm[i].lease_ms = m->lease_ms;
+        pm[i].max_slots = m->max_slots;
+        pm[i].n_entries = m->n_entries;
+        pm[i].entries = &psp[k];
+        for (size_t j = 0; j < m->n_entries; j++, k++) {
+            const struct paxos_entry *e = &m->entries[j];
+            synod__v1__paxos_slot__init(&ps[k]);
+            psp[k] = &ps[k];
+            ps[k].slot = e->slot;
+            ps[k].ballot = e->ballot;
+            ps[k].chosen = e->chosen;
+            if (e->val) {
+                synod__v1__paxos_value__init(&pv[k]);
+                pv[k].kind = e->val->kind;
+                pv[k].zxid = e->val->zxid;
+                pv[k].payload.data = e->val->data;
+                pv[k].payload.len = e->val->len;
+                ps[k].value = &pv[k];
+            }
+        }
+    }
+    Synod__V1__PaxosBatch b = SYNOD__V1__PAXOS_BATCH__INIT;
+    b.from = r->cfg.self;
+    b.n_msgs = n;
+    b.msgs = pmp;
+    atomic_fetch_add(&p->inflight, 1);
+    rpc_call_async(p->ch, &synod__v1__paxos__descriptor, "Deliver", &b.base, NULL, RSM_DELIVER_TIMEOUT_MS,
+                   deliver_done, p);
+    free(pm);
+    free(pmp);
+    free(ps);
+    free(psp);
+    free(pv);
+}
+
+void rsm_net_flush(struct rsm *r)
+{
+    for (uint32_t i = 0; i < r->cfg.n_nodes; i++)
+        if (r->peers[i].n_out)
+            flush_peer(r, &r->peers[i]);
+}
+
+/* ---- snapshots ---- */
+
+static int snapshot_handler(struct rpc_call *call, const ProtobufCMessage *req, void *arg)
+{
+    struct rsm *r = arg;
+    const Synod__V1__SnapshotReq *q = (const Synod__V1__SnapshotReq *)req;
+    struct rsm_snap *s = rsm_snap_get(r);
+    if (!s)
+        return -EAGAIN;
+    if (q->snapshot_id && q->snapshot_id != s->index) {
+        rsm_snap_put(r, s);
+        return -ESTALE;
+    }
+    uint8_t *data;
+    size_t len, lklen;
+    uint32_t count;
+    bool last;
+    char *lk;
+    int rc = rsm_store_snap_read(r, s, q->after_key.data, q->after_key.len, RSM_SNAP_CHUNK, &data, &len, &count,
+                                 &last, &lk, &lklen);
+    if (rc == 0) {
+        Synod__V1__SnapshotRep rep = SYNOD__V1__SNAPSHOT_REP__INIT;
+        rep.snapshot_id = s->index;
+        rep.applied_index = s->index;
+        rep.offset = q->offset;
+        rep.last = last;
+        rep.count = count;
+        rep.last_key.data = (uint8_t *)lk;
+        rep.last_key.len = lklen;
+        rep.data.data = data;
+        rep.data.len = len;
+        rpc_reply(call, &rep.base);
+        free(data);
+        free(lk);
+    }
+    rsm_snap_put(r, s);
+    return rc;
+}
+
+static void snap_done(int err, ProtobufCMessage *reply, const struct rpc_status *st, void *arg)
+{
+    UNUSED(st);
+    struct rsm *r = arg;
+    struct rsm_input *in = xcalloc(1, sizeof(*in));
+    in->kind = RSM_IN_SNAP;
+    in->err = err;
+    in->snap_rep = reply;
+    if (!rsm_enqueue(r, in)) {
+        rpc_message_free(reply);
+        free(in);
+    }
+    atomic_fetch_sub(&r->snap_inflight, 1);
+}
+
+void rsm_net_snap_request(struct rsm *r, uint32_t from, uint64_t snapshot_id, const void *after, size_t alen)
+{
+    Synod__V1__SnapshotReq q = SYNOD__V1__SNAPSHOT_REQ__INIT;
+    q.from = r->cfg.self;
+    q.snapshot_id = snapshot_id;
+    q.after_key.data = (uint8_t *)after;
+    q.after_key.len = alen;
+    atomic_fetch_add(&r->snap_inflight, 1);
+    rpc_call_async(r->peers[from].ch, &synod__v1__paxos__descriptor, "SnapshotChunk", &q.base, NULL,
+                   RSM_SNAP_TIMEOUT_MS, snap_done, r);
+}
+
+static const rpc_handler_fn paxos_handlers[] = {deliver_handler, snapshot_handler};
+
+void rsm_net_register(struct rsm *r, struct rpc_server *srv)
+{
+    ASSERT(synod__v1__paxos__descriptor.n_methods == ARRAY_SIZE(paxos_handlers));
+    ASSERT(strcmp(synod__v1__paxos__descriptor.methods[0].name, "Deliver") == 0);
+    rpc_server_add_service(srv, &synod__v1__paxos__descriptor, paxos_handlers, r);
+}

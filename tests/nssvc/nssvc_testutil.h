@@ -1,0 +1,29 @@
+/* nssvc_testutil.h - the harness of the namespace service's pure tests: a temporary LevelDB with an
+ * initialised namespace, and one call that runs a request the way the service does (table lookup ->
+ * nssvc_cmd_pack -> nssvc_apply_packed in a txn -> reply decoded as the RPC's output type). */
+#ifndef SYNOD_NSSVC_TESTUTIL_H
+#define SYNOD_NSSVC_TESTUTIL_H
+
+#include "admin.pb-c.h"
+#include "chunk.pb-c.h"
+#include "meta.pb-c.h"
+#include "metaserver/ns_service.h"
+
+extern leveldb_t *tdb;
+extern struct ns *tns_;
+extern int64_t tnow;      /* the next entry's time; advanced 1 us per call */
+extern uint64_t tsession; /* the session put into rid() */
+
+/* Open a fresh namespace (root 0777, goal 2, unknown-chunk grace 1 s). */
+void tsvc_setup(void);
+void tsvc_teardown(void);
+/* Run `method` of `svc` ("Meta", "ChunkControl", "Admin"); *out (may be NULL): decoded reply or NULL. */
+int tsvc_call(const char *svc, const char *method, const ProtobufCMessage *req, ProtobufCMessage **out);
+/* Apply an internal command (session 0) as case cc. */
+int tsvc_internal(Synod__V1__NsCommand__CmdCase cc, const ProtobufCMessage *req);
+/* A fresh ReqId (tsession, next seq); static storage, 64 in rotation. */
+Synod__V1__ReqId *tsvc_rid(void);
+
+#define META(method, req, out) tsvc_call("Meta", method, &(req).base, (ProtobufCMessage **)(out))
+
+#endif

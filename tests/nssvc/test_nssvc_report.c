@@ -1,0 +1,176 @@
+/* test_nssvc_report.c - chunkserver management through the service's pure path: chunk report
+ * reconciliation (stale versions deleted, unknown chunks deleted after the grace period, missing
+ * replicas dropped after the last page), heartbeat results through the log, a dead chunkserver's
+ * replicas dropped, re-replication planned fewest copies first and handed out on heartbeat replies. */
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "nssvc_testutil.h"
+#include "tests/test.h"
+
+static uint32_t reg(const char *addr, const char *uuid)
+{
+    Synod__V1__RegisterReq r = SYNOD__V1__REGISTER_REQ__INIT;
+    r.addr = (char *)addr;
+    r.uuid = (char *)uuid;
+    r.total_bytes = 1ull << 40;
+    Synod__V1__RegisterRep *rep;
+    T_EQ(tsvc_call("ChunkControl", "RegisterChunkserver", &r.base, (ProtobufCMessage **)&rep), 0);
+    uint32_t id = rep->id;
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return id;
+}
+
+static int report(uint32_t cs, bool first, bool last, size_t n, const uint64_t *ids, const uint32_t *vers)
+{
+    Synod__V1__ChunkReportReq r = SYNOD__V1__CHUNK_REPORT_REQ__INIT;
+    Synod__V1__ChunkVersion cv[8], *pcv[8];
+    for (size_t i = 0; i < n; i++) {
+        synod__v1__chunk_version__init(&cv[i]);
+        cv[i].chunk_id = ids[i];
+        cv[i].version = vers[i];
+        pcv[i] = &cv[i];
+    }
+    r.id = cs;
+    r.first = first;
+    r.last = last;
+    r.n_chunks = n;
+    r.chunks = pcv;
+    return tsvc_call("ChunkControl", "ChunkReport", &r.base, NULL);
+}
+
+/* The commands the heartbeat reply would carry: count of `type` for `chunk`. */
+static int cmds_for(uint32_t cs, uint32_t type, uint64_t chunk, uint32_t *src)
+{
+    struct kv_txn *txn = kv_txn_begin(tdb);
+    Synod__V1__ChunkCmd **v;
+    size_t n = ns_cs_commands(txn, cs, 100, &v);
+    int k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i]->type == type && v[i]->chunk_id == chunk) {
+            k++;
+            if (src && v[i]->source)
+                *src = v[i]->source->id;
+        }
+        synod__v1__chunk_cmd__free_unpacked(v[i], NULL);
+    }
+    free(v);
+    kv_txn_abort(txn);
+    return k;
+}
+
+static int heartbeat_result(uint32_t cs, uint64_t cmd_id, int err)
+{
+    Synod__V1__HeartbeatReq r = SYNOD__V1__HEARTBEAT_REQ__INIT;
+    Synod__V1__ChunkCmdResult res = SYNOD__V1__CHUNK_CMD_RESULT__INIT, *pres = &res;
+    res.cmd_id = cmd_id;
+    res.err = err;
+    r.id = cs;
+    r.total_bytes = 1ull << 40;
+    r.n_results = 1;
+    r.results = &pres;
+    return tsvc_call("ChunkControl", "Heartbeat", &r.base, NULL);
+}
+
+static size_t replicas(uint64_t ino, uint32_t *ids)
+{
+    Synod__V1__ChunkLocReq cl = SYNOD__V1__CHUNK_LOC_REQ__INIT;
+    cl.ino = ino;
+    cl.count = 1;
+    Synod__V1__ChunkLocRep *rep;
+    T_EQ(META("ChunkLocations", cl, &rep), 0);
+    size_t n = rep->chunks[0]->n_replicas;
+    for (size_t i = 0; i < n; i++)
+        ids[i] = rep->chunks[0]->replicas[i]->id;
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return n;
+}
+
+static void test_reconcile(void)
+{
+    uint32_t a = reg("127.0.0.1:9001", "ua"), b = reg("127.0.0.1:9002", "ub"), c = reg("127.0.0.1:9003", "uc");
+    Synod__V1__Cred cr = SYNOD__V1__CRED__INIT;
+    Synod__V1__MknodReq mk = SYNOD__V1__MKNOD_REQ__INIT;
+    mk.rid = tsvc_rid();
+    mk.cred = &cr;
+    mk.parent = NS_ROOT_INO;
+    mk.name = "f";
+    mk.mode = S_IFREG | 0644;
+    Synod__V1__CreateRep *crep;
+    T_EQ(META("Mknod", mk, &crep), 0);
+    uint64_t ino = crep->attr->ino;
+    protobuf_c_message_free_unpacked(&crep->base, NULL);
+    Synod__V1__ChunkOpenWriteReq ow = SYNOD__V1__CHUNK_OPEN_WRITE_REQ__INIT;
+    ow.rid = tsvc_rid();
+    ow.ino = ino;
+    Synod__V1__ChunkOpenWriteRep *owr;
+    T_EQ(META("ChunkOpenWrite", ow, &owr), 0);
+    uint64_t chunk = owr->chunk->chunk_id;
+    uint32_t ver = owr->chunk->version;
+    protobuf_c_message_free_unpacked(&owr->base, NULL);
+    uint32_t set[4];
+    T_EQ(replicas(ino, set), 2);
+    uint32_t out = a + b + c - set[0] - set[1]; /* the one not in the set */
+    T_CHECK(ver >= 1);
+
+    /* the outsider reports an older version: stale, queued for deletion */
+    uint64_t ids[2] = {chunk, 777};
+    uint32_t vers[2] = {ver - 1, 1};
+    T_EQ(report(out, true, true, 2, ids, vers), 0);
+    T_EQ(cmds_for(out, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, chunk, NULL), 1);
+    /* 777 is unknown: kept during the grace period, deleted when reported after it */
+    T_EQ(cmds_for(out, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, 777, NULL), 0);
+    tnow += 2000000000;
+    T_EQ(report(out, true, true, 1, &ids[1], &vers[1]), 0);
+    T_EQ(cmds_for(out, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, 777, NULL), 1);
+    /* the delete's result rides on a heartbeat through the log: the queue entry goes */
+    T_EQ(heartbeat_result(out, NS_CMD_ID(SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, chunk), 0), 0);
+    T_EQ(cmds_for(out, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, chunk, NULL), 0);
+
+    /* set[0] reports in two pages without the chunk: after the last page, its replica is missing */
+    T_EQ(report(set[0], true, false, 0, NULL, NULL), 0);
+    T_EQ(replicas(ino, set + 2), 2);
+    T_EQ(report(set[0], false, true, 0, NULL, NULL), 0);
+    uint32_t now_set[4];
+    T_EQ(replicas(ino, now_set), 1);
+    T_EQ(now_set[0], set[1]);
+
+    /* re-replication: under goal, planned to a chunkserver not holding it, handed out on its heartbeat */
+    struct kv_txn *txn = kv_txn_begin(tdb);
+    Synod__V1__ReplStart **plan;
+    size_t np = ns_plan_replication(txn, tnow, 60ll * 1000000000, 10, &plan);
+    kv_txn_abort(txn);
+    T_EQ(np, 1);
+    T_EQU(plan[0]->chunk_id, chunk);
+    T_EQ(plan[0]->src, set[1]);
+    T_CHECK(plan[0]->dst != set[1]);
+    uint32_t dst = plan[0]->dst;
+    T_EQ(tsvc_internal(SYNOD__V1__NS_COMMAND__CMD_REPL_START, &plan[0]->base), 0);
+    synod__v1__repl_start__free_unpacked(plan[0], NULL);
+    free(plan);
+    uint32_t src = 0;
+    T_EQ(cmds_for(dst, SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE, chunk, &src), 1);
+    T_EQ(src, set[1]);
+    T_EQ(heartbeat_result(dst, NS_CMD_ID(SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE, chunk), 0), 0);
+    T_EQ(replicas(ino, now_set), 2);
+
+    /* a dead chunkserver leaves every replica set */
+    Synod__V1__ChunkserverDead dead = SYNOD__V1__CHUNKSERVER_DEAD__INIT;
+    dead.id = dst;
+    T_EQ(tsvc_internal(SYNOD__V1__NS_COMMAND__CMD_CS_DEAD, &dead.base), 0);
+    T_EQ(replicas(ino, now_set), 1);
+    T_EQ(now_set[0], set[1]);
+    txn = kv_txn_begin(tdb);
+    uint32_t *dids;
+    T_EQ(ns_find_dead_chunkservers(txn, tnow, 1, &dids), 2); /* the state's clock: both others are silent */
+    free(dids);
+    kv_txn_abort(txn);
+}
+
+int main(void)
+{
+    tsvc_setup();
+    T_RUN(test_reconcile);
+    tsvc_teardown();
+    return 0;
+}
