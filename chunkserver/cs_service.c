@@ -309,12 +309,15 @@ static void hop_forward(struct hop *h, const Synod__V1__ChunkserverAddr *next, c
 
 /* ---- Write (head) ------------------------------------------------------------------------------------ */
 
-/* Bring the local copy to `version` before a write or fsync at that version.
+/* Bring the local copy to `version` before a write, fsync, read or copy at that version.
  *
- * The metaserver bumps a chunk's version when it grants a write lease or drops a failed replica, and it
- * puts only the up-to-date replicas in the chain. So a local copy at an OLDER version is ours to move
- * forward (an atomic rename), while a NEWER local version means the request itself is stale (-ESTALE).
- * A replica left out of the chain keeps its old version and is found stale by the metaserver's report
+ * The metaserver bumps a chunk's version when it grants a write lease or drops a failed replica, in the
+ * same command that fixes the replica set, and it hands out version V only together with V's replica set.
+ * A replica stays in the set only while no write it took part in failed (a failure removes it and bumps
+ * the version). So a request at V reaching a local copy at an OLDER version comes from a member that simply
+ * has not been written since the bump: its data is current and the copy moves forward (an atomic rename).
+ * A NEWER local version means the request itself is stale (-ESTALE: the client refreshes its locations).
+ * A replica dropped from the set keeps its old version and is found stale by the metaserver's report
  * reconciliation. `create` makes a missing chunk. Concurrent upgrades race benignly: the loser sees the
  * new version on its second look. */
 static int adopt_version(struct cs_service *svc, bool create, uint64_t id, uint32_t version)
@@ -573,10 +576,14 @@ static int h_read(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
         uint32_t first = (uint32_t)(req->offset / CSTORE_BLOCK_SIZE);
         uint32_t nb = req->length ? (uint32_t)((req->offset + req->length - 1) / CSTORE_BLOCK_SIZE) - first + 1 : 0;
         r = reply_stored(svc, call, req->chunk_id, req->version, first, nb, false);
+        if (r == -ESTALE && adopt_version(svc, false, req->chunk_id, req->version) == 0)
+            r = reply_stored(svc, call, req->chunk_id, req->version, first, nb, false);
     } else {
         uint8_t *buf = xmalloc(req->length ? req->length : 1);
         uint64_t clen = 0;
         r = cstore_read(svc->store, req->chunk_id, req->version, req->offset, buf, req->length, &clen);
+        if (r == -ESTALE && adopt_version(svc, false, req->chunk_id, req->version) == 0)
+            r = cstore_read(svc->store, req->chunk_id, req->version, req->offset, buf, req->length, &clen);
         if (r == 0) {
             /* Bytes past the chunk's end are not sent: the reader zero-fills up to what it asked. */
             size_t n = req->offset >= clen ? 0 : (size_t)MIN((uint64_t)req->length, clen - req->offset);
@@ -601,6 +608,8 @@ static int h_copy(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
     max = MIN(max, CSTORE_BLOCKS - req->first_block);
     atomic_fetch_add(&svc->inflight, 1);
     int r = reply_stored(svc, call, req->chunk_id, req->version, req->first_block, max, true);
+    if (r == -ESTALE && adopt_version(svc, false, req->chunk_id, req->version) == 0)
+        r = reply_stored(svc, call, req->chunk_id, req->version, req->first_block, max, true);
     atomic_fetch_sub(&svc->inflight, 1);
     return r;
 }

@@ -6,8 +6,9 @@
  *            EIO naming that replica (failed=3, its address); the surviving pair keeps working.
  * stall:     the last replica is stopped (SIGSTOP): the middle one's shorter deadline expires first and
  *            the write fails with EIO naming the stopped replica (failed=3:110) before the client's deadline.
- * version:   a write or fsync at a bumped version moves every replica's older copy forward (the
- *            metaserver bumps versions on lease grants and replica loss); the old version is then stale.
+ * version:   a write, fsync or read at a bumped version moves a replica's older copy forward (the
+ *            metaserver bumps versions on lease grants and replica loss, handing out a version only with
+ *            its member set); a request at an older version than the copy's is stale.
  * errors:    wrong version -> ESTALE (named), out-of-range / length mismatch / bad CRC / long chain ->
  *            EINVAL or EBADMSG, unknown chunk -> ENOENT; junk bytes on the wire -> INVALID_ARGUMENT and the
  *            daemons still serve.
@@ -173,11 +174,15 @@ static void test_version(void)
     /* An fsync at a bumped version (a lease with no write) upgrades too, so reads at it work. */
     T_EQ(tk_fsync(cs[0].addr, chain, 2, 0x20, 3, &st), 0);
     check_all(0x20, 3, 0, a, MiB);
-    /* A chain member left out of a bump keeps its old version: a read at the new one is ESTALE. */
-    const char *two[] = {cs[1].addr};
-    T_EQ(tk_write(cs[0].addr, two, 1, 0x20, 4, 0, b, 4096, false, &st), 0);
-    T_EQ(tk_read(cs[2].addr, 0x20, 4, 0, 4096, false, b), -ESTALE);
-    T_EQ(tk_read(cs[1].addr, 0x20, 4, 0, 4096, false, b), 0);
+    /* A lease granted with nothing written (version 4, no write, no fsync): reads at 4 adopt it, since
+     * the metaserver hands out a version only with its member set. */
+    uint8_t *got = xmalloc(MiB);
+    T_EQ(tk_read(cs[2].addr, 0x20, 4, 0, MiB, true, got), 0);
+    T_MEMEQ(got, a, MiB);
+    /* A reader with stale locations (an older version than the copy's) is told: ESTALE. */
+    T_EQ(tk_read(cs[2].addr, 0x20, 3, 0, 4096, false, b), -ESTALE);
+    T_EQ(tk_read(cs[0].addr, 0x20, 3, 0, 4096, false, b), 0); /* cs0 is still at 3: it adopts nothing */
+    free(got);
     free(a);
     free(b);
     stop3();
@@ -194,7 +199,7 @@ static void test_errors(void)
     /* Wrong version: ESTALE from the head, named. */
     T_EQ(tk_write(cs[0].addr, chain, 2, 0x10, 2, 0, buf, 4096, false, &st), -ESTALE);
     T_CHECK(strstr(st.detail, "failed=") != NULL);
-    T_EQ(tk_read(cs[2].addr, 0x10, 4, 0, 4096, false, buf), -ESTALE);
+    T_EQ(tk_read(cs[2].addr, 0x10, 2, 0, 4096, false, buf), -ESTALE); /* older than the copy */
     /* Only the last replica has a different version: the head reports that replica. */
     const char *one[] = {cs[2].addr};
     T_EQ(tk_write(cs[1].addr, one, 1, 0x11, 1, 0, buf, 4096, true, &st), 0);

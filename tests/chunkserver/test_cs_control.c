@@ -141,13 +141,15 @@ static void test_commands(void)
     T_EQ(tk_write(c1.addr, NULL, 0, 0x50, 1, 0, ref, big, true, NULL), 0);
     T_EQ(tk_write(c1.addr, NULL, 0, 0x51, 1, 0, ref, 1000, true, NULL), 0);
     T_EQ(tk_write(c1.addr, NULL, 0, 0x52, 1, 0, ref, 1000, true, NULL), 0);
+    T_EQ(tk_write(c1.addr, NULL, 0, 0x54, 5, 0, ref, 1000, true, NULL), 0);
 
     fm_push_cmd(&m1, 1, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, 0x51, 1, 0, NULL);
     fm_push_cmd(&m1, 2, SYNOD__V1__CHUNK_CMD_TYPE__CMD_SET_VERSION, 0x52, 1, 2, NULL);
     fm_push_cmd(&m1, 3, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, 0x99, 1, 0, NULL);
     fm_push_cmd(&m2, 4, SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE, 0x50, 1, 0, c1.addr);
     fm_push_cmd(&m2, 5, SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE, 0x53, 1, 0, "127.0.0.1:1");
-    fm_push_cmd(&m2, 6, SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE, 0x52, 7, 0, c1.addr); /* no such version */
+    /* The source holds a newer version than asked for: the command is stale. */
+    fm_push_cmd(&m2, 6, SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE, 0x54, 3, 0, c1.addr);
     wait_result(&m1, 1, 0);
     wait_result(&m1, 2, 0);
     wait_result(&m1, 3, -ENOENT);
