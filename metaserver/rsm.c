@@ -6,9 +6,11 @@
  * limits allow and propose them while the core's window has room (batching + pipelining); then run
  * paxos_ready/advance until it has nothing more: send_now goes out first (so followers fsync in parallel
  * with us), the persist records are written in ONE synced WriteBatch (group commit: one fsync for
- * everything that arrived during the previous fsync), send_after follows, and chosen entries are applied.
- * Outgoing messages are collected per peer and flushed as one asynchronous Deliver per peer; the thread
- * never waits on a peer.
+ * everything that arrived during the previous fsync), send_after follows, and chosen entries are applied
+ * (a ready with nothing to persist applies first and sends after, so client replies leave before COMMITs).
+ * Outgoing messages are collected per peer and flushed as one asynchronous Deliver per peer, or as the reply
+ * of a Deliver held from that peer (inline answers, rsm_net.c); COMMITs are held back briefly because the
+ * next ACCEPT carries the commit point anyway. The thread never waits on a peer.
  *
  * APPLY. An entry value is a batch of commands (see rsm_internal.h). One kv_txn per entry: every command of
  * the entry, the runtime's session/reply-cache records and "r/applied" = slot commit in one WriteBatch
@@ -86,8 +88,11 @@ static void sub_finish(struct rsm_sub *s, int err, const uint8_t *reply, size_t 
 
 static void input_free(struct rsm_input *in, int err)
 {
-    if (in->kind == RSM_IN_MSGS)
+    if (in->kind == RSM_IN_MSGS) {
         rsm_msgs_free(in->msgs, in->n_msgs);
+        if (in->call)
+            rsm_net_ack(in->call);
+    }
     else if (in->kind == RSM_IN_SUBMIT)
         sub_finish(in->sub, err, NULL, 0, 0);
     else
@@ -702,17 +707,29 @@ static void run_ready(struct rsm *r)
 {
     struct paxos_ready rd;
     while (paxos_ready(r->px, &rd)) {
-        for (size_t i = 0; i < rd.n_send_now; i++)
-            rsm_net_queue(r, &rd.send_now[i]);
-        rsm_net_flush(r);
-        int rc = rsm_store_persist(r, &rd);
-        if (rc != 0)
-            PANIC("paxos persist failed (%d): cannot keep promises, stopping", rc);
-        for (size_t i = 0; i < rd.n_send_after; i++)
-            rsm_net_queue(r, &rd.send_after[i]);
-        rsm_net_flush(r);
-        for (size_t i = 0; i < rd.n_apply; i++)
-            apply_entry(r, &rd.apply[i]);
+        if (rd.n_entries || rd.truncate_below || rd.hard_changed) {
+            for (size_t i = 0; i < rd.n_send_now; i++)
+                rsm_net_queue(r, &rd.send_now[i]);
+            rsm_net_flush(r); /* before the fsync: peers fsync in parallel with us */
+            int rc = rsm_store_persist(r, &rd);
+            if (rc != 0)
+                PANIC("paxos persist failed (%d): cannot keep promises, stopping", rc);
+            for (size_t i = 0; i < rd.n_send_after; i++)
+                rsm_net_queue(r, &rd.send_after[i]);
+            rsm_net_flush(r);
+            for (size_t i = 0; i < rd.n_apply; i++)
+                apply_entry(r, &rd.apply[i]);
+        } else {
+            /* Nothing to persist (e.g. the leader learning a commit): apply first, so clients get their
+             * replies before we spend time on the COMMITs, then send everything as one batch per peer. */
+            for (size_t i = 0; i < rd.n_apply; i++)
+                apply_entry(r, &rd.apply[i]);
+            for (size_t i = 0; i < rd.n_send_now; i++)
+                rsm_net_queue(r, &rd.send_now[i]);
+            for (size_t i = 0; i < rd.n_send_after; i++)
+                rsm_net_queue(r, &rd.send_after[i]);
+            rsm_net_flush(r);
+        }
         paxos_advance(r->px, &rd);
         propose_waiting(r);
     }
@@ -781,13 +798,14 @@ static void *rsm_main(void *arg)
     struct rsm *r = arg;
     uint64_t next_tick = now_us();
     uint64_t next_sm_tick = 0;
+    uint64_t next_commit = UINT64_MAX; /* a held COMMIT is due (rsm_net_commits) */
     for (;;) {
         pthread_mutex_lock(&r->mu);
         while (!r->in_head && !r->stopping) {
-            uint64_t t = now_us();
-            if (t >= next_tick)
+            uint64_t t = now_us(), wake = MIN(next_tick, next_commit);
+            if (t >= wake)
                 break;
-            uint64_t dl = clk_mono_ns() + (next_tick - t) * 1000;
+            uint64_t dl = clk_mono_ns() + (wake - t) * 1000;
             struct timespec ts = { (time_t)(dl / NS_PER_SEC), (long)(dl % NS_PER_SEC) };
             pthread_cond_timedwait(&r->cv, &r->mu, &ts);
         }
@@ -809,6 +827,10 @@ static void *rsm_main(void *arg)
                         snap_trigger(r, in->msgs[i].from, in->msgs[i].log_start);
                     else
                         paxos_step(r->px, &in->msgs[i], now);
+                }
+                if (in->call) { /* answered by this turn's flush to that peer, or acked empty at its end */
+                    rsm_net_hold(r, in->from, in->call);
+                    in->call = NULL;
                 }
                 input_free(in, 0);
             } else if (in->kind == RSM_IN_SUBMIT) {
@@ -840,10 +862,13 @@ static void *rsm_main(void *arg)
         }
         propose_waiting(r);
         run_ready(r);
+        next_commit = rsm_net_commits(r, now_us());
+        rsm_net_release(r);
         handle_role(r, now_ns);
         maybe_snapshot(r);
         publish(r, now_us());
     }
+    rsm_net_release(r);
     return NULL;
 }
 
@@ -895,6 +920,8 @@ int rsm_new(const struct rsm_config *cfg, const struct rsm_sm *sm, void *sm_arg,
     pthread_mutex_init(&r->sess_mu, NULL);
     pthread_mutex_init(&r->snap_mu, NULL);
     for (uint32_t i = 0; i < cfg->n_nodes; i++) {
+        r->peers[i].r = r;
+        r->peers[i].id = i;
         r->peers[i].addr = xstrdup(cfg->peers[i]);
         atomic_init(&r->peers[i].inflight, 0);
     }

@@ -15,6 +15,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+struct rpc_call;
+
 /* ---- key layout (one LevelDB; see docs/architecture.md "Metaserver runtime") ---- */
 #define RSM_KEY_HARD "p/h"         /* promised ballot, u64 BE */
 #define RSM_KEY_LOG "p/l/"         /* + slot u64 BE -> ballot u64 LE, chosen u8, kind u8, zxid u64 LE, data */
@@ -63,6 +65,8 @@ struct rsm_input {
     /* RSM_IN_MSGS: decoded messages; entries and values owned (released with rsm_msgs_free) */
     struct paxos_msg *msgs;
     size_t n_msgs;
+    struct rpc_call *call; /* the Deliver that carried them, when its sender takes answers inline (deferred) */
+    uint32_t from;
     /* RSM_IN_SUBMIT */
     struct rsm_sub *sub;
     /* RSM_IN_SNAP: a SnapshotChunk reply or error */
@@ -71,11 +75,17 @@ struct rsm_input {
 };
 
 struct rsm_peer {
+    struct rsm *r;
+    uint32_t id;
     char *addr;
     struct rpc_channel *ch;
     atomic_int inflight;  /* Deliver calls outstanding (dispatcher thread decrements) */
+    struct rpc_call *held; /* a Deliver from this peer whose PaxosAck will carry our next messages to it */
     struct paxos_msg **out; /* messages collected for the next flush (borrowed from the ready) */
     size_t n_out, cap_out;
+    struct paxos_msg commit;   /* a COMMIT held back (copy, no entries) while commit_held */
+    bool commit_held;
+    uint64_t commit_due_us;    /* send it by then unless an ACCEPT/HEARTBEAT to the peer carries it first */
 };
 
 struct cmd_result { /* one applied command's outcome */
@@ -190,10 +200,21 @@ void rsm_snap_take(struct rsm *r, uint64_t index);
 
 /* ---- rsm_net.c ---- */
 void rsm_net_register(struct rsm *r, struct rpc_server *srv);
-/* Queue a ready's message for its peer (borrowed until rsm_net_flush). */
+/* Queue a ready's message for its peer (borrowed until rsm_net_flush). A COMMIT is copied and held back for
+ * up to RSM_COMMIT_DELAY_US instead: the next ACCEPT or HEARTBEAT to that peer carries the commit point. */
 void rsm_net_queue(struct rsm *r, struct paxos_msg *m);
-/* Send every peer's queued messages as one Deliver each (asynchronous, never blocks on a peer). */
+/* Send the held COMMITs that are due at now_us; returns when the next one is due (UINT64_MAX: none). */
+uint64_t rsm_net_commits(struct rsm *r, uint64_t now_us);
+/* Send every peer's queued messages: in the reply of the call held from that peer if there is one, else as
+ * one asynchronous Deliver (never blocks on a peer). */
 void rsm_net_flush(struct rsm *r);
+/* Keep a deferred Deliver from peer `from` to answer with our next messages to it (an older held call from
+ * that peer is acked empty). */
+void rsm_net_hold(struct rsm *r, uint32_t from, struct rpc_call *call);
+/* Ack every held call that got no messages (end of a loop turn: the sender must not wait for more). */
+void rsm_net_release(struct rsm *r);
+/* Ack a deferred Deliver with no messages (any thread). */
+void rsm_net_ack(struct rpc_call *call);
 /* Ask `from` for the next snapshot chunk (the reply arrives as an RSM_IN_SNAP input). */
 void rsm_net_snap_request(struct rsm *r, uint32_t from, uint64_t snapshot_id, const void *after, size_t alen);
 void rsm_msgs_free(struct paxos_msg *msgs, size_t n);

@@ -1,18 +1,32 @@
 /* rsm_net.c - the gRPC transport of the replicated state machine runtime: the Paxos service.
  *
- * Deliver(PaxosBatch) is one-way: the handler validates the batch (node ids, message types, absurd slots and
- * ballots, sizes), converts it to struct paxos_msg (the ONLY place that maps proto <-> core messages, both
- * directions), queues it for the runtime thread and acks at once. Replies travel as messages in the other
- * direction. The runtime collects a loop turn's messages per peer and sends each peer one Deliver
- * (rsm_net_flush) with rpc_call_async: a dead peer fails in milliseconds, a stopped one holds at most
+ * Deliver(PaxosBatch): the handler validates the batch (node ids, message types, absurd slots and ballots,
+ * sizes), converts it to struct paxos_msg (the ONLY place that maps proto <-> core messages, both
+ * directions) and queues it for the runtime thread. Replies travel as messages in the other direction. The
+ * runtime collects a loop turn's messages per peer and sends each peer one Deliver (rsm_net_flush) with
+ * rpc_call_async and reply_inline set: a dead peer fails in milliseconds, a stopped one holds at most
  * RSM_MAX_INFLIGHT calls, after which batches to it are dropped (Paxos tolerates loss: the core retransmits
  * and lagging replicas catch up). The runtime thread never waits for a peer.
+ *
+ * Inline answers. A Deliver with reply_inline is deferred: its input carries the call, and after the runtime
+ * has fed it, the call is held for that peer (rsm_net_hold); the next flush to that peer in the same loop
+ * turn (typically the ACCEPTED / HEARTBEAT_ACK of send_after, i.e. after the fsync) goes out as the call's
+ * PaxosAck instead of a Deliver of our own, and every call still held at the end of the turn is acked empty
+ * (rsm_net_release). The sender's completion (dispatcher thread) queues the PaxosAck's messages like a
+ * Deliver's. That saves a whole RPC per round trip (the follower's call and the leader's worker hop). A
+ * sender without reply_inline (an older node) is acked at once and answered with Deliver calls.
+ *
+ * Held COMMITs. A COMMIT (no entries) is copied and held up to RSM_COMMIT_DELAY_US: when an ACCEPT, HEARTBEAT
+ * or COMMIT of the same ballot with at least that commit point goes to the peer first, it is dropped (every
+ * message carries the commit point); otherwise rsm_net_commits sends it when due. At one request in flight
+ * the next ACCEPT follows within a round trip, so followers run one loop turn per write instead of two.
  *
  * SnapshotChunk serves the current local snapshot (a LevelDB snapshot shared by reference count) in
  * pieces of ~1 MiB, pulled by the receiver; rsm_net_snap_request is the receiving side's request.
  */
 #include "metaserver/rsm_internal.h"
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/util.h"
@@ -27,6 +41,7 @@
 #define RSM_SNAP_CHUNK (1u << 20)
 #define RSM_MAX_BATCH_MSGS 65536
 #define RSM_MAX_MSG_ENTRIES (1u << 20)
+#define RSM_COMMIT_DELAY_US 2000
 
 /* ---- proto -> core ---- */
 
@@ -89,6 +104,41 @@ static int msg_from_proto(const struct rsm *r, const Synod__V1__PaxosMsg *pm, ui
     return 0;
 }
 
+/* proto messages -> a queued input; -EINVAL when one is malformed (nothing queued). `call`: see rsm_input. */
+static int queue_msgs(struct rsm *r, Synod__V1__PaxosMsg *const *msgs, size_t n_msgs, uint32_t from,
+                      struct rpc_call *call)
+{
+    struct rsm_input *in = xcalloc(1, sizeof(*in));
+    in->kind = RSM_IN_MSGS;
+    in->from = from;
+    in->msgs = xcalloc(n_msgs ? n_msgs : 1, sizeof(*in->msgs));
+    for (size_t i = 0; i < n_msgs; i++) {
+        in->bytes += sizeof(struct paxos_msg);
+        if (msg_from_proto(r, msgs[i], from, &in->msgs[i], &in->bytes) != 0) {
+            LOG_DEBUG("paxos from node %u: malformed message %zu: batch dropped", from, i);
+            rsm_msgs_free(in->msgs, i + 1);
+            free(in);
+            return -EINVAL;
+        }
+        in->n_msgs = i + 1;
+    }
+    in->call = call;
+    if (!rsm_enqueue(r, in)) {
+        in->call = NULL;
+        rsm_msgs_free(in->msgs, in->n_msgs);
+        free(in);
+        if (call)
+            rsm_net_ack(call);
+    }
+    return 0;
+}
+
+void rsm_net_ack(struct rpc_call *call)
+{
+    Synod__V1__PaxosAck ack = SYNOD__V1__PAXOS_ACK__INIT;
+    rpc_reply(call, &ack.base);
+}
+
 static int deliver_handler(struct rpc_call *call, const ProtobufCMessage *req, void *arg)
 {
     struct rsm *r = arg;
@@ -98,27 +148,15 @@ static int deliver_handler(struct rpc_call *call, const ProtobufCMessage *req, v
                   b->n_msgs);
         return -EINVAL;
     }
-    if (b->n_msgs) {
-        struct rsm_input *in = xcalloc(1, sizeof(*in));
-        in->kind = RSM_IN_MSGS;
-        in->msgs = xcalloc(b->n_msgs, sizeof(*in->msgs));
-        for (size_t i = 0; i < b->n_msgs; i++) {
-            in->bytes += sizeof(struct paxos_msg);
-            if (msg_from_proto(r, b->msgs[i], b->from, &in->msgs[i], &in->bytes) != 0) {
-                LOG_DEBUG("paxos deliver from node %u: malformed message %zu: batch dropped", b->from, i);
-                rsm_msgs_free(in->msgs, i + 1);
-                free(in);
-                return -EINVAL;
-            }
-            in->n_msgs = i + 1;
-        }
-        if (!rsm_enqueue(r, in)) {
-            rsm_msgs_free(in->msgs, in->n_msgs);
-            free(in);
-        }
+    if (b->n_msgs && b->reply_inline) {
+        /* The runtime answers after its turn (the answers, e.g. ACCEPTED, only after their fsync). The
+         * request (and the messages' proto) is gone once the call is answered: queue_msgs copies. */
+        int rc = queue_msgs(r, b->msgs, b->n_msgs, b->from, call);
+        return rc ? rc : RPC_DEFERRED;
     }
-    Synod__V1__PaxosAck ack = SYNOD__V1__PAXOS_ACK__INIT;
-    rpc_reply(call, &ack.base);
+    if (b->n_msgs && queue_msgs(r, b->msgs, b->n_msgs, b->from, NULL) != 0)
+        return -EINVAL;
+    rsm_net_ack(call);
     return 0;
 }
 
@@ -129,6 +167,13 @@ void rsm_net_queue(struct rsm *r, struct paxos_msg *m)
     if (m->to >= r->cfg.n_nodes || m->to == r->cfg.self)
         return;
     struct rsm_peer *p = &r->peers[m->to];
+    if (m->type == PAXOS_MSG_COMMIT && !m->n_entries) {
+        if (!p->commit_held)
+            p->commit_due_us = clk_mono_ns() / 1000 + RSM_COMMIT_DELAY_US;
+        p->commit = *m;
+        p->commit_held = true;
+        return;
+    }
     if (p->n_out == p->cap_out) {
         p->cap_out = p->cap_out ? p->cap_out * 2 : 16;
         p->out = xrealloc(p->out, p->cap_out * sizeof(*p->out));
@@ -136,20 +181,74 @@ void rsm_net_queue(struct rsm *r, struct paxos_msg *m)
     p->out[p->n_out++] = m;
 }
 
+/* A Deliver completed (dispatcher thread): the peer's answers may ride its PaxosAck. */
 static void deliver_done(int err, ProtobufCMessage *reply, const struct rpc_status *st, void *arg)
 {
     UNUSED(err);
     UNUSED(st);
     struct rsm_peer *p = arg;
+    const Synod__V1__PaxosAck *a = (const Synod__V1__PaxosAck *)reply;
+    if (a && a->n_msgs) {
+        if (a->from != p->id || a->n_msgs > RSM_MAX_BATCH_MSGS)
+            LOG_DEBUG("paxos ack from node %u: bad batch (from %u, %zu msgs): dropped", p->id, a->from, a->n_msgs);
+        else
+            queue_msgs(p->r, a->msgs, a->n_msgs, p->id, NULL);
+    }
     rpc_message_free(reply);
     atomic_fetch_sub(&p->inflight, 1);
+}
+
+void rsm_net_hold(struct rsm *r, uint32_t from, struct rpc_call *call)
+{
+    struct rsm_peer *p = &r->peers[from];
+    if (p->held)
+        rsm_net_ack(p->held);
+    p->held = call;
+}
+
+void rsm_net_release(struct rsm *r)
+{
+    for (uint32_t i = 0; i < r->cfg.n_nodes; i++) {
+        if (r->peers[i].held) {
+            rsm_net_ack(r->peers[i].held);
+            r->peers[i].held = NULL;
+        }
+    }
+}
+
+uint64_t rsm_net_commits(struct rsm *r, uint64_t now_us)
+{
+    uint64_t next = UINT64_MAX;
+    for (uint32_t i = 0; i < r->cfg.n_nodes; i++) {
+        struct rsm_peer *p = &r->peers[i];
+        if (!p->commit_held)
+            continue;
+        if (now_us < p->commit_due_us) {
+            next = MIN(next, p->commit_due_us);
+            continue;
+        }
+        p->commit_held = false;
+        if (p->n_out == p->cap_out) {
+            p->cap_out = p->cap_out ? p->cap_out * 2 : 16;
+            p->out = xrealloc(p->out, p->cap_out * sizeof(*p->out));
+        }
+        p->out[p->n_out++] = &p->commit;
+    }
+    rsm_net_flush(r);
+    return next;
 }
 
 static void flush_peer(struct rsm *r, struct rsm_peer *p)
 {
     size_t n = p->n_out, n_ent = 0;
     p->n_out = 0;
-    if (atomic_load(&p->inflight) >= RSM_MAX_INFLIGHT) {
+    for (size_t i = 0; i < n && p->commit_held; i++) { /* a message that carries the held commit point */
+        const struct paxos_msg *m = p->out[i];
+        if ((m->type == PAXOS_MSG_ACCEPT || m->type == PAXOS_MSG_HEARTBEAT || m->type == PAXOS_MSG_COMMIT) &&
+            m->ballot == p->commit.ballot && m->commit >= p->commit.commit)
+            p->commit_held = false;
+    }
+    if (!p->held && atomic_load(&p->inflight) >= RSM_MAX_INFLIGHT) {
         LOG_DEBUG("paxos: peer %s has %d calls in flight: batch of %zu messages dropped", p->addr,
                   RSM_MAX_INFLIGHT, n);
         return;
@@ -197,13 +296,23 @@ static void flush_peer(struct rsm *r, struct rsm_peer *p)
             }
         }
     }
-    Synod__V1__PaxosBatch b = SYNOD__V1__PAXOS_BATCH__INIT;
-    b.from = r->cfg.self;
-    b.n_msgs = n;
-    b.msgs = pmp;
-    atomic_fetch_add(&p->inflight, 1);
-    rpc_call_async(p->ch, &synod__v1__paxos__descriptor, "Deliver", &b.base, NULL, RSM_DELIVER_TIMEOUT_MS,
-                   deliver_done, p);
+    if (p->held) { /* answer in the reply of the peer's own Deliver: no call of ours, no dispatcher hop there */
+        Synod__V1__PaxosAck a = SYNOD__V1__PAXOS_ACK__INIT;
+        a.from = r->cfg.self;
+        a.n_msgs = n;
+        a.msgs = pmp;
+        rpc_reply(p->held, &a.base);
+        p->held = NULL;
+    } else {
+        Synod__V1__PaxosBatch b = SYNOD__V1__PAXOS_BATCH__INIT;
+        b.from = r->cfg.self;
+        b.n_msgs = n;
+        b.msgs = pmp;
+        b.reply_inline = true;
+        atomic_fetch_add(&p->inflight, 1);
+        rpc_call_async(p->ch, &synod__v1__paxos__descriptor, "Deliver", &b.base, NULL, RSM_DELIVER_TIMEOUT_MS,
+                       deliver_done, p);
+    }
     free(pm);
     free(pmp);
     free(ps);
