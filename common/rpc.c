@@ -124,17 +124,6 @@ static const ProtobufCFieldDescriptor *data_field(const ProtobufCMessageDescript
     return NULL;
 }
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 static void free_user_slice(void *p, size_t len)
 {
     UNUSED(len);
@@ -167,7 +156,7 @@ static grpc_byte_buffer *encode(const ProtobufCMessage *msg, const struct rpc_pa
     protobuf_c_message_pack(tmp, head);
     size_t hl = n;
     head[hl++] = (uint8_t)(RPC_DATA_FIELD << 3 | 2);
-    hl += put_varint(head + hl, bulk->len);
+    hl += util_put_varint(head + hl, bulk->len);
     grpc_slice s[2];
     s[0] = grpc_slice_new_with_len(head, hl, free_user_slice);
     if (bulk->release)
@@ -230,20 +219,6 @@ void rpc_message_free(ProtobufCMessage *msg)
     rx_release(rx);
 }
 
-/* Read a varint at p (< end); returns bytes used or 0 if malformed. */
-static size_t get_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
-{
-    uint64_t r = 0;
-    for (size_t i = 0; i < 10 && p + i < end; i++) {
-        r |= (uint64_t)(p[i] & 0x7f) << (7 * i);
-        if (!(p[i] & 0x80)) {
-            *v = r;
-            return i + 1;
-        }
-    }
-    return 0;
-}
-
 /* Scan the top-level fields of buf. If the last field is field 15 (length-delimited), set *tag_off to where
  * its tag starts and *data_off, *data_len to its bytes and return true. Malformed input returns false (the
  * full unpack then reports it). */
@@ -255,7 +230,7 @@ static bool find_trailing_data(const uint8_t *buf, size_t len, size_t *tag_off, 
     while (p < end) {
         const uint8_t *start = p;
         uint64_t key, v;
-        size_t n = get_varint(p, end, &key);
+        size_t n = util_get_varint(p, end, &key);
         if (!n)
             return false;
         p += n;
@@ -264,7 +239,7 @@ static bool find_trailing_data(const uint8_t *buf, size_t len, size_t *tag_off, 
         last_is_data = false;
         switch (wt) {
         case 0:
-            if (!(n = get_varint(p, end, &v)))
+            if (!(n = util_get_varint(p, end, &v)))
                 return false;
             p += n;
             break;
@@ -279,7 +254,7 @@ static bool find_trailing_data(const uint8_t *buf, size_t len, size_t *tag_off, 
             p += 4;
             break;
         case 2:
-            if (!(n = get_varint(p, end, &v)) || v > (uint64_t)(end - p - (ptrdiff_t)n))
+            if (!(n = util_get_varint(p, end, &v)) || v > (uint64_t)(end - p - (ptrdiff_t)n))
                 return false;
             p += n;
             if (field == RPC_DATA_FIELD) {

@@ -75,6 +75,32 @@ static inline uint64_t get_be64(const void *p)
     return v;
 }
 
+/* Protobuf-style base-128 varints (wire framing, snapshot records). util_put_varint writes at most 10 bytes
+ * and returns how many; util_get_varint reads one at p (< end) and returns the bytes used, or 0 if it is
+ * truncated or longer than 10 bytes. Neither can fail otherwise. */
+static inline size_t util_put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+static inline size_t util_get_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
+{
+    uint64_t r = 0;
+    for (size_t i = 0; i < 10 && p + i < end; i++) {
+        r |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+        if (!(p[i] & 0x80)) {
+            *v = r;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
 /* Deterministic PRNG (xorshift64*), for seeded tests, simulators and jitter. Not thread-safe per state. */
 static inline uint64_t util_rand_next(uint64_t *state)
 {

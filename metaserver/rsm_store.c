@@ -250,31 +250,6 @@ void rsm_snap_take(struct rsm *r, uint64_t index)
     rsm_snap_put(r, old);
 }
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
-static int get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
-        uint8_t b = *(*p)++;
-        x |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *v = x;
-            return 0;
-        }
-    }
-    return -EBADMSG;
-}
-
 int rsm_store_snap_read(struct rsm *r, const struct rsm_snap *s, const void *after, size_t alen, size_t max,
                         uint8_t **out, size_t *len, uint32_t *count, bool *last, char **last_key, size_t *lklen)
 {
@@ -318,10 +293,10 @@ int rsm_store_snap_read(struct rsm *r, const struct rsm_snap *s, const void *aft
             cap = MAX(cap * 2, n + kl + vl + 20);
             buf = xrealloc(buf, cap);
         }
-        n += put_varint(buf + n, kl);
+        n += util_put_varint(buf + n, kl);
         memcpy(buf + n, k, kl);
         n += kl;
-        n += put_varint(buf + n, vl);
+        n += util_put_varint(buf + n, vl);
         memcpy(buf + n, v, vl);
         n += vl;
         (*count)++;
@@ -351,12 +326,15 @@ int rsm_store_snap_parse(struct rsm *r, const uint8_t *data, size_t len, uint32_
     uint32_t n = 0;
     while (p < end) {
         uint64_t kl, vl;
-        if (get_varint(&p, end, &kl) || kl > (uint64_t)(end - p) || kl == 0)
+        size_t m = util_get_varint(p, end, &kl);
+        if (!m || kl > (uint64_t)(end - p - (ptrdiff_t)m) || kl == 0)
             return -EBADMSG;
-        const uint8_t *k = p;
-        p += kl;
-        if (get_varint(&p, end, &vl) || vl > (uint64_t)(end - p))
+        const uint8_t *k = p + m;
+        p = k + kl;
+        m = util_get_varint(p, end, &vl);
+        if (!m || vl > (uint64_t)(end - p - (ptrdiff_t)m))
             return -EBADMSG;
+        p += m;
         if (!rsm_store_snap_key(r, (const char *)k, kl))
             return -EBADMSG;
         leveldb_writebatch_put(b, (const char *)k, kl, (const char *)p, vl);
