@@ -668,8 +668,14 @@ int cio_read(struct cio_file *f, uint64_t off, size_t len, void *buf, size_t *ou
 
 /* ---- writes ----------------------------------------------------------------------------------------- */
 
+/* Whether [off, end) shares a 64 KiB block with a write in flight or failed. Block granularity, not byte:
+ * the head chunkserver forwards the merged stored form of a partly written block, so two writes touching
+ * one block in flight at once could reach a downstream replica in the other order and leave it holding
+ * the first merge (the second write's bytes lost on that replica only). */
 static bool overlaps_inflight(struct cio_file *f, uint64_t off, uint64_t end)
 {
+    off -= off % CIO_BLOCK_SIZE;
+    end = (end + CIO_BLOCK_SIZE - 1) / CIO_BLOCK_SIZE * CIO_BLOCK_SIZE;
     for (struct wreq *w = f->inflight; w; w = w->next)
         if (w->off < end && off < w->off + w->len)
             return true;
@@ -1179,8 +1185,9 @@ static int write_locked(struct cio_file *f, uint64_t off, const uint8_t *buf, si
     if (err)
         return err;
     while (len) {
-        uint64_t cend = (off / CIO_CHUNK_SIZE + 1) * CIO_CHUNK_SIZE;
-        if (f->wb_len && (off != f->wb_off + f->wb_len || off / CIO_CHUNK_SIZE != f->wb_off / CIO_CHUNK_SIZE)) {
+        /* Pieces end on 1 MiB boundaries of the file (which divide chunks), so the pieces of a sequential
+         * stream never share a block and travel in parallel even when the stream starts unaligned. */
+        if (f->wb_len && (off != f->wb_off + f->wb_len || off / CIO_MAX_IO != f->wb_off / CIO_MAX_IO)) {
             int r = wbuf_send(f);
             if (r)
                 return r;
@@ -1190,13 +1197,14 @@ static int write_locked(struct cio_file *f, uint64_t off, const uint8_t *buf, si
                 f->wbuf = xmalloc(CIO_MAX_IO);
             f->wb_off = off;
         }
-        size_t n = (size_t)MIN(MIN((uint64_t)len, cend - off), (uint64_t)(CIO_MAX_IO - f->wb_len));
+        uint64_t lim = (f->wb_off / CIO_MAX_IO + 1) * CIO_MAX_IO;
+        size_t n = (size_t)MIN((uint64_t)len, lim - off);
         memcpy(f->wbuf + f->wb_len, buf, n);
         f->wb_len += n;
         off += n;
         buf += n;
         len -= n;
-        if (f->wb_len == CIO_MAX_IO || f->wb_off + f->wb_len == cend) {
+        if (f->wb_off + f->wb_len == lim) {
             int r = wbuf_send(f);
             if (r)
                 return r;
