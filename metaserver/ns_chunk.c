@@ -6,9 +6,13 @@
  * n/K (id -> record), n/h (chunkserver -> chunks it holds) and n/g (under-goal chunks by copy count), so
  * chunkserver death, reports and re-replication planning never scan the whole table.
  *
- * Versions: the replica set is authoritative. A version bump (reopen for write, bad replica) keeps the
- * remaining replicas in the set; they adopt the new version on the next write (the chunkserver accepts a
- * write at a newer version). A replica at an older version that is NOT in the set is stale and deleted.
+ * Versions: the replica set is authoritative. A version bump (reopen for write, any replica leaving the
+ * set) keeps the remaining replicas in the set; they adopt the new version on the next write (the
+ * chunkserver accepts a write at a newer version). A replica at an older version that is NOT in the set is
+ * stale and deleted. Every removal bumps, so a removed copy (a dead chunkserver that comes back, a lost
+ * copy) never rejoins at the version the others went on writing. Re-replication never starts on a chunk
+ * under a live write lease, and a lease granted after a copy started bumps the version, so a copy's result
+ * is accepted only if no write can have happened since it began.
  *
  * Placement is deterministic: candidates in id order, sorted by free-space bucket (5 %), then load plus
  * chunks placed since the last heartbeat, then free bytes, then id; labels are spread first.
@@ -179,7 +183,7 @@ static void set_replicas(Synod__V1__ChunkRec *r, const uint32_t *ids, size_t n)
     r->n_replicas = n;
 }
 
-bool replica_remove(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs, bool bump)
+bool replica_remove(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs)
 {
     Synod__V1__ChunkRec *old = chunk_get_by_id(c, chunk_id);
     if (!old)
@@ -195,8 +199,7 @@ bool replica_remove(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs, bool bump)
         if (old->replicas[i] != cs)
             keep[nk++] = old->replicas[i];
     set_replicas(nw, keep, nk);
-    if (bump)
-        nw->version++;
+    nw->version++; /* the removed copy can never rejoin at the version the others go on writing */
     chunk_store(c, old, nw);
     chunk_free(old);
     chunk_free(nw);
@@ -525,7 +528,13 @@ int op_chunk_write_done(struct ns_ctx *c, const Synod__V1__ChunkWriteDoneReq *r)
     if (!S_ISREG(n->mode))
         return -EINVAL;
     Synod__V1__ChunkRec *old = chunk_get(c, n->ino, r->index);
-    if (!old || old->chunk_id != r->chunk_id || old->version != r->version) {
+    /* An older version is fine while the lease is still this session's: the client writes only inside its
+     * lease, and under a lease the set only shrinks (removals bump the version; copies never start), so
+     * every replica still in the set took part in the writes made at the older version. */
+    bool current = old && old->chunk_id == r->chunk_id &&
+                   (old->version == r->version ||
+                    (r->version < old->version && old->lease_session == c->session));
+    if (!current) {
         chunk_free(old);
         return -ESTALE;
     }
@@ -563,7 +572,7 @@ int op_bad_replica(struct ns_ctx *c, const Synod__V1__BadReplicaReq *r)
     uint32_t version = old->version;
     chunk_free(old);
     if (act) { /* otherwise already handled (a retry or a concurrent report): nothing to do */
-        replica_remove(c, r->chunk_id, r->chunkserver, true);
+        replica_remove(c, r->chunk_id, r->chunkserver);
         delete_enqueue(c, r->chunkserver, r->chunk_id, version);
     }
     reply_empty(c);

@@ -162,7 +162,7 @@ int op_cs_heartbeat(struct ns_ctx *c, const Synod__V1__HeartbeatReq *r)
         }
     }
     for (size_t i = 0; i < r->n_lost; i++)
-        replica_remove(c, r->lost[i]->chunk_id, r->id, false);
+        replica_remove(c, r->lost[i]->chunk_id, r->id);
     Synod__V1__HeartbeatRep rep = SYNOD__V1__HEARTBEAT_REP__INIT;
     rep.report_wanted = was_dead;
     reply_msg(c, &rep.base);
@@ -245,7 +245,7 @@ int op_cs_report(struct ns_ctx *c, const Synod__V1__ChunkReportReq *r)
         }
         kv_iter_free(it);
         for (size_t i = 0; i < ngone; i++)
-            replica_remove(c, gone[i], r->id, false);
+            replica_remove(c, gone[i], r->id);
         free(gone);
     }
     Synod__V1__Ack rep = SYNOD__V1__ACK__INIT;
@@ -285,7 +285,7 @@ int op_cs_dead(struct ns_ctx *c, const Synod__V1__ChunkserverDead *r)
         for (; kv_iter_valid(it); kv_iter_next(it)) {
             size_t kl;
             const char *k = kv_iter_key(it, &kl);
-            replica_remove(c, get_be64(k + 7), r->id, false);
+            replica_remove(c, get_be64(k + 7), r->id);
         }
         kv_iter_free(it);
         pending_drop_cs(c, r->id);
@@ -325,9 +325,12 @@ int op_repl_start(struct ns_ctx *c, const Synod__V1__ReplStart *r)
     if (!rec)
         return -ENOENT;
     bool ok = rec->version == r->version && in_set(rec, r->src) && !in_set(rec, r->dst);
+    bool leased = rec->lease_session && rec->lease_expire_ns > c->now;
     chunk_free(rec);
     if (!ok)
         return -ESTALE;
+    if (leased)
+        return -EBUSY; /* being written: a copy would miss the writes after its start */
     Synod__V1__ChunkserverRec *dst = cs_get(c, r->dst);
     bool up = dst && dst->state == NS_CS_UP;
     if (dst)
@@ -477,6 +480,10 @@ size_t ns_plan_replication(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns,
             continue;
         Synod__V1__ChunkRec *rec = chunk_get_by_id(&c, chunk);
         ASSERT(rec);
+        if (rec->lease_session && rec->lease_expire_ns > now_ns) { /* being written: copy it later */
+            chunk_free(rec);
+            continue;
+        }
         struct cs_cand *src = NULL;
         for (size_t j = 0; j < rec->n_replicas && !src; j++) {
             struct cs_cand *s = cand_find(v, nc, rec->replicas[j]);

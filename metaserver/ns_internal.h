@@ -189,7 +189,7 @@ void chunk_store(struct ns_ctx *c, const Synod__V1__ChunkRec *old, const Synod__
 void chunk_free(Synod__V1__ChunkRec *r);
 void delete_enqueue(struct ns_ctx *c, uint32_t cs, uint64_t chunk_id, uint32_t version);
 /* Remove chunkserver cs from the chunk's replica set (bumping the version when bump); false if absent. */
-bool replica_remove(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs, bool bump);
+bool replica_remove(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs);
 Synod__V1__ChunkserverRec *cs_get(struct ns_ctx *c, uint32_t id); /* NULL if absent */
 void cs_put(struct ns_ctx *c, const Synod__V1__ChunkserverRec *r);
 

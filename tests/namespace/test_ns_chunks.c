@@ -143,6 +143,9 @@ static void test_chunks(void)
     T_EQ(open_write(&t, f, 0, &w), 0); /* lease released: s2 gets it with a version bump */
     T_EQ(w->chunk->version, 2);
     synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    t.session = s1; /* the old writer completing at its older version: the lease is no longer its own */
+    T_EQ(write_done(&t, f, 0, chunk, 1, 7000), -ESTALE);
+    t.session = s2;
     /* bad replica: removed, version bumped, deletion queued */
     Synod__V1__BadReplicaReq br = SYNOD__V1__BAD_REPLICA_REQ__INIT;
     br.rid = tns_rid(&t);
@@ -160,9 +163,26 @@ static void test_chunks(void)
     free_cmds(cmds, n);
     T_EQ(cmds_for(&t, d, &cmds), 0);
     free(cmds);
-    /* under goal now (2 of 3): the plan prefers d (rack3 unused) over b (rack1 holds a copy) */
+    /* under goal now (2 of 3), but s2 still holds the write lease: no copy may start (it would miss the
+     * writes made after its start), and a ReplStart proposed anyway is refused */
     struct kv_txn *txn = kv_txn_begin(t.db);
     Synod__V1__ReplStart **plan;
+    T_EQ(ns_plan_replication(txn, t.now, 60ll * 1000000000, 10, &plan), 0);
+    kv_txn_abort(txn);
+    free(plan);
+    {
+        Synod__V1__ReplStart rs = SYNOD__V1__REPL_START__INIT;
+        rs.chunk_id = chunk;
+        rs.version = 3;
+        rs.src = a;
+        rs.dst = d;
+        C(REPL_START, repl_start, rs);
+        T_EQ(tns_apply(&t, &cmd, NULL), -EBUSY);
+    }
+    /* s2 completes at the version it wrote (2; the removal bumped it to 3): accepted, lease released */
+    T_EQ(write_done(&t, f, 0, chunk, 2, 6000), 0);
+    /* now the plan prefers d (rack3 unused) over b (rack1 holds a copy) */
+    txn = kv_txn_begin(t.db);
     size_t np = ns_plan_replication(txn, t.now, 60ll * 1000000000, 10, &plan);
     kv_txn_abort(txn);
     T_EQ(np, 1);

@@ -135,9 +135,25 @@ static void test_reconcile(void)
     T_EQ(replicas(ino, now_set), 1);
     T_EQ(now_set[0], set[1]);
 
-    /* re-replication: under goal, planned to a chunkserver not holding it, handed out on its heartbeat */
+    /* re-replication: not while the chunk is under a write lease; once the writer completes (at its
+     * version, older than the table's after the removal) and releases it, planned to a chunkserver not
+     * holding it, handed out on its heartbeat */
     struct kv_txn *txn = kv_txn_begin(tdb);
     Synod__V1__ReplStart **plan;
+    T_EQ(ns_plan_replication(txn, tnow, 60ll * 1000000000, 10, &plan), 0);
+    kv_txn_abort(txn);
+    free(plan);
+    Synod__V1__ChunkWriteDoneReq wd = SYNOD__V1__CHUNK_WRITE_DONE_REQ__INIT;
+    wd.rid = tsvc_rid();
+    wd.ino = ino;
+    wd.chunk_id = chunk;
+    wd.version = ver;
+    wd.new_size = 100;
+    wd.release_lease = true;
+    Synod__V1__AttrRep *wdr;
+    T_EQ(META("ChunkWriteDone", wd, &wdr), 0);
+    protobuf_c_message_free_unpacked(&wdr->base, NULL);
+    txn = kv_txn_begin(tdb);
     size_t np = ns_plan_replication(txn, tnow, 60ll * 1000000000, 10, &plan);
     kv_txn_abort(txn);
     T_EQ(np, 1);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# repro_overlap (not registered): back-to-back overlapping multi-MiB pwrites to one file, no fsync between
+# integrity_overlap: back-to-back overlapping multi-MiB pwrites to one file, no fsync between
 # them; then close, remount, compare. Later writes must win where they overlap. Exit 1 on a mismatch.
 INTEG=$(cd "$(dirname "$0")" && pwd)
 source "$INTEG/../fuse/harness.sh"
@@ -35,4 +35,4 @@ print("%d differing 64-byte pieces, %d of them hold the OLDER of two overlapping
 PY
   fail "overlapping writes: data differs after remount"
 fi
-log "repro_overlap passed"
+log "integrity_overlap passed"
