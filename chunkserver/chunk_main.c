@@ -34,6 +34,8 @@ static const struct config_key keys[] = {
     {"zstd_level", CONFIG_INT, "1", "zstd level for block compression"},
     {"workers", CONFIG_INT, "6", "RPC worker threads"},
     {"cmd_workers", CONFIG_INT, "2", "threads executing metaserver commands (replicate, delete...)"},
+    {"copy_rate", CONFIG_SIZE, "100M",
+     "re-replication pull rate in bytes per second, shared by all copies (0 = unlimited)"},
     {"max_open", CONFIG_INT, "1024", "chunk files kept open"},
     {"log_level", CONFIG_STR, "info", "error, warn, info or debug"},
     {NULL},
@@ -133,7 +135,8 @@ int main(int argc, char **argv)
         struct cs_control_config cc = {.metaservers = (const char *const *)metas, .nmetaservers = nmetas,
                                        .addr = addr, .label = config_get_str(cfg, "label"), .id_path = id_path,
                                        .heartbeat_ms = MAX(config_get_duration_ms(cfg, "heartbeat_ms"), 1),
-                                       .workers = (int)config_get_int(cfg, "cmd_workers")};
+                                       .workers = (int)config_get_int(cfg, "cmd_workers"),
+                                       .copy_rate = config_get_size(cfg, "copy_rate")};
         r = cs_control_start(&cc, store, svc, &ctl);
         free(id_path);
         if (r)
@@ -148,6 +151,7 @@ int main(int argc, char **argv)
     cs_control_stop(ctl);
     rc = 0;
 out_free_server:
+    cs_service_stop(svc); /* before the RPC client goes: a resumed write forwards */
     rpc_server_free(srv);
     rpc_client_shutdown();
     cs_service_free(svc);

@@ -1,8 +1,10 @@
 /* chunk_store.c - the chunk store: sparse A/B-slot chunk files, per-block CRC, zstd blocks (see chunk_store.h).
  *
  * In memory every chunk has a struct chunk in a hash map (id -> chunk) owned by the store. Opening the file
- * and reading its index ("loading") is lazy and cached in an LRU of at most max_open chunks; chunks with
- * unsynced writes are never evicted (their durability bookkeeping lives only in memory).
+ * and reading its index ("loading") is lazy and cached in an LRU of at most max_open chunks. Chunks with
+ * unsynced writes are not simply closed (their durability bookkeeping lives only in memory): when clean
+ * chunks do not bring the cache under max_open, the least recently used unsynced one is synced by the
+ * thread dropping a reference, then evicted (chunk_put_evict).
  *
  * Locks: s->mu guards the map, the LRU, refcounts, the lost list and dir failure; each chunk has a rwlock
  * guarding its loaded state. Order: a chunk lock may be held while taking s->mu, never the reverse (the
@@ -82,6 +84,8 @@ struct chunk {
     unsigned ndirty;
     bool need_load_sync; /* fdatasync before the first write after loading */
     bool need_dir_sync;  /* created or renamed since the last sync */
+    bool evict_syncing;  /* under s->mu: being synced by chunk_put_evict */
+    bool evict_failed;   /* under s->mu: that sync failed; not tried again until a sync succeeds */
 };
 
 struct dir {
@@ -585,26 +589,64 @@ static int chunk_get(struct cstore *s, uint64_t id, uint32_t version, struct chu
     return r;
 }
 
-/* Drop a reference; frees dead chunks and evicts clean loaded chunks beyond max_open. */
-static void chunk_put(struct cstore *s, struct chunk *c)
+enum lock_mode { CHUNK_RD, CHUNK_WR, CHUNK_WR_NOLOAD };
+
+static int chunk_sync_locked(struct cstore *s, struct chunk *c);
+static int chunk_lock(struct cstore *s, struct chunk *c, enum lock_mode mode, uint32_t version);
+
+static bool chunk_unsynced(const struct chunk *c) { return c->ndirty != 0 || c->need_dir_sync; }
+
+/* Drop a reference; frees dead chunks and evicts clean loaded chunks beyond max_open. If that is not
+ * enough (the LRU tail holds chunks written but never synced, e.g. files written and closed without
+ * fsync), the least recently used unsynced chunk is synced by this caller and then evicted: an unsynced
+ * chunk cannot simply be closed, because its durability bookkeeping (which slot is durable, which blocks
+ * are dirty) lives only in memory and a writeback error would be reported to no one. One such sync per
+ * put at most (`may_sync`), so a caller pays for at most one fdatasync of another chunk. */
+static void chunk_put_evict(struct cstore *s, struct chunk *c, bool may_sync)
 {
     pthread_mutex_lock(&s->mu);
     ASSERT(c->refs > 0);
     if (--c->refs == 0 && atomic_load(&c->dead))
         chunk_free(c);
-    struct chunk *x = s->lru_tail;
+    struct chunk *x = s->lru_tail, *unsynced = NULL;
     for (int tries = 0; x && s->nloaded > s->max_open && tries < 16; tries++) {
         struct chunk *prev = x->lru_prev;
-        if (x->refs == 0 && x->ndirty == 0 && !x->need_dir_sync) {
+        if (x->refs == 0 && !chunk_unsynced(x)) {
             lru_unlink(s, x);
             chunk_unload(x);
+        } else if (x->refs == 0 && !unsynced && !x->evict_syncing && !x->evict_failed) {
+            unsynced = x;
         }
         x = prev;
     }
+    if (!may_sync || !unsynced || s->nloaded <= s->max_open) {
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    unsynced->refs++;
+    unsynced->evict_syncing = true; /* one syncer per chunk */
     pthread_mutex_unlock(&s->mu);
+    int r = chunk_lock(s, unsynced, CHUNK_WR, CSTORE_ANY_VERSION);
+    if (r == 0) {
+        r = chunk_sync_locked(s, unsynced);
+        pthread_rwlock_unlock(&unsynced->lock);
+    }
+    if (r && r != -ENOENT)
+        LOG_WARN("%s: " CHUNK_FMT ": sync to evict it from the open-file cache; it stays open", err_name(r),
+                 unsynced->id, unsynced->version);
+    pthread_mutex_lock(&s->mu);
+    unsynced->evict_syncing = false;
+    unsynced->evict_failed = r != 0; /* not retried by every put; a successful cstore_sync clears it */
+    if (r == 0 && unsynced->refs == 1 && unsynced->in_lru && !chunk_unsynced(unsynced)) {
+        lru_unlink(s, unsynced); /* evict it now: it is the least recently used, whatever the tail holds */
+        chunk_unload(unsynced);
+    }
+    pthread_mutex_unlock(&s->mu);
+    chunk_put_evict(s, unsynced, false);
 }
 
-enum lock_mode { CHUNK_RD, CHUNK_WR, CHUNK_WR_NOLOAD };
+static void chunk_put(struct cstore *s, struct chunk *c) { chunk_put_evict(s, c, true); }
+
 
 /* Lock c (holding a reference), re-check it is alive and at `version`, and load it unless NOLOAD. */
 static int chunk_lock(struct cstore *s, struct chunk *c, enum lock_mode mode, uint32_t version)
@@ -989,19 +1031,16 @@ int cstore_version(struct cstore *s, uint64_t id, uint32_t *out_version)
     return 0;
 }
 
-int cstore_sync(struct cstore *s, uint64_t id, uint32_t version)
+/* fdatasync (and dir fsync if needed), then drop obsolete slots. Caller holds the loaded chunk's write lock. */
+static int chunk_sync_locked(struct cstore *s, struct chunk *c)
 {
-    struct chunk *c;
-    int r = chunk_acquire(s, id, version, CHUNK_WR, &c);
-    if (r)
-        return r;
     if (c->ndirty == 0 && !c->need_dir_sync && !c->need_load_sync)
-        goto out_release;
-    r = cs_fdatasync(s, c);
+        return 0;
+    int r = cs_fdatasync(s, c);
     if (r == 0 && c->need_dir_sync)
         r = cs_fsync_subdir(s, c);
     if (r)
-        goto out_release;
+        return r;
     c->need_dir_sync = false;
     c->need_load_sync = false;
     static const uint8_t zero[ENTRY_SIZE];
@@ -1031,7 +1070,21 @@ int cstore_sync(struct cstore *s, uint64_t id, uint32_t version)
         LOG_WARN("%s: " CHUNK_FMT ": dropping obsolete slots after sync", err_name(r), c->id, c->version);
         r = 0;
     }
-out_release:
+    return r;
+}
+
+int cstore_sync(struct cstore *s, uint64_t id, uint32_t version)
+{
+    struct chunk *c;
+    int r = chunk_acquire(s, id, version, CHUNK_WR, &c);
+    if (r)
+        return r;
+    r = chunk_sync_locked(s, c);
+    if (r == 0) {
+        pthread_mutex_lock(&s->mu);
+        c->evict_failed = false;
+        pthread_mutex_unlock(&s->mu);
+    }
     chunk_release(s, c);
     return r;
 }
@@ -1084,6 +1137,11 @@ int cstore_delete(struct cstore *s, uint64_t id, uint32_t version)
         if (!atomic_load(&c->dead))
             map_remove_locked(s, c);
         pthread_mutex_unlock(&s->mu);
+        /* Make the unlink durable before reporting it done: otherwise a crash could bring back a chunk the
+         * metaserver was told is gone (it would be found stale and deleted again, but only after it had
+         * counted as a replica in a report). The file is gone either way, so a failure here fails the
+         * dir (io_result) rather than leaving the chunk in the map. */
+        r = cs_fsync_subdir(s, c);
     }
     chunk_release(s, c);
     return r;

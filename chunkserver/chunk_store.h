@@ -179,7 +179,8 @@ int cstore_sync(struct cstore *s, uint64_t id, uint32_t version);
  * chunk has one or the other. -ESTALE if the stored version is not `version`. */
 int cstore_set_version(struct cstore *s, uint64_t id, uint32_t version, uint32_t new_version);
 
-/* Delete the chunk (version must match unless CSTORE_ANY_VERSION). */
+/* Delete the chunk (version must match unless CSTORE_ANY_VERSION): unlink, then fsync of its directory, so
+ * a delete that returned 0 survives a crash. */
 int cstore_delete(struct cstore *s, uint64_t id, uint32_t version);
 
 /* All chunks on usable dirs, sorted by id. *out is caller-freed with free(); *out_n may be 0. Cannot fail. */

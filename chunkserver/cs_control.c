@@ -41,6 +41,7 @@ struct cs_control {
     size_t nmetas;
     char *addr, *label, *id_path;
     uint64_t heartbeat_ms;
+    uint64_t copy_rate; /* bytes per second for all copies together, 0 = unlimited */
     struct cstore *store;
     struct cs_service *svc;
 
@@ -64,6 +65,7 @@ struct cs_control {
     size_t nresults, results_cap;
     Synod__V1__ChunkVersion *lost;
     size_t nlost, lost_cap;
+    uint64_t copy_next_ns; /* the copy throttle's clock: when the bytes received so far are paid for */
 };
 
 /* ---- identity ---------------------------------------------------------------------------------------- */
@@ -192,7 +194,27 @@ void cs_control_report_lost(struct cs_control *ctl, uint64_t chunk_id, uint32_t 
 
 /* ---- commands ---------------------------------------------------------------------------------------- */
 
-/* Pull chunk `id` at `version` from `source`, page by page, into a temporary version 0 chunk. */
+/* The copy throttle: account `bytes` just received by a copy and sleep until they are paid for at
+ * copy_rate. One clock shared by every command worker, so concurrent copies share the rate instead of each
+ * getting it; an idle period earns no credit (the clock restarts at now), so a copy never bursts above the
+ * rate for more than one page. Returns -ECANCELED if the control client stops meanwhile. */
+static int copy_throttle(struct cs_control *ctl, uint64_t bytes)
+{
+    if (ctl->copy_rate == 0 || bytes == 0)
+        return 0;
+    uint64_t cost = (uint64_t)((double)bytes * NS_PER_SEC / (double)ctl->copy_rate);
+    pthread_mutex_lock(&ctl->mu);
+    uint64_t now = clk_mono_ns();
+    ctl->copy_next_ns = MAX(ctl->copy_next_ns, now) + cost;
+    uint64_t until = ctl->copy_next_ns;
+    pthread_mutex_unlock(&ctl->mu);
+    if (until <= now)
+        return 0;
+    return cs_stop_sleep_ms(&ctl->stop, (until - now + NS_PER_MS - 1) / NS_PER_MS) ? -ECANCELED : 0;
+}
+
+/* Pull chunk `id` at `version` from `source`, page by page, into a temporary version 0 chunk, at most
+ * copy_rate bytes per second (a re-replication storm must not starve client I/O). */
 static int replicate(struct cs_control *ctl, const struct cmd *c)
 {
     if (!c->source || !c->source[0] || c->version == 0)
@@ -235,7 +257,10 @@ static int replicate(struct cs_control *ctl, const struct cmd *c)
         else if (rep->n_blocks)
             r = cstore_write_stored(s, c->chunk_id, 0, blocks, rep->n_blocks, rep->data.data, rep->data.len);
         bool last = rep->last || next >= CSTORE_BLOCKS;
+        size_t got = rep->data.len;
         rpc_message_free(&rep->base);
+        if (!r)
+            r = copy_throttle(ctl, got);
         if (r || last)
             break;
         first = next;
@@ -563,6 +588,7 @@ int cs_control_start(const struct cs_control_config *cfg, struct cstore *store, 
     ctl->label = xstrdup(cfg->label ? cfg->label : "");
     ctl->id_path = xstrdup(cfg->id_path);
     ctl->heartbeat_ms = cfg->heartbeat_ms;
+    ctl->copy_rate = cfg->copy_rate;
     ctl->store = store;
     ctl->svc = svc;
     ctl->target = xstrdup(ctl->metas[0]);

@@ -20,7 +20,9 @@
  *     CMD_DELETE: cstore_delete (version 0 = any version). CMD_SET_VERSION: version -> new_version.
  *     CMD_REPLICATE: pull the chunk from `source` with Copy pages of stored blocks, store them verbatim
  *     under the temporary version 0 (so a crash mid-copy leaves a chunk the metaserver sees as stale),
- *     sync, then rename to the wanted version; a failed copy deletes the partial chunk. The result (0 or
+ *     sync, then rename to the wanted version; a failed copy deletes the partial chunk. Copies are throttled
+ *     to copy_rate bytes per second of stored data, one budget shared by all workers (each page received
+ *     is paid for by sleeping until the shared clock allows it). The result (0 or
  *     the errno, e.g. -ENOENT for a delete of an absent chunk) goes into the next heartbeat.
  *
  * IDENTITY. "<first data dir>/chunkserver.id" holds "id=N" and "uuid=..." (written atomically: temp file,
@@ -47,6 +49,7 @@ struct cs_control_config {
     const char *id_path;            /* identity file (copied) */
     uint64_t heartbeat_ms;          /* > 0 */
     int workers;                    /* command workers (0 = 2) */
+    uint64_t copy_rate;             /* CMD_REPLICATE pull rate, bytes/s shared by all copies (0 = unlimited) */
 };
 
 struct cs_control; /* opaque */

@@ -24,8 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "chunk.pb-c.h"
+#include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/errors.h"
 #include "common/log.h"
@@ -40,6 +42,51 @@ struct cs_service {
     atomic_uint inflight;
     int level; /* zstd level of the head's block encoding */
     pthread_key_t codec_key;
+
+    /* The block gate (see below). */
+    pthread_mutex_t gate_mu; /* the gate list, the ready queue, stopping */
+    pthread_cond_t gate_cv;  /* wakes the resumer: a gate ready, a new deadline, stop (monotonic clock) */
+    struct gate *gates_head, *gates_tail;
+    struct gate *ready_head, **ready_tail;
+    bool stopping;
+    pthread_t resumer;
+    atomic_uint parked_total;
+};
+
+/* ---- the block gate: one head write per block in flight ---------------------------------------------- *
+ *
+ * The head forwards the merged stored form of partly covered blocks, and whole blocks verbatim. If two
+ * writes touching one block were in flight at once, a downstream replica could apply them in the other
+ * order than the head did (the two WriteBlocks are independent calls, run on any worker) and keep the
+ * older content: replicas would diverge with valid CRCs, invisible to the scrubber. Whole blocks commute
+ * only when they hold the same bytes, so every touched block counts, not just the edges.
+ *
+ * So the head admits writes per block range in arrival order: every Write holds a `gate` (chunk id, first
+ * and last block) from before its merge until its hop is answered, i.e. until every replica answered it
+ * (or the chain failed, after which the client drops the failed replica and the version moves on). A write
+ * whose range intersects an earlier gate of the same chunk, running or itself waiting, is PARKED: its call
+ * is deferred (no worker held: a worker blocked here could be the one the earlier write's chain needs on
+ * another server, which would deadlock chains across servers) and its request stays valid because the call
+ * is not answered. When a gate leaves, the parked gates that no longer intersect any earlier gate become
+ * ready, in arrival order, and the service's resumer thread runs them. A parked write that is still waiting
+ * shortly before its deadline (the same 10 % margin as a forward) fails with EBUSY and a detail naming the
+ * block; the detail names no replica, because no replica is at fault, so the client backs off and retries
+ * instead of reporting the head bad.
+ *
+ * Gates live in one list under one mutex: writes in flight on a head number in the tens, and the scan is
+ * a few comparisons each. */
+
+struct gate {
+    struct gate *prev, *next; /* arrival order, svc->gate_mu */
+    struct gate *ready_next;  /* svc->ready queue */
+    uint64_t chunk_id;
+    uint32_t first, last; /* block range, inclusive */
+    bool parked;
+    /* a parked write */
+    struct rpc_call *call;
+    const Synod__V1__WriteReq *req; /* borrowed from the call, valid until it is answered */
+    uint64_t expire_ns;             /* monotonic */
+    uint32_t block;                 /* the first block it waits for (for the error detail) */
 };
 
 /* ---- helpers ----------------------------------------------------------------------------------------- */
@@ -209,6 +256,7 @@ struct hop {
     uint32_t next_id;
     char next_addr[256];
     void *owned; /* buffer lent to the forward (head only), freed with the hop */
+    struct gate *gate; /* head only: the write's block range, released when the hop is answered */
 };
 
 static struct hop *hop_new(struct cs_service *svc, struct rpc_call *call, enum hop_kind kind, uint64_t id,
@@ -238,6 +286,71 @@ static void hop_local(struct hop *h, int r, const char *what)
              h->version, err_name(r));
 }
 
+/* ---- the block gate (functions) ---------------------------------------------------------------------- */
+
+static bool gate_overlaps(const struct gate *a, const struct gate *b)
+{
+    return a->chunk_id == b->chunk_id && a->first <= b->last && b->first <= a->last;
+}
+
+/* The nearest earlier gate that g must wait for, or NULL. */
+static const struct gate *gate_blocker_locked(const struct gate *g)
+{
+    for (const struct gate *x = g->prev; x; x = x->prev)
+        if (gate_overlaps(x, g))
+            return x;
+    return NULL;
+}
+
+static void gate_unlink_locked(struct cs_service *svc, struct gate *g)
+{
+    if (g->prev)
+        g->prev->next = g->next;
+    else
+        svc->gates_head = g->next;
+    if (g->next)
+        g->next->prev = g->prev;
+    else
+        svc->gates_tail = g->prev;
+    g->prev = g->next = NULL;
+}
+
+/* Move every parked gate that no earlier gate blocks any more to the ready queue, in arrival order. */
+static void gate_wake_locked(struct cs_service *svc)
+{
+    bool any = false;
+    for (struct gate *g = svc->gates_head; g; g = g->next) {
+        if (!g->parked || gate_blocker_locked(g))
+            continue;
+        g->parked = false;
+        g->ready_next = NULL;
+        *svc->ready_tail = g;
+        svc->ready_tail = &g->ready_next;
+        any = true;
+    }
+    if (any)
+        pthread_cond_signal(&svc->gate_cv);
+}
+
+/* A write's hop was answered: its blocks are free. Non-blocking (may run on the RPC dispatcher). */
+static void gate_leave(struct cs_service *svc, struct gate *g)
+{
+    pthread_mutex_lock(&svc->gate_mu);
+    gate_unlink_locked(svc, g);
+    gate_wake_locked(svc);
+    pthread_mutex_unlock(&svc->gate_mu);
+    free(g);
+}
+
+/* Answer a write that never ran (expired or shut down) and free its gate, which is no longer listed. */
+static void gate_fail(struct gate *g, int err, const char *why)
+{
+    char d[200];
+    snprintf(d, sizeof(d), "write %s on block %u of chunk %016" PRIx64, why, g->block, g->chunk_id);
+    rpc_fail(g->call, err, d);
+    free(g);
+}
+
 static void hop_answer(struct hop *h)
 {
     struct cs_service *svc = h->svc;
@@ -262,6 +375,8 @@ static void hop_answer(struct hop *h)
         rep.chunk_len = h->chunk_len;
         rpc_reply(h->call, &rep.base);
     }
+    if (h->gate)
+        gate_leave(svc, h->gate);
     atomic_fetch_sub(&svc->inflight, 1);
     free(h->owned);
     free(h);
@@ -350,23 +465,12 @@ static int adopt_version(struct cs_service *svc, bool create, uint64_t id, uint3
     return -ESTALE;
 }
 
-static int h_write(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
+/* The head's write once its gate (may be NULL for an empty write) admits it: merge, forward, store. Runs
+ * on a worker, or on the resumer for a write that was parked. Always answers through the hop. */
+static int write_run(struct cs_service *svc, struct rpc_call *call, const Synod__V1__WriteReq *req, struct gate *g)
 {
-    struct cs_service *svc = arg;
-    const Synod__V1__WriteReq *req = (const Synod__V1__WriteReq *)m;
-    char why[200];
-    if (check_range(req->offset, req->length, why, sizeof(why)) ||
-        check_chain(req->chain, req->n_chain, why, sizeof(why)))
-        return bad_request(call, why);
-    if (req->data.len != req->length) {
-        snprintf(why, sizeof(why), "length %u but %zu data bytes", req->length, req->data.len);
-        return bad_request(call, why);
-    }
-    if (crc32c(0, req->data.data, req->data.len) != req->crc) {
-        rpc_fail(call, -EBADMSG, "crc mismatch on the plain data received by the head");
-        return 0;
-    }
     struct hop *h = hop_new(svc, call, HOP_WRITE, req->chunk_id, req->version);
+    h->gate = g;
     int r = adopt_version(svc, req->create, req->chunk_id, req->version);
     if (r) {
         hop_local(h, r, "create");
@@ -446,6 +550,119 @@ static int h_write(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
     free(blocks);
     hop_put(h);
     return RPC_DEFERRED;
+}
+
+static int h_write(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
+{
+    struct cs_service *svc = arg;
+    const Synod__V1__WriteReq *req = (const Synod__V1__WriteReq *)m;
+    char why[200];
+    if (check_range(req->offset, req->length, why, sizeof(why)) ||
+        check_chain(req->chain, req->n_chain, why, sizeof(why)))
+        return bad_request(call, why);
+    if (req->data.len != req->length) {
+        snprintf(why, sizeof(why), "length %u but %zu data bytes", req->length, req->data.len);
+        return bad_request(call, why);
+    }
+    if (crc32c(0, req->data.data, req->data.len) != req->crc) {
+        rpc_fail(call, -EBADMSG, "crc mismatch on the plain data received by the head");
+        return 0;
+    }
+    if (req->length == 0)
+        return write_run(svc, call, req, NULL); /* touches no block */
+
+    struct gate *g = xcalloc(1, sizeof(*g));
+    g->chunk_id = req->chunk_id;
+    g->first = (uint32_t)(req->offset / CSTORE_BLOCK_SIZE);
+    g->last = (uint32_t)((req->offset + req->length - 1) / CSTORE_BLOCK_SIZE);
+    pthread_mutex_lock(&svc->gate_mu);
+    g->prev = svc->gates_tail;
+    if (svc->gates_tail)
+        svc->gates_tail->next = g;
+    else
+        svc->gates_head = g;
+    svc->gates_tail = g;
+    const struct gate *x = gate_blocker_locked(g);
+    if (!x) {
+        pthread_mutex_unlock(&svc->gate_mu);
+        return write_run(svc, call, req, g);
+    }
+    /* Park: deferred, resumed by the resumer thread when the blocks are free, or failed shortly before
+     * the caller's deadline (the same margin as a forward, so the answer still arrives). */
+    g->call = call;
+    g->req = req;
+    g->block = MAX(x->first, g->first);
+    int64_t tmo = hop_timeout_ms(call);
+    if (svc->stopping || tmo <= 0) {
+        gate_unlink_locked(svc, g);
+        pthread_mutex_unlock(&svc->gate_mu);
+        gate_fail(g, svc->stopping ? -ECANCELED : -EBUSY,
+                  svc->stopping ? "refused at shutdown: it overlaps a write in flight"
+                                : "overlaps a write in flight and has no time left to wait");
+        return 0;
+    }
+    g->expire_ns = clk_mono_ns() + (uint64_t)tmo * NS_PER_MS;
+    g->parked = true;
+    atomic_fetch_add(&svc->parked_total, 1);
+    pthread_cond_signal(&svc->gate_cv);
+    pthread_mutex_unlock(&svc->gate_mu);
+    LOG_DEBUG("chunk %016" PRIx64 ": write of blocks %u..%u parked behind a write in flight on block %u",
+              req->chunk_id, g->first, g->last, g->block);
+    return RPC_DEFERRED;
+}
+
+/* The resumer: runs parked writes once their blocks are free, and expires those that waited too long. */
+static void *resumer_main(void *arg)
+{
+    struct cs_service *svc = arg;
+    pthread_mutex_lock(&svc->gate_mu);
+    while (!svc->stopping) {
+        struct gate *g = svc->ready_head;
+        if (g) {
+            svc->ready_head = g->ready_next;
+            if (!svc->ready_head)
+                svc->ready_tail = &svc->ready_head;
+            pthread_mutex_unlock(&svc->gate_mu);
+            write_run(svc, g->call, g->req, g);
+            pthread_mutex_lock(&svc->gate_mu);
+            continue;
+        }
+        uint64_t now = clk_mono_ns(), next = UINT64_MAX;
+        struct gate *expired = NULL;
+        for (struct gate *x = svc->gates_head, *n; x; x = n) {
+            n = x->next;
+            if (!x->parked)
+                continue;
+            if (x->expire_ns <= now) {
+                gate_unlink_locked(svc, x);
+                x->ready_next = expired;
+                expired = x;
+            } else {
+                next = MIN(next, x->expire_ns);
+            }
+        }
+        if (expired) {
+            gate_wake_locked(svc); /* a write behind an expired one may be free now */
+            pthread_mutex_unlock(&svc->gate_mu);
+            for (struct gate *x = expired, *n; x; x = n) {
+                n = x->ready_next;
+                LOG_WARN("EBUSY: chunk %016" PRIx64 ": write of blocks %u..%u waited on block %u until its "
+                         "deadline", x->chunk_id, x->first, x->last, x->block);
+                gate_fail(x, -EBUSY, "waited until its deadline for a write in flight");
+            }
+            pthread_mutex_lock(&svc->gate_mu);
+            continue;
+        }
+        if (next == UINT64_MAX) {
+            pthread_cond_wait(&svc->gate_cv, &svc->gate_mu);
+        } else {
+            struct timespec ts = {.tv_sec = (time_t)(next / NS_PER_SEC), .tv_nsec = (long)(next % NS_PER_SEC)};
+            pthread_cond_timedwait(&svc->gate_cv, &svc->gate_mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&svc->gate_mu);
+    cstore_thread_release();
+    return NULL;
 }
 
 /* ---- WriteBlocks (replicas) -------------------------------------------------------------------------- */
@@ -629,13 +846,67 @@ struct cs_service *cs_service_new(struct cstore *store, int level, const char *s
     int r = pthread_key_create(&svc->codec_key, codec_destroy);
     if (r)
         PANIC("pthread_key_create: %s", strerror(r));
+    pthread_condattr_t ca;
+    ASSERT(pthread_condattr_init(&ca) == 0);
+    ASSERT(pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0); /* clk_mono_ns deadlines */
+    ASSERT(pthread_cond_init(&svc->gate_cv, &ca) == 0);
+    pthread_condattr_destroy(&ca);
+    ASSERT(pthread_mutex_init(&svc->gate_mu, NULL) == 0);
+    svc->ready_tail = &svc->ready_head;
+    atomic_init(&svc->parked_total, 0);
+    r = pthread_create(&svc->resumer, NULL, resumer_main, svc);
+    if (r)
+        PANIC("pthread_create: %s", strerror(r));
     return svc;
+}
+
+void cs_service_stop(struct cs_service *svc)
+{
+    if (!svc)
+        return;
+    pthread_mutex_lock(&svc->gate_mu);
+    if (svc->stopping) {
+        pthread_mutex_unlock(&svc->gate_mu);
+        return;
+    }
+    svc->stopping = true;
+    /* Writes parked or ready but not started never run: they would forward after the RPC client stops. */
+    struct gate *drop = NULL;
+    for (struct gate *x = svc->gates_head, *n; x; x = n) {
+        n = x->next;
+        bool queued = x->parked;
+        for (struct gate *q = svc->ready_head; q && !queued; q = q->ready_next)
+            queued = q == x;
+        if (!queued)
+            continue;
+        gate_unlink_locked(svc, x);
+        x->ready_next = drop;
+        drop = x;
+    }
+    svc->ready_head = NULL;
+    svc->ready_tail = &svc->ready_head;
+    pthread_cond_broadcast(&svc->gate_cv);
+    pthread_mutex_unlock(&svc->gate_mu);
+    pthread_join(svc->resumer, NULL);
+    for (struct gate *x = drop, *n; x; x = n) {
+        n = x->ready_next;
+        gate_fail(x, -ECANCELED, "cancelled at shutdown while waiting for a write in flight");
+    }
+    unsigned parked = atomic_load(&svc->parked_total);
+    if (parked)
+        LOG_INFO("%u writes waited for an overlapping write in flight", parked);
 }
 
 void cs_service_free(struct cs_service *svc)
 {
     if (!svc)
         return;
+    cs_service_stop(svc);
+    /* Every hop was answered (rpc_client_shutdown waited for the forwards), so no gate should be left. */
+    if (svc->gates_head)
+        LOG_WARN("chunk %016" PRIx64 ": a write is still in flight at shutdown", svc->gates_head->chunk_id);
+    pthread_cond_destroy(&svc->gate_cv);
+    pthread_mutex_destroy(&svc->gate_mu);
     struct codec *c = pthread_getspecific(svc->codec_key);
     codec_free(c);
     pthread_key_delete(svc->codec_key);

@@ -15,6 +15,13 @@
  * with a deadline shorter than its own (10%, 50 ms .. 2 s shorter), so the node before a hung replica
  * times out first and can still name it.
  *
+ * WRITE ORDER PER BLOCK. The head never has two writes touching one 64 KiB block in flight: a Write whose
+ * blocks intersect an earlier one still in flight (not yet answered by the whole chain) is parked, without
+ * holding a worker, and resumed in arrival order by the service's resumer thread once they are free; if
+ * it is still waiting shortly before its deadline it fails with EBUSY and a detail naming the block and
+ * no replica ("write waited until its deadline for a write in flight on block N of chunk X"), which the
+ * client retries. Replicas apply WriteBlocks in the order the head sends them, so they cannot diverge.
+ *
  * THREADS. Handlers run on RPC worker threads. Chain hops are asynchronous: a node starts the forward, does
  * its local store step in parallel, and the call is answered (deferred) when both are done AND the layer
  * has released the bulk buffer it lent to the forward (the buffer may be the request's own receive buffer).
@@ -38,7 +45,13 @@ struct cs_service; /* opaque */
  * (0 = CODEC_DEFAULT_LEVEL; use the store's level). `self_addr` (copied) is the advertised host:port used
  * to name this node in failure details. Cannot fail. */
 struct cs_service *cs_service_new(struct cstore *store, int level, const char *self_addr);
-/* Free the service. Call after rpc_server_free and rpc_client_shutdown (async forwards hold it). */
+/* Stop resuming parked writes: those still waiting for an overlapping write fail with ECANCELED, and
+ * writes that overlap one in flight from now on are refused the same way. Call before rpc_server_free and
+ * rpc_client_shutdown (a resumed write forwards with the RPC client). Blocks until a write being resumed
+ * has started its forward. Idempotent. */
+void cs_service_stop(struct cs_service *svc);
+/* Free the service (cs_service_stop first if not done). Call after rpc_server_free and
+ * rpc_client_shutdown (async forwards hold it). */
 void cs_service_free(struct cs_service *svc);
 /* Register the ChunkData handlers on srv (before rpc_server_start). */
 void cs_service_register(struct cs_service *svc, struct rpc_server *srv);

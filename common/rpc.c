@@ -865,6 +865,8 @@ static grpc_completion_queue *thread_cq(void)
 
 struct async_call {
     grpc_call *call;
+    struct rpc_cancel *cancel; /* NULL, or the token the call is registered on (hook) */
+    struct rpc_cancel_hook hook;
     const ProtobufCMessageDescriptor *out;
     rpc_done_fn done;
     void *arg;
@@ -923,6 +925,8 @@ static void *dispatcher_main(void *unused)
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
         struct async_call *a = ev.tag;
+        /* Unregister before the callback: the token may be destroyed as soon as the last callback ran. */
+        rpc_cancel_hook_del(a->cancel, &a->hook);
         ProtobufCMessage *reply = NULL;
         struct rpc_status st;
         int err = finish_call(a->status, &a->details, &a->trail_md, a->recv_bb, a->out, &reply, &st);
@@ -1038,15 +1042,157 @@ static void fill_client_ops(grpc_op *ops, grpc_byte_buffer *send_bb, grpc_metada
     ops[5].data.recv_status_on_client.status_details = details;
 }
 
+/* ---- cancellation tokens ---------------------------------------------------------------------------- */
+
+void rpc_cancel_init(struct rpc_cancel *c)
+{
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_init(&c->triggered, false);
+    c->head.next = c->head.prev = &c->head;
+}
+
+void rpc_cancel_destroy(struct rpc_cancel *c)
+{
+    ASSERT(c->head.next == &c->head);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+}
+
+void rpc_cancel_trigger(struct rpc_cancel *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!atomic_exchange(&c->triggered, true)) {
+        /* Registered calls are alive (they unregister under this lock before their last unref), so
+         * cancelling them here is safe; grpc_call_cancel only schedules the cancellation. */
+        for (struct rpc_cancel_hook *h = c->head.next; h != &c->head; h = h->next) {
+            if (h->call)
+                grpc_call_cancel(h->call, NULL);
+            else if (h->fn)
+                h->fn(h->arg);
+        }
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+bool rpc_cancel_triggered(struct rpc_cancel *c)
+{
+    return c && atomic_load(&c->triggered);
+}
+
+int rpc_cancel_sleep(struct rpc_cancel *c, uint64_t ns)
+{
+    if (!c) {
+        clk_sleep_ns(ns);
+        return 0;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t t = (uint64_t)ts.tv_sec * NS_PER_SEC + (uint64_t)ts.tv_nsec + ns;
+    ts.tv_sec = (time_t)(t / NS_PER_SEC);
+    ts.tv_nsec = (long)(t % NS_PER_SEC);
+    pthread_mutex_lock(&c->mu);
+    while (!atomic_load(&c->triggered))
+        if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT)
+            break;
+    bool trig = atomic_load(&c->triggered);
+    pthread_mutex_unlock(&c->mu);
+    return trig ? -ECANCELED : 0;
+}
+
+/* Register h (a call or a wake-up); false if the token was already triggered. */
+static bool hook_add_locked(struct rpc_cancel *c, struct rpc_cancel_hook *h)
+{
+    if (atomic_load(&c->triggered))
+        return false;
+    h->next = c->head.next;
+    h->prev = &c->head;
+    c->head.next->prev = h;
+    c->head.next = h;
+    return true;
+}
+
+bool rpc_cancel_hook_add(struct rpc_cancel *c, struct rpc_cancel_hook *h, void (*fn)(void *arg), void *arg)
+{
+    if (!c)
+        return true;
+    h->call = NULL;
+    h->fn = fn;
+    h->arg = arg;
+    pthread_mutex_lock(&c->mu);
+    bool ok = hook_add_locked(c, h);
+    pthread_mutex_unlock(&c->mu);
+    return ok;
+}
+
+void rpc_cancel_hook_del(struct rpc_cancel *c, struct rpc_cancel_hook *h)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    h->prev->next = h->next;
+    h->next->prev = h->prev;
+    h->next = h->prev = h;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Register a call that is about to start; false (do not start it) if the token was triggered. */
+static bool cancel_register(struct rpc_cancel *c, struct rpc_cancel_hook *h, grpc_call *call)
+{
+    if (!c)
+        return true;
+    h->call = call;
+    h->fn = NULL;
+    h->arg = NULL;
+    pthread_mutex_lock(&c->mu);
+    bool ok = hook_add_locked(c, h);
+    pthread_mutex_unlock(&c->mu);
+    return ok;
+}
+
 int rpc_call(struct rpc_channel *ch, const ProtobufCServiceDescriptor *svc, const char *method,
              const ProtobufCMessage *req, const struct rpc_payload *payload, int64_t timeout_ms,
              ProtobufCMessage **reply, struct rpc_status *st)
 {
+    return rpc_call_cancellable(ch, svc, method, req, payload, timeout_ms, NULL, reply, st);
+}
+
+/* A call refused because its token was triggered before it started. The payload is released as a sent one
+ * would be. */
+static int refuse_cancelled(const struct rpc_payload *payload, ProtobufCMessage **reply, struct rpc_status *st)
+{
+    if (payload && payload->release)
+        payload->release(payload->ctx);
+    if (reply)
+        *reply = NULL;
+    if (st) {
+        st->err = -ECANCELED;
+        snprintf(st->detail, sizeof(st->detail), "cancelled by the caller");
+    }
+    return -ECANCELED;
+}
+
+int rpc_call_cancellable(struct rpc_channel *ch, const ProtobufCServiceDescriptor *svc, const char *method,
+                         const ProtobufCMessage *req, const struct rpc_payload *payload, int64_t timeout_ms,
+                         struct rpc_cancel *cancel, ProtobufCMessage **reply, struct rpc_status *st)
+{
     ASSERT(timeout_ms > 0);
     const ProtobufCMethodDescriptor *md = method_desc(svc, method);
     ASSERT(req->descriptor == md->input);
+    if (rpc_cancel_triggered(cancel))
+        return refuse_cancelled(payload, reply, st);
     grpc_completion_queue *cq = thread_cq();
     grpc_call *call = create_call(ch, cq, svc, method, timeout_ms);
+    struct rpc_cancel_hook hook;
+    if (!cancel_register(cancel, &hook, call)) {
+        grpc_call_unref(call);
+        return refuse_cancelled(payload, reply, st);
+    }
     grpc_byte_buffer *send_bb = encode(req, payload);
     grpc_byte_buffer *recv_bb = NULL;
     grpc_metadata_array init_md, trail_md;
@@ -1062,6 +1208,7 @@ int rpc_call(struct rpc_channel *ch, const ProtobufCServiceDescriptor *svc, cons
         PANIC("rpc start_batch failed: %d", (int)e);
     grpc_event ev = grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
     ASSERT(ev.type == GRPC_OP_COMPLETE);
+    rpc_cancel_hook_del(cancel, &hook); /* before the unref below: the trigger never sees a dead call */
     ProtobufCMessage *rep = NULL;
     int err = finish_call(status, &details, &trail_md, recv_bb, md->output, &rep, st);
     if (reply)
@@ -1082,10 +1229,24 @@ void rpc_call_async(struct rpc_channel *ch, const ProtobufCServiceDescriptor *sv
                     const ProtobufCMessage *req, const struct rpc_payload *payload, int64_t timeout_ms,
                     rpc_done_fn done, void *arg)
 {
+    rpc_call_async_cancellable(ch, svc, method, req, payload, timeout_ms, NULL, done, arg);
+}
+
+void rpc_call_async_cancellable(struct rpc_channel *ch, const ProtobufCServiceDescriptor *svc, const char *method,
+                                const ProtobufCMessage *req, const struct rpc_payload *payload, int64_t timeout_ms,
+                                struct rpc_cancel *cancel, rpc_done_fn done, void *arg)
+{
     ASSERT(timeout_ms > 0);
     const ProtobufCMethodDescriptor *md = method_desc(svc, method);
     ASSERT(req->descriptor == md->input);
+    if (rpc_cancel_triggered(cancel)) {
+        struct rpc_status st;
+        refuse_cancelled(payload, NULL, &st);
+        done(-ECANCELED, NULL, &st, arg);
+        return;
+    }
     struct async_call *a = xcalloc(1, sizeof(*a));
+    a->cancel = cancel;
     a->out = md->output;
     a->done = done;
     a->arg = arg;
@@ -1094,6 +1255,16 @@ void rpc_call_async(struct rpc_channel *ch, const ProtobufCServiceDescriptor *sv
     grpc_metadata_array_init(&a->init_md);
     grpc_metadata_array_init(&a->trail_md);
     a->call = create_call(ch, async_cq, svc, method, timeout_ms);
+    if (!cancel_register(cancel, &a->hook, a->call)) { /* triggered since the check above */
+        struct rpc_status st;
+        grpc_call_unref(a->call);
+        grpc_metadata_array_destroy(&a->init_md);
+        grpc_metadata_array_destroy(&a->trail_md);
+        free(a);
+        refuse_cancelled(payload, NULL, &st);
+        done(-ECANCELED, NULL, &st, arg);
+        return;
+    }
     a->send_bb = encode(req, payload);
     grpc_op ops[6];
     fill_client_ops(ops, a->send_bb, &a->init_md, &a->recv_bb, &a->trail_md, &a->status, &a->details);

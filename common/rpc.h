@@ -28,9 +28,12 @@
 #define SYNOD_RPC_H
 
 #include <protobuf-c/protobuf-c.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+struct grpc_call; /* gRPC core's call (grpc/grpc.h), named here for struct rpc_cancel_hook */
 
 #define RPC_MAX_MESSAGE (64u << 20)  /* send and receive limit, both sides */
 #define RPC_DEFERRED 1               /* handler return: it will answer later via rpc_reply/rpc_fail */
@@ -111,6 +114,54 @@ int rpc_call(struct rpc_channel *ch, const ProtobufCServiceDescriptor *svc, cons
              const ProtobufCMessage *req, const struct rpc_payload *payload, int64_t timeout_ms,
              ProtobufCMessage **reply, struct rpc_status *st);
 
+/* Cancellation token: lets another thread end blocking and asynchronous calls early (a FUSE interrupt).
+ * Embed or stack-allocate one, rpc_cancel_init it, pass it to the *_cancellable calls, and call
+ * rpc_cancel_trigger from any thread (e.g. libfuse's interrupt callback). Triggering is sticky: every call
+ * registered on the token is cancelled with grpc_call_cancel at once, every later call made with it fails
+ * with -ECANCELED without being sent, and rpc_cancel_sleep / hooks wake. A call that completed before the
+ * trigger keeps its result (cancelling after completion is a no-op). Race-free: a call is registered under
+ * the token's lock before it starts and unregistered before its grpc_call is released, so the trigger
+ * never touches a finished call. A token may be shared by any number of calls at once; it must outlive them
+ * (and be unused) when rpc_cancel_destroy is called. To reuse a token, destroy and init it again. */
+struct rpc_cancel_hook {
+    struct rpc_cancel_hook *next, *prev;
+    struct grpc_call *call;      /* a live call to cancel, or NULL */
+    void (*fn)(void *arg);       /* or a wake-up function (called with the token's lock held: must not block
+                                  * beyond taking a leaf mutex) */
+    void *arg;
+};
+struct rpc_cancel {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    _Atomic bool triggered;
+    struct rpc_cancel_hook head; /* circular list of registered calls and waiters */
+};
+
+/* Cannot fail. */
+void rpc_cancel_init(struct rpc_cancel *c);
+/* Nothing may be registered any more. */
+void rpc_cancel_destroy(struct rpc_cancel *c);
+/* Cancel everything registered, now and later. Idempotent, thread-safe, does not block. */
+void rpc_cancel_trigger(struct rpc_cancel *c);
+/* Has the token been triggered? NULL: false. Lock-free. */
+bool rpc_cancel_triggered(struct rpc_cancel *c);
+/* Sleep up to `ns`; returns -ECANCELED at once (or as soon as) the token is triggered, else 0. NULL token:
+ * a plain sleep. */
+int rpc_cancel_sleep(struct rpc_cancel *c, uint64_t ns);
+/* Register a wake-up hook (`fn(arg)` is called once on trigger); false (not registered) if the token was
+ * already triggered. For callers that wait on their own condition variable: fn takes that mutex and
+ * broadcasts; the waiter re-checks rpc_cancel_triggered under the same mutex before each wait. NULL token:
+ * true, nothing registered. */
+bool rpc_cancel_hook_add(struct rpc_cancel *c, struct rpc_cancel_hook *h, void (*fn)(void *arg), void *arg);
+/* Unregister (after it returns, fn is not running and will not run). NULL token: no-op. */
+void rpc_cancel_hook_del(struct rpc_cancel *c, struct rpc_cancel_hook *h);
+
+/* As rpc_call, cancellable through `cancel` (may be NULL = rpc_call). Returns -ECANCELED if the token was
+ * triggered before the call completed (also if it was triggered before the call; then nothing is sent). */
+int rpc_call_cancellable(struct rpc_channel *ch, const ProtobufCServiceDescriptor *svc, const char *method,
+                         const ProtobufCMessage *req, const struct rpc_payload *payload, int64_t timeout_ms,
+                         struct rpc_cancel *cancel, ProtobufCMessage **reply, struct rpc_status *st);
+
 /* Completion of an asynchronous call: `err` 0 or -errno; `reply` is the decoded reply on success (callee
  * owns it: free with rpc_message_free, or keep it), NULL on failure; `st` is borrowed for the callback.
  * Runs on the dispatcher thread: must not block. */
@@ -121,6 +172,12 @@ typedef void (*rpc_done_fn)(int err, ProtobufCMessage *reply, const struct rpc_s
 void rpc_call_async(struct rpc_channel *ch, const ProtobufCServiceDescriptor *svc, const char *method,
                     const ProtobufCMessage *req, const struct rpc_payload *payload, int64_t timeout_ms,
                     rpc_done_fn done, void *arg);
+
+/* As rpc_call_async, cancellable through `cancel` (may be NULL); `done` gets -ECANCELED for a call the
+ * trigger ended. The token must outlive the call (until `done` has run). */
+void rpc_call_async_cancellable(struct rpc_channel *ch, const ProtobufCServiceDescriptor *svc, const char *method,
+                                const ProtobufCMessage *req, const struct rpc_payload *payload, int64_t timeout_ms,
+                                struct rpc_cancel *cancel, rpc_done_fn done, void *arg);
 
 /* Free a message returned by rpc_call / given to rpc_done_fn. NULL is a no-op. */
 void rpc_message_free(ProtobufCMessage *msg);

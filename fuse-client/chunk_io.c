@@ -6,7 +6,7 @@
  * op_mu before mu. Readers take only `mu`, so reads run in parallel with each other and with writes.
  *
  * Per chunk (struct cchunk): the location (chunk id, version, replicas; valid until loc_until) and, under
- * op_mu, the write lease (wopen, lease_until, the session generation it was taken in, need_create); under
+ * op_mu, the write lease (wopen, lease_until, the session generation it was taken in, fresh); under
  * mu, what completion owes (dirty: ChunkWriteDone needed, unsynced: Fsync needed, wend: end of the data
  * written in the file).
  */
@@ -59,7 +59,7 @@ struct cchunk {
     bool wopen;
     uint64_t lease_until;
     uint64_t wgen;
-    bool need_create;
+    bool fresh; /* placed by our open and no write has succeeded yet: writes carry create */
 };
 
 struct wreq {
@@ -82,6 +82,11 @@ struct cio {
     atomic_uint_fast64_t sess_gen;
     atomic_uint rr; /* replica rotation for reads */
     pthread_key_t tls;
+    /* Spare 1 MiB buffers (write pieces, read-ahead slots): reusing them saves an allocation, its page
+     * faults and its unmapping per MiB moved (several percent of the client's CPU on both paths). */
+    pthread_mutex_t pool_mu;
+    uint8_t *pool[32];
+    unsigned npool;
 };
 
 struct cio_file {
@@ -103,11 +108,12 @@ struct cio_file {
     struct wreq *inflight;
     unsigned ninflight;
     struct wreq *failed, **failed_tail;
-    /* read-ahead window (mu) */
-    uint8_t *ra;
-    uint64_t ra_off;
-    size_t ra_len;
-    uint64_t last_read_end;
+    /* read-ahead (mu): slots of RA_SLOT bytes fetched in the background, see "read-ahead" below */
+    struct ra_slot *ra;
+    unsigned nra;        /* slots in the list */
+    unsigned ra_pending; /* fetches in flight, including orphaned slots' */
+    uint64_t seq_next;   /* end of the last read: the next sequential read starts here */
+    unsigned nwreq; /* struct wreq alive (mu) */
 };
 
 /* Per-thread scratch: a codec and one block. */
@@ -150,6 +156,37 @@ static void backoff_sleep(uint32_t *ms)
     *ms = MIN(*ms * 2, 500u);
 }
 
+/* backoff_sleep cut short by `cancel` (may be NULL): -ECANCELED if it fired. */
+static int backoff_sleep_c(uint32_t *ms, struct rpc_cancel *cancel)
+{
+    int r = rpc_cancel_sleep(cancel, (uint64_t)*ms * NS_PER_MS);
+    *ms = MIN(*ms * 2, 500u);
+    return r;
+}
+
+/* A CIO_MAX_IO buffer (write pieces, read-ahead slots) from the spare pool, or a new one. */
+static uint8_t *buf_get(struct cio *c)
+{
+    pthread_mutex_lock(&c->pool_mu);
+    uint8_t *b = c->npool ? c->pool[--c->npool] : NULL;
+    pthread_mutex_unlock(&c->pool_mu);
+    return b ? b : xmalloc(CIO_MAX_IO);
+}
+
+/* Give a buf_get buffer back (NULL: no-op). */
+static void buf_put(struct cio *c, uint8_t *b)
+{
+    if (!b)
+        return;
+    pthread_mutex_lock(&c->pool_mu);
+    if (c->npool < ARRAY_SIZE(c->pool)) {
+        c->pool[c->npool++] = b;
+        b = NULL;
+    }
+    pthread_mutex_unlock(&c->pool_mu);
+    free(b);
+}
+
 /* ---- layer ------------------------------------------------------------------------------------------ */
 
 struct cio *cio_new(struct mc *mc, const struct cio_config *cfg)
@@ -171,6 +208,7 @@ struct cio *cio_new(struct mc *mc, const struct cio_config *cfg)
     atomic_init(&c->rr, 0);
     if (pthread_key_create(&c->tls, tls_free) != 0)
         PANIC("pthread_key_create failed");
+    pthread_mutex_init(&c->pool_mu, NULL);
     return c;
 }
 
@@ -184,6 +222,9 @@ void cio_free(struct cio *c)
         tls_free(t);
     }
     pthread_key_delete(c->tls);
+    while (c->npool)
+        free(c->pool[--c->npool]);
+    pthread_mutex_destroy(&c->pool_mu);
     free(c);
 }
 
@@ -208,11 +249,20 @@ struct cio_file *cio_file_new(struct cio *c, uint64_t ino, uint64_t size)
     return f;
 }
 
+static void ra_drop_locked(struct cio_file *f, uint64_t below);
+
+/* The last reference gives the buffer back; the file waits for nwreq == 0 before it is freed, so this is
+ * the last touch of f (the payload release may come after the write's completion). */
 static void wreq_put(struct wreq *w)
 {
     if (atomic_fetch_sub(&w->refs, 1) == 1) {
-        free(w->data);
+        struct cio_file *f = w->f;
+        buf_put(f->c, w->data);
         free(w);
+        pthread_mutex_lock(&f->mu);
+        f->nwreq--;
+        pthread_cond_broadcast(&f->cv);
+        pthread_mutex_unlock(&f->mu);
     }
 }
 
@@ -221,8 +271,9 @@ void cio_file_free(struct cio_file *f)
     if (!f)
         return;
     pthread_mutex_lock(&f->mu);
-    while (f->ninflight)
+    while (f->ninflight || f->ra_pending)
         pthread_cond_wait(&f->cv, &f->mu);
+    ra_drop_locked(f, 0);
     pthread_mutex_unlock(&f->mu);
     if (f->wb_len || f->failed)
         LOG_ERR("inode %llu: freed with unflushed writes (dropped)", (unsigned long long)f->ino);
@@ -235,8 +286,11 @@ void cio_file_free(struct cio_file *f)
             n = ch->next;
             free(ch);
         }
-    free(f->wbuf);
-    free(f->ra);
+    buf_put(f->c, f->wbuf);
+    pthread_mutex_lock(&f->mu);
+    while (f->nwreq)
+        pthread_cond_wait(&f->cv, &f->mu);
+    pthread_mutex_unlock(&f->mu);
     pthread_cond_destroy(&f->cv);
     pthread_mutex_destroy(&f->mu);
     pthread_mutex_destroy(&f->op_mu);
@@ -257,7 +311,7 @@ void cio_file_set_size(struct cio_file *f, uint64_t size, bool exact)
     f->meta_size = size;
     if (exact) {
         f->local_end = 0;
-        f->ra_len = 0;
+        ra_drop_locked(f, 0);
     }
     pthread_mutex_unlock(&f->mu);
 }
@@ -268,7 +322,7 @@ void cio_file_invalidate(struct cio_file *f)
     for (int i = 0; i < NBUCKETS; i++)
         for (struct cchunk *ch = f->buckets[i]; ch; ch = ch->next)
             ch->loc_valid = false;
-    f->ra_len = 0;
+    ra_drop_locked(f, 0);
     pthread_mutex_unlock(&f->mu);
 }
 
@@ -312,14 +366,14 @@ static bool loc_from_wire(const Synod__V1__ChunkLoc *w, struct loc *l)
 }
 
 /* Ask the metaserver where chunks [first, first+count) are and cache the answer. */
-static int locs_fetch(struct cio_file *f, uint64_t first, uint32_t count)
+static int locs_fetch(struct cio_file *f, uint64_t first, uint32_t count, struct rpc_cancel *cancel)
 {
     Synod__V1__ChunkLocReq req = SYNOD__V1__CHUNK_LOC_REQ__INIT;
     req.ino = f->ino;
     req.first_index = first;
     req.count = count;
     ProtobufCMessage *m;
-    int r = mc_call(f->c->mc, "ChunkLocations", &req.base, 0, &m);
+    int r = mc_call_cancellable(f->c->mc, "ChunkLocations", &req.base, MC_CANCEL_INFLIGHT, cancel, &m);
     if (r)
         return r;
     Synod__V1__ChunkLocRep *rep = (Synod__V1__ChunkLocRep *)m;
@@ -349,7 +403,7 @@ static int locs_fetch(struct cio_file *f, uint64_t first, uint32_t count)
     return 0;
 }
 
-static int loc_get(struct cio_file *f, uint64_t index, struct loc *out)
+static int loc_get(struct cio_file *f, uint64_t index, struct loc *out, struct rpc_cancel *cancel)
 {
     for (int attempt = 0;; attempt++) {
         pthread_mutex_lock(&f->mu);
@@ -362,7 +416,7 @@ static int loc_get(struct cio_file *f, uint64_t index, struct loc *out)
             return 0;
         if (attempt > 0)
             return -EIO;
-        int r = locs_fetch(f, index, LOC_BATCH);
+        int r = locs_fetch(f, index, LOC_BATCH, cancel);
         if (r)
             return r;
     }
@@ -447,8 +501,11 @@ static void read_req(const struct seg *s, Synod__V1__ReadReq *req)
 static int seg_decode(struct cio *c, struct seg *s, const Synod__V1__ReadRep *rep)
 {
     struct tls *t = tls_get(c);
-    memset(s->dst, 0, s->len);
     uint64_t lo = s->coff, hi = s->coff + s->len;
+    /* Bytes no block covers (holes inside the chunk, past its end) read as zeros. Rather than clearing
+     * everything first, clear each gap before the next block and the tail: `filled` is the highest end
+     * written so far, so any gap is cleared whatever order the blocks come in. */
+    uint64_t filled = lo;
     size_t pos = 0;
     for (size_t i = 0; i < rep->n_blocks; i++) {
         const Synod__V1__StoredBlock *b = rep->blocks[i];
@@ -463,6 +520,9 @@ static int seg_decode(struct cio *c, struct seg *s, const Synod__V1__ReadRep *re
         uint64_t from = MAX(bs, lo), to = MIN(be, hi);
         if (from >= to)
             continue;
+        if (from > filled)
+            memset(s->dst + (filled - lo), 0, (size_t)(from - filled));
+        filled = MAX(filled, to);
         if (from == bs && to == be) { /* the whole block is wanted: decode in place */
             if (codec_decode(t->codec, (enum codec_flag)b->flags, src, b->stored_len, s->dst + (bs - lo),
                              b->raw_len))
@@ -473,12 +533,14 @@ static int seg_decode(struct cio *c, struct seg *s, const Synod__V1__ReadRep *re
             memcpy(s->dst + (from - lo), t->block + (from - bs), (size_t)(to - from));
         }
     }
+    if (hi > filled)
+        memset(s->dst + (filled - lo), 0, (size_t)(hi - filled));
     return 0;
 }
 
 /* Read one segment synchronously, trying every replica in turn and refreshing locations, until the io
  * timeout. `skip` is a replica index that already failed (UINT32_MAX for none). */
-static int seg_read_sync(struct cio_file *f, struct seg *s, uint32_t skip)
+static int seg_read_sync(struct cio_file *f, struct seg *s, uint32_t skip, struct rpc_cancel *cancel)
 {
     struct cio *c = f->c;
     uint64_t deadline = deadline_after(c->cfg.io_timeout_ms);
@@ -487,7 +549,7 @@ static int seg_read_sync(struct cio_file *f, struct seg *s, uint32_t skip)
     for (int round = 0;; round++) {
         if (round > 0) {
             loc_drop(f, s->index);
-            int r = loc_get(f, s->index, &s->loc);
+            int r = loc_get(f, s->index, &s->loc, cancel);
             if (r)
                 return r;
             if (s->loc.chunk_id == 0) {
@@ -504,8 +566,12 @@ static int seg_read_sync(struct cio_file *f, struct seg *s, uint32_t skip)
             read_req(s, &req);
             ProtobufCMessage *m;
             struct rpc_status st;
-            int r = rpc_call(rpc_channel_get(s->loc.rep[ri].addr), &synod__v1__chunk_data__descriptor, "Read",
-                             &req.base, NULL, c->cfg.rpc_timeout_ms, &m, &st);
+            int r = rpc_call_cancellable(rpc_channel_get(s->loc.rep[ri].addr), &synod__v1__chunk_data__descriptor,
+                                         "Read", &req.base, NULL, c->cfg.rpc_timeout_ms, cancel, &m, &st);
+            if (rpc_cancel_triggered(cancel)) {
+                read_rep_free(m);
+                return -EINTR;
+            }
             if (r == 0) {
                 r = seg_decode(c, s, (Synod__V1__ReadRep *)m);
                 read_rep_free(m);
@@ -524,12 +590,13 @@ static int seg_read_sync(struct cio_file *f, struct seg *s, uint32_t skip)
                     (unsigned long long)s->loc.chunk_id, (unsigned long long)f->ino, c->cfg.io_timeout_ms);
             return -EIO;
         }
-        backoff_sleep(&backoff);
+        if (backoff_sleep_c(&backoff, cancel))
+            return -EINTR;
     }
 }
 
 /* Read [off, off+len) of the file (clipped by the caller to the size) into dst, in parallel pieces. */
-static int read_range(struct cio_file *f, uint64_t off, size_t len, uint8_t *dst)
+static int read_range(struct cio_file *f, uint64_t off, size_t len, uint8_t *dst, struct rpc_cancel *cancel)
 {
     struct cio *c = f->c;
     size_t nseg = 0, cap = len / CIO_MAX_IO + 2 + len / CIO_CHUNK_SIZE;
@@ -555,7 +622,7 @@ static int read_range(struct cio_file *f, uint64_t off, size_t len, uint8_t *dst
     }
     for (size_t i = 0; i < nseg; i++) {
         struct seg *s = &segs[i];
-        r = loc_get(f, s->index, &s->loc);
+        r = loc_get(f, s->index, &s->loc, cancel);
         if (r)
             goto out_wait;
         if (s->loc.chunk_id == 0 || s->loc.nrep == 0) {
@@ -569,14 +636,16 @@ static int read_range(struct cio_file *f, uint64_t off, size_t len, uint8_t *dst
         pthread_mutex_lock(&w.mu);
         w.pending++;
         pthread_mutex_unlock(&w.mu);
-        rpc_call_async(rpc_channel_get(s->loc.rep[s->ri].addr), &synod__v1__chunk_data__descriptor, "Read",
-                       &req.base, NULL, c->cfg.rpc_timeout_ms, read_done, s);
+        rpc_call_async_cancellable(rpc_channel_get(s->loc.rep[s->ri].addr), &synod__v1__chunk_data__descriptor,
+                                   "Read", &req.base, NULL, c->cfg.rpc_timeout_ms, cancel, read_done, s);
     }
 out_wait:
     pthread_mutex_lock(&w.mu);
     while (w.pending)
         pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
+    if (rpc_cancel_triggered(cancel) && r == 0)
+        r = -EINTR; /* the pieces ended with -ECANCELED (or completed): no failover */
     for (size_t i = 0; i < nseg; i++) {
         struct seg *s = &segs[i];
         if (s->ri == UINT32_MAX) /* hole, or never sent */
@@ -594,7 +663,7 @@ out_wait:
                       (unsigned long long)s->loc.chunk_id, s->loc.version, s->loc.rep[s->ri].addr);
             if (e == -ESTALE || e == -ENOENT)
                 loc_drop(f, s->index);
-            int e2 = seg_read_sync(f, s, s->ri);
+            int e2 = seg_read_sync(f, s, s->ri, cancel);
             if (e2)
                 r = e2;
         }
@@ -605,24 +674,267 @@ out_wait:
     return r;
 }
 
-static int flush_locked(struct cio_file *f, bool fsync, bool release);
+static int flush_locked(struct cio_file *f, bool fsync, bool release, struct rpc_cancel *cancel);
 static bool overlaps_inflight(struct cio_file *f, uint64_t off, uint64_t end);
+
+/* ---- read-ahead --------------------------------------------------------------------------------------
+ *
+ * A sequential reader gets the next `readahead` bytes fetched in the background while it consumes the
+ * current ones: the file keeps a short list of slots, each RA_SLOT bytes aligned in the file (so inside one
+ * chunk, one Read RPC), fetched asynchronously in stored form. The dispatcher thread only parks the reply
+ * (RA_ARRIVED); the first reader that needs the slot checks and decodes it on its own thread (RA_DECODING,
+ * then RA_READY), so decoding runs in parallel on the FUSE threads; a failed fetch is redone there with the
+ * synchronous failover path. Readers find slots by offset each time they wake and never keep a pointer
+ * across an unlock, so a slot may be dropped at any time: a write, a truncate or an invalidation drops them
+ * all (a slot still being fetched or decoded is orphaned and freed by whoever holds it), and slots behind a
+ * sequential reader are dropped as it moves on. Memory per file is bounded by RA_MAX_SLOTS(readahead).
+ *
+ * Sequential means: the read starts within RA_SLOT of where the previous one ended (the kernel sends its
+ * own read-ahead as several concurrent requests, slightly out of order), or hits a slot. Anything else is
+ * read directly, exactly the blocks asked for, and starts no read-ahead: random reads pay nothing. */
+
+#define RA_SLOT CIO_MAX_IO
+#define RA_MAX_SLOTS(ra) ((ra) / RA_SLOT + 4)
+
+enum ra_state { RA_PENDING, RA_ARRIVED, RA_DECODING, RA_READY };
+
+struct ra_slot {
+    struct ra_slot *next;
+    struct cio_file *f;
+    uint64_t off;       /* in the file, RA_SLOT aligned */
+    enum ra_state state;
+    bool orphan;        /* dropped while fetched or decoded: the fetch completion or the decoder frees it */
+    uint32_t consumed;  /* bytes served from it */
+    struct seg seg;     /* the piece (len clipped at the size when issued), its location, replica and reply */
+    uint8_t *buf;
+};
+
+static void ra_slot_free(struct ra_slot *sl)
+{
+    read_rep_free(sl->seg.rep);
+    buf_put(sl->f->c, sl->buf);
+    free(sl);
+}
+
+/* Drop the slots that end at or before `below` (0: all of them); mu held. */
+static void ra_drop_locked(struct cio_file *f, uint64_t below)
+{
+    for (struct ra_slot **pp = &f->ra, *sl; (sl = *pp);) {
+        if (below && sl->off + RA_SLOT > below) {
+            pp = &sl->next;
+            continue;
+        }
+        *pp = sl->next;
+        f->nra--;
+        if (sl->state == RA_PENDING || sl->state == RA_DECODING)
+            sl->orphan = true;
+        else
+            ra_slot_free(sl);
+    }
+}
+
+/* Unlink and free a slot that nobody holds (READY or ARRIVED); mu held. */
+static void ra_unlink_free(struct cio_file *f, struct ra_slot *sl)
+{
+    for (struct ra_slot **pp = &f->ra; *pp; pp = &(*pp)->next)
+        if (*pp == sl) {
+            *pp = sl->next;
+            f->nra--;
+            break;
+        }
+    ra_slot_free(sl);
+}
+
+static struct ra_slot *ra_find(struct cio_file *f, uint64_t slot_off)
+{
+    for (struct ra_slot *sl = f->ra; sl; sl = sl->next)
+        if (sl->off == slot_off)
+            return sl;
+    return NULL;
+}
+
+static void ra_done(int err, ProtobufCMessage *reply, const struct rpc_status *st, void *arg)
+{
+    UNUSED(st);
+    struct ra_slot *sl = arg;
+    struct cio_file *f = sl->f;
+    pthread_mutex_lock(&f->mu);
+    bool orphan = sl->orphan;
+    sl->seg.err = err;
+    sl->seg.rep = reply;
+    sl->state = RA_ARRIVED;
+    f->ra_pending--;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu); /* the last touch of f: cio_file_free waits for ra_pending */
+    if (orphan)
+        ra_slot_free(sl);
+}
+
+/* Start fetching the slots of [from, to) that are missing (to is clipped at `size`); mu NOT held. Holes are
+ * ready at once; a slot whose location cannot be had is left for its reader's failover path. */
+static void ra_issue(struct cio_file *f, uint64_t from, uint64_t to, uint64_t size)
+{
+    struct cio *c = f->c;
+    to = MIN(to, size);
+    for (uint64_t o = from / RA_SLOT * RA_SLOT; o < to; o += RA_SLOT) {
+        pthread_mutex_lock(&f->mu);
+        bool have = ra_find(f, o) != NULL;
+        if (have || f->nra >= RA_MAX_SLOTS(c->cfg.readahead)) {
+            pthread_mutex_unlock(&f->mu);
+            if (have)
+                continue;
+            return;
+        }
+        struct ra_slot *sl = xcalloc(1, sizeof(*sl));
+        sl->f = f;
+        sl->off = o;
+        sl->state = RA_PENDING;
+        sl->buf = buf_get(c);
+        sl->seg.index = o / CIO_CHUNK_SIZE;
+        sl->seg.coff = o % CIO_CHUNK_SIZE;
+        sl->seg.len = (uint32_t)MIN((uint64_t)RA_SLOT, size - o);
+        sl->seg.dst = sl->buf;
+        sl->seg.ri = UINT32_MAX;
+        sl->next = f->ra;
+        f->ra = sl;
+        f->nra++;
+        f->ra_pending++;
+        pthread_mutex_unlock(&f->mu);
+        struct loc l;
+        int r = loc_get(f, sl->seg.index, &l, NULL);
+        if (r == 0 && (l.chunk_id == 0 || l.nrep == 0)) { /* a hole: its reader zero-fills it */
+            sl->seg.loc.chunk_id = 0;
+            ra_done(0, NULL, NULL, sl); /* sl may be gone after this */
+            continue;
+        }
+        if (r) { /* the reader's failover path looks the location up again */
+            ra_done(r, NULL, NULL, sl);
+            continue;
+        }
+        sl->seg.loc = l;
+        sl->seg.ri = atomic_fetch_add(&c->rr, 1) % l.nrep;
+        Synod__V1__ReadReq req;
+        read_req(&sl->seg, &req);
+        rpc_call_async(rpc_channel_get(l.rep[sl->seg.ri].addr), &synod__v1__chunk_data__descriptor, "Read",
+                       &req.base, NULL, c->cfg.rpc_timeout_ms, ra_done, sl);
+    }
+}
+
+/* Check and decode an arrived slot on this thread (failing over if needed); mu held on entry and return,
+ * released meanwhile. Returns 0 or -errno; on error the slot is gone. */
+static int ra_decode(struct cio_file *f, struct ra_slot *sl, struct rpc_cancel *cancel)
+{
+    sl->state = RA_DECODING;
+    pthread_mutex_unlock(&f->mu);
+    struct seg *s = &sl->seg;
+    int e = s->err;
+    if (e == 0 && s->loc.chunk_id == 0) {
+        memset(s->dst, 0, s->len);
+    } else if (e == 0) {
+        e = seg_decode(f->c, s, (Synod__V1__ReadRep *)s->rep);
+        if (e == -EBADMSG)
+            report_bad(f, s->loc.chunk_id, s->loc.version, s->loc.rep[s->ri].id, e);
+    }
+    read_rep_free(s->rep);
+    s->rep = NULL;
+    if (e) {
+        if (e == -ESTALE || e == -ENOENT)
+            loc_drop(f, s->index);
+        if (s->loc.chunk_id == 0 && s->ri == UINT32_MAX) { /* the location lookup itself failed */
+            e = loc_get(f, s->index, &s->loc, cancel);
+            if (e == 0 && s->loc.chunk_id == 0)
+                memset(s->dst, 0, s->len);
+            else if (e == 0)
+                e = seg_read_sync(f, s, UINT32_MAX, cancel);
+        } else {
+            e = seg_read_sync(f, s, s->ri, cancel);
+        }
+    }
+    pthread_mutex_lock(&f->mu);
+    if (sl->orphan) {
+        ra_slot_free(sl); /* dropped meanwhile: whoever dropped it counts on us */
+        return -EAGAIN;   /* the caller looks again (and reads directly) */
+    }
+    if (e) {
+        ra_unlink_free(f, sl);
+        pthread_cond_broadcast(&f->cv);
+        return e;
+    }
+    sl->state = RA_READY;
+    pthread_cond_broadcast(&f->cv);
+    return 0;
+}
+
+static void wake_file(void *arg)
+{
+    struct cio_file *f = arg;
+    pthread_mutex_lock(&f->mu);
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* Serve [off, off+len) (inside the size) from slots, reading directly what no slot holds; mu NOT held. */
+static int ra_read(struct cio_file *f, uint64_t off, size_t len, uint8_t *buf, struct rpc_cancel *cancel)
+{
+    int r = 0;
+    pthread_mutex_lock(&f->mu);
+    for (uint64_t p = off; p < off + len && r == 0;) {
+        uint64_t so = p / RA_SLOT * RA_SLOT;
+        size_t n = (size_t)MIN(off + len - p, so + RA_SLOT - p);
+        struct ra_slot *sl = ra_find(f, so);
+        if (sl && sl->state == RA_READY && p + n <= so + sl->seg.len) {
+            memcpy(buf + (p - off), sl->buf + (p - so), n);
+            p += n;
+            /* A sequential stream reads each byte once (the page cache absorbs re-reads), in any order
+             * across the kernel's concurrent requests: a slot read in full is done. */
+            sl->consumed += n;
+            if (sl->consumed >= sl->seg.len)
+                ra_unlink_free(f, sl);
+        } else if (sl && sl->state == RA_ARRIVED) {
+            r = ra_decode(f, sl, cancel);
+            if (r == -EAGAIN)
+                r = 0; /* look again */
+        } else if (sl && sl->state != RA_READY) {
+            if (rpc_cancel_triggered(cancel)) {
+                r = -EINTR;
+                break;
+            }
+            pthread_cond_wait(&f->cv, &f->mu);
+        } else { /* no slot (dropped, or too short for a grown file): read this part directly */
+            pthread_mutex_unlock(&f->mu);
+            r = read_range(f, p, n, buf + (p - off), cancel);
+            pthread_mutex_lock(&f->mu);
+            p += n;
+        }
+    }
+    pthread_mutex_unlock(&f->mu);
+    return r;
+}
 
 int cio_read(struct cio_file *f, uint64_t off, size_t len, void *buf, size_t *out_len)
 {
+    return cio_read_cancellable(f, off, len, buf, out_len, NULL);
+}
+
+int cio_read_cancellable(struct cio_file *f, uint64_t off, size_t len, void *buf, size_t *out_len,
+                         struct rpc_cancel *cancel)
+{
     struct cio *c = f->c;
     *out_len = 0;
-    /* Read-your-writes: push buffered or in-flight data this read covers. */
+    /* Read-your-writes: push buffered or in-flight data this read covers. Pushing data already acknowledged
+     * to the application is never abandoned, so this part does not look at `cancel`. */
     pthread_mutex_lock(&f->mu);
     bool pending = (f->local_end && off < f->local_end) || overlaps_inflight(f, off, off + len) || f->failed;
     pthread_mutex_unlock(&f->mu);
     if (pending) {
         pthread_mutex_lock(&f->op_mu);
-        int r = flush_locked(f, false, false);
+        int r = flush_locked(f, false, false, NULL);
         pthread_mutex_unlock(&f->op_mu);
         if (r)
             return r;
     }
+    if (rpc_cancel_triggered(cancel))
+        return -EINTR;
     pthread_mutex_lock(&f->mu);
     uint64_t size = MAX(f->meta_size, f->local_end);
     if (off >= size) {
@@ -630,38 +942,27 @@ int cio_read(struct cio_file *f, uint64_t off, size_t len, void *buf, size_t *ou
         return 0;
     }
     len = (size_t)MIN((uint64_t)len, size - off);
-    if (f->ra_len && off >= f->ra_off && off + len <= f->ra_off + f->ra_len) {
-        memcpy(buf, f->ra + (off - f->ra_off), len);
-        f->last_read_end = off + len;
-        pthread_mutex_unlock(&f->mu);
+    bool seq = c->cfg.readahead && (ra_find(f, off / RA_SLOT * RA_SLOT) ||
+                                    (off + RA_SLOT >= f->seq_next && off <= f->seq_next + RA_SLOT));
+    f->seq_next = off + len;
+    if (seq && off >= (uint64_t)c->cfg.readahead + RA_SLOT) /* leftovers well behind the reader */
+        ra_drop_locked(f, (off - c->cfg.readahead) / RA_SLOT * RA_SLOT);
+    pthread_mutex_unlock(&f->mu);
+    if (!seq) {
+        int r = read_range(f, off, len, buf, cancel);
+        if (r)
+            return r;
         *out_len = len;
         return 0;
     }
-    bool seq = c->cfg.readahead > len && (off == f->last_read_end || (f->ra_len && off == f->ra_off + f->ra_len));
-    size_t fetch = seq ? (size_t)MIN((uint64_t)c->cfg.readahead, size - off) : len;
-    pthread_mutex_unlock(&f->mu);
-    if (fetch <= len) {
-        int r = read_range(f, off, len, buf);
-        if (r)
-            return r;
-    } else {
-        uint8_t *win = xmalloc(fetch);
-        int r = read_range(f, off, fetch, win);
-        if (r) {
-            free(win);
-            return r;
-        }
-        memcpy(buf, win, len);
-        pthread_mutex_lock(&f->mu);
-        free(f->ra);
-        f->ra = win;
-        f->ra_off = off;
-        f->ra_len = fetch;
-        pthread_mutex_unlock(&f->mu);
-    }
-    pthread_mutex_lock(&f->mu);
-    f->last_read_end = off + len;
-    pthread_mutex_unlock(&f->mu);
+    struct rpc_cancel_hook hook;
+    if (!rpc_cancel_hook_add(cancel, &hook, wake_file, f))
+        return -EINTR;
+    ra_issue(f, off, off + len + c->cfg.readahead, size);
+    int r = ra_read(f, off, len, buf, cancel);
+    rpc_cancel_hook_del(cancel, &hook);
+    if (r)
+        return r;
     *out_len = len;
     return 0;
 }
@@ -696,7 +997,7 @@ static int chunk_open(struct cio_file *f, uint64_t index, bool force, struct loc
     bool fresh = !force && ch->wopen && ch->wgen == gen && ch->lease_until > now;
     if (fresh) {
         *out = ch->loc;
-        *create = ch->need_create || ch->loc.version == 1;
+        *create = ch->fresh;
     }
     pthread_mutex_unlock(&f->mu);
     if (fresh)
@@ -729,11 +1030,14 @@ static int chunk_open(struct cio_file *f, uint64_t index, bool force, struct loc
             return -EIO;
         }
         uint32_t lease = rep->lease_ms ? rep->lease_ms : 10000;
+        bool rep_fresh = rep->fresh;
         rpc_message_free(m);
         pthread_mutex_lock(&f->mu);
         ch = chunk_at(f, index);
-        if (ch->loc.chunk_id != l.chunk_id || ch->loc.version != l.version)
-            ch->need_create = false;
+        /* A renewal of our own fresh chunk stays fresh until a write succeeds (see written()). */
+        if (ch->loc.chunk_id != l.chunk_id)
+            ch->fresh = false;
+        ch->fresh |= rep_fresh;
         ch->loc = l;
         ch->loc_valid = true;
         ch->loc_until = now + (uint64_t)lease * NS_PER_MS;
@@ -741,7 +1045,7 @@ static int chunk_open(struct cio_file *f, uint64_t index, bool force, struct loc
         ch->wgen = gen;
         ch->lease_until = now + (uint64_t)lease * NS_PER_MS / 2; /* renew when half spent */
         *out = l;
-        *create = ch->need_create || l.version == 1;
+        *create = ch->fresh;
         pthread_mutex_unlock(&f->mu);
         return 0;
     }
@@ -778,6 +1082,7 @@ static void written(struct cio_file *f, uint64_t index, uint64_t end)
 {
     struct cchunk *ch = chunk_at(f, index);
     ch->dirty = ch->unsynced = true;
+    ch->fresh = false; /* every replica of the chain has the chunk now */
     ch->wend = MAX(ch->wend, end);
 }
 
@@ -862,11 +1167,9 @@ static int write_sync(struct cio_file *f, uint64_t index, uint64_t off, const ui
             pthread_mutex_lock(&f->mu);
             cur = chunk_at(f, index)->loc;
             pthread_mutex_unlock(&f->mu);
-            if (rerr == -ENOENT) {
-                pthread_mutex_lock(&f->mu);
-                chunk_at(f, index)->need_create = true;
-                pthread_mutex_unlock(&f->mu);
-            } else if (bad != UINT32_MAX && cur.nrep > 1) {
+            /* A replica without the chunk (ENOENT) on a chunk that is not fresh has lost its data: it is
+             * reported like any failed replica, never recreated empty (that would serve zeros). */
+            if (bad != UINT32_MAX && cur.nrep > 1) {
                 report_bad(f, chunk_id ? chunk_id : cur.chunk_id, version ? version : cur.version, bad, rerr);
                 force = true;
             } else if (rerr == -ESTALE) {
@@ -961,7 +1264,7 @@ static int wbuf_send(struct cio_file *f)
     if (failed) {
         int r = drain(f);
         if (r) {
-            free(data);
+            buf_put(c, data);
             return r;
         }
     }
@@ -969,7 +1272,7 @@ static int wbuf_send(struct cio_file *f)
     bool create;
     int r = chunk_open(f, index, false, &l, &create);
     if (r) {
-        free(data);
+        buf_put(c, data);
         pthread_mutex_lock(&f->mu);
         if (!f->err)
             f->err = r;
@@ -978,6 +1281,9 @@ static int wbuf_send(struct cio_file *f)
     }
     struct wreq *w = xcalloc(1, sizeof(*w));
     w->f = f;
+    pthread_mutex_lock(&f->mu);
+    f->nwreq++;
+    pthread_mutex_unlock(&f->mu);
     atomic_init(&w->refs, 2); /* the payload release and the completion */
     w->index = index;
     w->off = off;
@@ -1138,8 +1444,33 @@ static int fsync_all(struct cio_file *f)
     return rc;
 }
 
-static int flush_locked(struct cio_file *f, bool fsync, bool release)
+/* Wait until no write of the file is in flight, or `cancel` fires (-EINTR); op_mu held, nothing sent. */
+static int wait_idle(struct cio_file *f, unsigned below, struct rpc_cancel *cancel)
 {
+    struct rpc_cancel_hook hook;
+    if (!rpc_cancel_hook_add(cancel, &hook, wake_file, f))
+        return -EINTR;
+    pthread_mutex_lock(&f->mu);
+    while (f->ninflight > below && !rpc_cancel_triggered(cancel))
+        pthread_cond_wait(&f->cv, &f->mu);
+    int r = f->ninflight > below ? -EINTR : 0;
+    pthread_mutex_unlock(&f->mu);
+    rpc_cancel_hook_del(cancel, &hook);
+    return r;
+}
+
+/* The interrupt rule of the write side: an interrupted write, flush or fsync returns -EINTR only while it
+ * has sent nothing itself (it may have been waiting for writes sent earlier, which go on and whose errors
+ * stay sticky); from its first send on it completes, bounded by io_timeout_ms like any write. So the
+ * application never sees EINTR for data that was half pushed by the interrupted call, and acknowledged
+ * data is never dropped. */
+static int flush_locked(struct cio_file *f, bool fsync, bool release, struct rpc_cancel *cancel)
+{
+    if (cancel) {
+        int r0 = wait_idle(f, 0, cancel);
+        if (r0)
+            return r0;
+    }
     int r = wbuf_send(f);
     int r2 = drain(f);
     r = r ? r : r2;
@@ -1167,8 +1498,13 @@ static int flush_locked(struct cio_file *f, bool fsync, bool release)
 
 int cio_flush(struct cio_file *f, bool fsync, bool release)
 {
+    return cio_flush_cancellable(f, fsync, release, NULL);
+}
+
+int cio_flush_cancellable(struct cio_file *f, bool fsync, bool release, struct rpc_cancel *cancel)
+{
     pthread_mutex_lock(&f->op_mu);
-    int r = flush_locked(f, fsync, release);
+    int r = flush_locked(f, fsync, release, cancel);
     pthread_mutex_unlock(&f->op_mu);
     return r;
 }
@@ -1179,7 +1515,7 @@ static int write_locked(struct cio_file *f, uint64_t off, const uint8_t *buf, si
     pthread_mutex_lock(&f->mu);
     int err = f->err;
     f->err = 0;
-    f->ra_len = 0;
+    ra_drop_locked(f, 0);
     f->local_end = MAX(f->local_end, off + len);
     pthread_mutex_unlock(&f->mu);
     if (err)
@@ -1194,7 +1530,7 @@ static int write_locked(struct cio_file *f, uint64_t off, const uint8_t *buf, si
         }
         if (!f->wb_len) {
             if (!f->wbuf)
-                f->wbuf = xmalloc(CIO_MAX_IO);
+                f->wbuf = buf_get(c);
             f->wb_off = off;
         }
         uint64_t lim = (f->wb_off / CIO_MAX_IO + 1) * CIO_MAX_IO;
@@ -1221,7 +1557,20 @@ static int write_locked(struct cio_file *f, uint64_t off, const uint8_t *buf, si
 
 int cio_write(struct cio_file *f, uint64_t off, const void *buf, size_t len)
 {
+    return cio_write_cancellable(f, off, buf, len, NULL);
+}
+
+int cio_write_cancellable(struct cio_file *f, uint64_t off, const void *buf, size_t len, struct rpc_cancel *cancel)
+{
     pthread_mutex_lock(&f->op_mu);
+    /* The one interruptible wait of a write (see flush_locked): room in flight, before any byte is taken. */
+    if (cancel) {
+        int r = wait_idle(f, f->c->cfg.max_inflight - 1, cancel);
+        if (r) {
+            pthread_mutex_unlock(&f->op_mu);
+            return r;
+        }
+    }
     int r = write_locked(f, off, buf, len);
     pthread_mutex_unlock(&f->op_mu);
     return r;
@@ -1231,14 +1580,14 @@ int cio_truncate_prepare(struct cio_file *f, uint64_t new_size)
 {
     static const uint8_t zeros[CIO_MAX_IO];
     pthread_mutex_lock(&f->op_mu);
-    int r = flush_locked(f, false, false);
+    int r = flush_locked(f, false, false, NULL);
     if (r)
         goto out;
     uint64_t old = cio_file_size(f);
     if (new_size >= old || new_size % CIO_CHUNK_SIZE == 0)
         goto out;
     struct loc l;
-    r = loc_get(f, new_size / CIO_CHUNK_SIZE, &l);
+    r = loc_get(f, new_size / CIO_CHUNK_SIZE, &l, NULL);
     if (r || l.chunk_id == 0)
         goto out;
     uint64_t end = MIN(old, (new_size / CIO_CHUNK_SIZE + 1) * CIO_CHUNK_SIZE);
@@ -1248,7 +1597,7 @@ int cio_truncate_prepare(struct cio_file *f, uint64_t new_size)
         p += n;
     }
     if (!r)
-        r = flush_locked(f, false, true);
+        r = flush_locked(f, false, true, NULL);
 out:
     pthread_mutex_unlock(&f->op_mu);
     return r;

@@ -11,8 +11,9 @@
  * (rotating, so readers spread over replicas); the client checks every block's CRC32C of the stored bytes,
  * decompresses it (one codec per thread) and zero-fills holes. A piece that fails (error, CRC mismatch,
  * undecodable block) is retried on the next replica; a bad block is reported with BadReplica. A stale
- * version (ESTALE/ENOENT) refreshes the locations. Sequential reads fetch `readahead` bytes at once and
- * serve the following reads from that window.
+ * version (ESTALE/ENOENT) refreshes the locations. A sequential reader gets the next `readahead` bytes
+ * fetched in the background in 1 MiB slots (bounded per file, dropped on write, truncate and invalidation);
+ * other reads fetch exactly what they ask for and start no read-ahead.
  *
  * WRITES. Writes are buffered per file into one contiguous run inside one chunk, up to 1 MiB, and sent
  * when full, at a chunk boundary, on a non-contiguous write, or on flush. Sending: ChunkOpenWrite gives the
@@ -51,7 +52,7 @@ struct cio_config {
     uint32_t io_timeout_ms;   /* give up on a piece of I/O after this (EIO); 0 = 30000 */
     uint32_t rpc_timeout_ms;  /* one data RPC; 0 = 10000 */
     uint32_t loc_ttl_ms;      /* location cache lifetime; 0 = 1000 */
-    uint32_t readahead;       /* bytes fetched at once by sequential reads (0 = off) */
+    uint32_t readahead;       /* bytes fetched ahead of a sequential reader, in the background (0 = off) */
     uint32_t max_inflight;    /* write RPCs in flight per file; 0 = 4 */
     uint32_t writedone_ms;    /* ChunkWriteDone at least this often while writing; 0 = 1000 */
 };
@@ -83,6 +84,17 @@ bool cio_file_dirty(struct cio_file *f);
 /* Read up to len bytes at off into buf; *out_len < len only at end of file. Returns 0 or -errno (EIO when
  * no replica could serve the data within io_timeout_ms). Blocks. */
 int cio_read(struct cio_file *f, uint64_t off, size_t len, void *buf, size_t *out_len);
+/* cio_read, cio_write and cio_flush with a cancellation token (may be NULL), for FUSE interrupts: they
+ * return -EINTR promptly when `cancel` fires while they wait, under one rule for the write side: a write,
+ * flush or fsync is abandoned only while it has sent nothing itself (waiting for room or for earlier writes
+ * in flight); once it sent data it completes (bounded by io_timeout_ms), so an interrupted call never leaves
+ * its own data half pushed and acknowledged data is never dropped. A read is abandoned at any point (its
+ * RPCs are cancelled; shared read-ahead fetches go on). Waits for another thread's flush of the same file
+ * (op_mu) and the read-your-writes flush of cio_read are not interruptible. */
+int cio_read_cancellable(struct cio_file *f, uint64_t off, size_t len, void *buf, size_t *out_len,
+                         struct rpc_cancel *cancel);
+int cio_write_cancellable(struct cio_file *f, uint64_t off, const void *buf, size_t len, struct rpc_cancel *cancel);
+int cio_flush_cancellable(struct cio_file *f, bool fsync, bool release, struct rpc_cancel *cancel);
 /* Buffer and send len bytes at off. Returns 0 (the data is buffered or in flight) or a sticky -errno from
  * an earlier write of this file. Blocks when the file has max_inflight writes in flight. */
 int cio_write(struct cio_file *f, uint64_t off, const void *buf, size_t len);

@@ -137,6 +137,43 @@ static void reply_result(fuse_req_t req, int r)
     fuse_reply_err(req, r < 0 ? -r : r);
 }
 
+/* Interrupts (FUSE_INTERRUPT, a signal to the blocked process) trigger a cancellation token that the
+ * operation passes down (rpc.h, mc_call_cancellable, cio_*_cancellable); libfuse calls intr_fire at once if
+ * the interrupt came first. intr_end unregisters before the reply: fuse_req_interrupt_func takes the
+ * request's lock, which libfuse holds while it runs the callback, so the token never dies under it. */
+static void intr_fire(fuse_req_t req, void *tok)
+{
+    UNUSED(req);
+    rpc_cancel_trigger(tok);
+}
+
+static struct rpc_cancel *intr_begin(fuse_req_t req, struct rpc_cancel *tok)
+{
+    rpc_cancel_init(tok);
+    fuse_req_interrupt_func(req, intr_fire, tok);
+    return tok;
+}
+
+static void intr_end(fuse_req_t req, struct rpc_cancel *tok)
+{
+    fuse_req_interrupt_func(req, NULL, NULL);
+    rpc_cancel_destroy(tok);
+}
+
+/* As ask (below), interruptible (see mc_call_cancellable for when a mutation may stop). */
+static ProtobufCMessage *ask_intr(fuse_req_t req, const char *method, ProtobufCMessage *m, unsigned flags)
+{
+    struct rpc_cancel tok;
+    ProtobufCMessage *rep;
+    int r = mc_call_cancellable(FS(req)->mc, method, m, flags, intr_begin(req, &tok), &rep);
+    intr_end(req, &tok);
+    if (r) {
+        reply_result(req, r);
+        return NULL;
+    }
+    return rep;
+}
+
 /* Call `method`; on failure answer the request with the error and return NULL, else the reply (caller
  * frees with rpc_message_free). */
 static ProtobufCMessage *ask(fuse_req_t req, const char *method, ProtobufCMessage *m)
@@ -182,7 +219,9 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     m.parent = parent;
     m.name = (char *)name;
     ProtobufCMessage *rep;
-    int r = mc_call(fs->mc, "Lookup", &m.base, 0, &rep);
+    struct rpc_cancel tok;
+    int r = mc_call_cancellable(fs->mc, "Lookup", &m.base, MC_CANCEL_INFLIGHT, intr_begin(req, &tok), &rep);
+    intr_end(req, &tok);
     if (r == -ENOENT && fs->negative_timeout > 0) {
         struct fuse_entry_param e;
         memset(&e, 0, sizeof(e));
@@ -436,7 +475,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     m.open = true;
     m.open_flags = (uint32_t)fi->flags;
     m.exclusive = (fi->flags & O_EXCL) != 0;
-    ProtobufCMessage *rep = ask(req, "Mknod", &m.base);
+    ProtobufCMessage *rep = ask_intr(req, "Mknod", &m.base, 0);
     if (!rep)
         return;
     const Synod__V1__CreateRep *cr_rep = (const Synod__V1__CreateRep *)rep;
@@ -464,7 +503,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     m.cred = cred_of(req, &cr);
     m.ino = ino;
     m.flags = (uint32_t)fi->flags;
-    ProtobufCMessage *rep = ask(req, "Open", &m.base);
+    ProtobufCMessage *rep = ask_intr(req, "Open", &m.base, 0);
     if (!rep)
         return;
     const Synod__V1__OpenRep *o = (const Synod__V1__OpenRep *)rep;
@@ -480,7 +519,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
     struct handle *h = H(fi);
     uint8_t *buf = xmalloc(size ? size : 1);
     size_t n;
-    int r = cio_read(h->n->file, (uint64_t)off, size, buf, &n);
+    struct rpc_cancel tok;
+    int r = cio_read_cancellable(h->n->file, (uint64_t)off, size, buf, &n, intr_begin(req, &tok));
+    intr_end(req, &tok);
     if (r)
         reply_result(req, r);
     else
@@ -493,7 +534,9 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 {
     UNUSED(ino);
     struct handle *h = H(fi);
-    int r = cio_write(h->n->file, (uint64_t)off, buf, size);
+    struct rpc_cancel tok;
+    int r = cio_write_cancellable(h->n->file, (uint64_t)off, buf, size, intr_begin(req, &tok));
+    intr_end(req, &tok);
     if (r)
         reply_result(req, r);
     else
@@ -507,7 +550,9 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs *fs = FS(req);
     struct handle *h = H(fi);
-    int r = cio_flush(h->n->file, false, false);
+    struct rpc_cancel tok;
+    int r = cio_flush_cancellable(h->n->file, false, false, intr_begin(req, &tok));
+    intr_end(req, &tok);
     if (atomic_load(&h->posix_locks)) {
         /* close() drops every POSIX lock of the owner on this file */
         int r2 = lock_call(fs, "SetLock", ino, fi->lock_owner, SYNOD__V1__LOCK_KIND__LOCK_POSIX,
@@ -536,7 +581,10 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 {
     UNUSED(ino);
     UNUSED(datasync);
-    reply_result(req, cio_flush(H(fi)->n->file, true, false));
+    struct rpc_cancel tok;
+    int r = cio_flush_cancellable(H(fi)->n->file, true, false, intr_begin(req, &tok));
+    intr_end(req, &tok);
+    reply_result(req, r);
 }
 
 /* ---- directories ------------------------------------------------------------------------------------ */
@@ -847,8 +895,21 @@ static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 
 /* ---- locks ------------------------------------------------------------------------------------------ */
 
+static int lock_call_c(struct fs *fs, const char *method, uint64_t ino, uint64_t owner, uint32_t kind,
+                       uint32_t type, uint64_t start, uint64_t end, uint32_t pid, bool wait, Synod__V1__LockRep *out,
+                       struct rpc_cancel *cancel);
+
 static int lock_call(struct fs *fs, const char *method, uint64_t ino, uint64_t owner, uint32_t kind, uint32_t type,
                      uint64_t start, uint64_t end, uint32_t pid, bool wait, Synod__V1__LockRep *out)
+{
+    return lock_call_c(fs, method, ino, owner, kind, type, start, end, pid, wait, out, NULL);
+}
+
+/* As lock_call, stopped by `cancel` only while SetLock certainly was not applied (mc_call_cancellable): an
+ * interrupted request must not leave a lock granted behind the application's back. */
+static int lock_call_c(struct fs *fs, const char *method, uint64_t ino, uint64_t owner, uint32_t kind,
+                       uint32_t type, uint64_t start, uint64_t end, uint32_t pid, bool wait, Synod__V1__LockRep *out,
+                       struct rpc_cancel *cancel)
 {
     Synod__V1__LockReq m = SYNOD__V1__LOCK_REQ__INIT;
     m.ino = ino;
@@ -860,7 +921,7 @@ static int lock_call(struct fs *fs, const char *method, uint64_t ino, uint64_t o
     m.pid = pid;
     m.wait = wait;
     ProtobufCMessage *rep;
-    int r = mc_call(fs->mc, method, &m.base, MC_EAGAIN_RESULT, &rep);
+    int r = mc_call_cancellable(fs->mc, method, &m.base, MC_EAGAIN_RESULT, cancel, &rep);
     if (r == 0 && out)
         *out = *(Synod__V1__LockRep *)rep;
     rpc_message_free(rep);
@@ -873,22 +934,27 @@ static uint32_t lock_type(short t)
                         : t == F_WRLCK ? SYNOD__V1__LOCK_TYPE__LOCK_WRITE : SYNOD__V1__LOCK_TYPE__LOCK_UNLOCK;
 }
 
-/* Take a lock; with `sleep`, poll with backoff until granted or interrupted (EINTR). */
+/* Take a lock; with `sleep`, poll with backoff until granted or interrupted (EINTR: the interrupt token
+ * wakes the backoff sleep at once; a SetLock in flight is answered first, see lock_call_c). */
 static int lock_acquire(fuse_req_t req, uint64_t ino, uint64_t owner, uint32_t kind, uint32_t type, uint64_t start,
                         uint64_t end, uint32_t pid, bool sleep)
 {
+    struct rpc_cancel tok;
+    intr_begin(req, &tok);
     uint64_t backoff_ms = 10;
+    int r;
     for (;;) {
-        int r = lock_call(FS(req), "SetLock", ino, owner, kind, type, start, end, pid, sleep, NULL);
+        r = lock_call_c(FS(req), "SetLock", ino, owner, kind, type, start, end, pid, sleep, NULL, &tok);
         if (r != -EAGAIN || !sleep)
-            return r;
-        for (uint64_t slept = 0; slept < backoff_ms; slept += 10) {
-            if (fuse_req_interrupted(req))
-                return -EINTR;
-            clk_sleep_ns(10 * NS_PER_MS);
+            break;
+        if (rpc_cancel_sleep(&tok, backoff_ms * NS_PER_MS)) {
+            r = -EINTR;
+            break;
         }
         backoff_ms = MIN(backoff_ms * 2, 1000u);
     }
+    intr_end(req, &tok);
+    return r;
 }
 
 static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock)

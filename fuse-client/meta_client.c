@@ -175,8 +175,19 @@ static int64_t remaining_ms(uint64_t deadline)
     return now >= deadline ? 0 : (int64_t)((deadline - now) / NS_PER_MS);
 }
 
+/* Did a failed attempt certainly not reach a leader's state machine? Then abandoning the operation on an
+ * interrupt cannot leave it applied behind the application's back. A refused connection is recognised by
+ * gRPC's own status text (the server never saw the request). */
+static bool attempt_unapplied(int r, const char *detail)
+{
+    if (r == -EREMOTE || r == -EAGAIN || r == -ENOSYS)
+        return true;
+    return r == -ENOTCONN && (strstr(detail, "ailed to connect") || strstr(detail, "onnection refused"));
+}
+
 static int call_svc(struct mc *mc, const ProtobufCServiceDescriptor *svc, const char *method,
-                    ProtobufCMessage *req, unsigned flags, bool use_session, ProtobufCMessage **rep)
+                    ProtobufCMessage *req, unsigned flags, bool use_session, struct rpc_cancel *cancel,
+                    ProtobufCMessage **rep)
 {
     *rep = NULL;
     uint64_t deadline = clk_mono_ns() + (uint64_t)mc->cfg.op_timeout_ms * NS_PER_MS;
@@ -187,7 +198,13 @@ static int call_svc(struct mc *mc, const ProtobufCServiceDescriptor *svc, const 
     uint32_t backoff = MC_BACKOFF_MIN_MS;
     unsigned tries = 0;
     int r, last = -EIO;
+    bool maybe_applied = false; /* some attempt may have reached a leader (see mc_call_cancellable) */
     for (;;) {
+        if (rpc_cancel_triggered(cancel) && ((flags & MC_CANCEL_INFLIGHT) || !maybe_applied)) {
+            LOG_DEBUG("%s interrupted after %u attempts", method, tries);
+            r = -EINTR;
+            goto out;
+        }
         if (slot && !seq) {
             uint64_t acked;
             seq = seq_begin(mc, &session, &acked);
@@ -200,10 +217,18 @@ static int call_svc(struct mc *mc, const ProtobufCServiceDescriptor *svc, const 
         int64_t left = remaining_ms(deadline);
         int64_t t = MAX(MIN((int64_t)mc->cfg.rpc_timeout_ms, left), 100);
         struct rpc_status st;
-        r = rpc_call(rpc_channel_get(target), svc, method, req, NULL, t, rep, &st);
+        /* Only side-effect-free attempts are cancelled in flight; a mutation once sent gets its answer. */
+        r = rpc_call_cancellable(rpc_channel_get(target), svc, method, req, NULL, t,
+                                 (flags & MC_CANCEL_INFLIGHT) ? cancel : NULL, rep, &st);
         tries++;
         if (r == 0)
             goto out;
+        if (r == -ECANCELED && (flags & MC_CANCEL_INFLIGHT) && rpc_cancel_triggered(cancel)) {
+            r = -EINTR;
+            goto out;
+        }
+        if (!attempt_unapplied(r, st.detail))
+            maybe_applied = true;
         last = r;
         bool pause = false;
         switch (r) {
@@ -243,7 +268,9 @@ static int call_svc(struct mc *mc, const ProtobufCServiceDescriptor *svc, const 
             goto out;
         }
         if (pause) {
-            clk_sleep_ns((uint64_t)MIN((int64_t)backoff, MAX(remaining_ms(deadline), 1)) * NS_PER_MS);
+            uint64_t ns = (uint64_t)MIN((int64_t)backoff, MAX(remaining_ms(deadline), 1)) * NS_PER_MS;
+            /* An interrupt cuts the pause short only when it may stop the operation (checked at the top). */
+            rpc_cancel_sleep((flags & MC_CANCEL_INFLIGHT) || !maybe_applied ? cancel : NULL, ns);
             backoff = MIN(backoff * 2, MC_BACKOFF_MAX_MS);
         }
     }
@@ -258,12 +285,18 @@ out:
 
 int mc_call(struct mc *mc, const char *method, ProtobufCMessage *req, unsigned flags, ProtobufCMessage **rep)
 {
-    return call_svc(mc, &synod__v1__meta__descriptor, method, req, flags, true, rep);
+    return call_svc(mc, &synod__v1__meta__descriptor, method, req, flags, true, NULL, rep);
+}
+
+int mc_call_cancellable(struct mc *mc, const char *method, ProtobufCMessage *req, unsigned flags,
+                        struct rpc_cancel *cancel, ProtobufCMessage **rep)
+{
+    return call_svc(mc, &synod__v1__meta__descriptor, method, req, flags, true, cancel, rep);
 }
 
 int mc_admin_call(struct mc *mc, const char *method, ProtobufCMessage *req, ProtobufCMessage **rep)
 {
-    return call_svc(mc, &synod__v1__admin__descriptor, method, req, 0, true, rep);
+    return call_svc(mc, &synod__v1__admin__descriptor, method, req, 0, true, NULL, rep);
 }
 
 /* ---- session ---------------------------------------------------------------------------------------- */
@@ -274,7 +307,7 @@ static int session_open(struct mc *mc, uint64_t *out_session, uint32_t *out_leas
     req.client_name = mc->client_name;
     req.lease_ms = mc->cfg.lease_ms;
     ProtobufCMessage *m;
-    int r = call_svc(mc, &synod__v1__meta__descriptor, "SessionOpen", &req.base, 0, false, &m);
+    int r = call_svc(mc, &synod__v1__meta__descriptor, "SessionOpen", &req.base, 0, false, NULL, &m);
     if (r)
         return r;
     Synod__V1__SessionOpenRep *rep = (Synod__V1__SessionOpenRep *)m;
@@ -320,7 +353,7 @@ static int session_check(struct mc *mc, uint64_t session)
     Synod__V1__SessionKeepaliveReq req = SYNOD__V1__SESSION_KEEPALIVE_REQ__INIT;
     req.session = session;
     ProtobufCMessage *m;
-    int r = call_svc(mc, &synod__v1__meta__descriptor, "SessionKeepalive", &req.base, 0, false, &m);
+    int r = call_svc(mc, &synod__v1__meta__descriptor, "SessionKeepalive", &req.base, 0, false, NULL, &m);
     rpc_message_free(m);
     if (r == -ESTALE) {
         if (session_reopen(mc, session) != 0)
@@ -430,7 +463,7 @@ void mc_free(struct mc *mc)
         req.session = mc->session;
         ProtobufCMessage *m;
         mc->cfg.op_timeout_ms = MIN(mc->cfg.op_timeout_ms, 2000u);
-        call_svc(mc, &synod__v1__meta__descriptor, "SessionClose", &req.base, 0, false, &m);
+        call_svc(mc, &synod__v1__meta__descriptor, "SessionClose", &req.base, 0, false, NULL, &m);
         rpc_message_free(m);
     }
     for (size_t i = 0; i < mc->naddrs; i++)

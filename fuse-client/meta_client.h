@@ -32,6 +32,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/rpc.h"
+
 struct mc; /* opaque */
 
 struct mc_config {
@@ -46,6 +48,7 @@ struct mc_config {
 enum {
     MC_EAGAIN_RESULT = 1, /* -EAGAIN is the operation's answer (locks, write leases), not "retry" */
     MC_NO_TIMEOUT_EIO = 2, /* return the last error instead of -EIO when the total timeout passes */
+    MC_CANCEL_INFLIGHT = 4, /* the method has no side effects: an interrupt may cancel an attempt in flight */
 };
 
 /* Parse the address list, open a session (retrying until op_timeout_ms) and start the keepalive thread.
@@ -60,6 +63,15 @@ void mc_free(struct mc *mc);
  * On failure returns -errno (the operation's own error), or -EIO after op_timeout_ms of transport
  * trouble (see top). Blocks. */
 int mc_call(struct mc *mc, const char *method, ProtobufCMessage *req, unsigned flags, ProtobufCMessage **rep);
+/* As mc_call, but `cancel` (may be NULL) can end it early with -EINTR (a FUSE interrupt). The rule keeps
+ * mutations exactly-once from the application's point of view: an operation is abandoned only while it
+ * certainly has not been applied, i.e. before its first attempt is sent, or when every attempt so far was
+ * refused unapplied (EREMOTE from a follower, EAGAIN "not serving yet", ENOSYS, or a connection that was
+ * never established); once an attempt may have reached a leader (in flight, timed out, reset), it runs to
+ * its normal end. With MC_CANCEL_INFLIGHT (read-only methods) the attempt in flight is cancelled as well and
+ * the call returns -EINTR within milliseconds. Blocks. */
+int mc_call_cancellable(struct mc *mc, const char *method, ProtobufCMessage *req, unsigned flags,
+                        struct rpc_cancel *cancel, ProtobufCMessage **rep);
 /* As mc_call for the Admin service (Status...). */
 int mc_admin_call(struct mc *mc, const char *method, ProtobufCMessage *req, ProtobufCMessage **rep);
 

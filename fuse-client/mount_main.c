@@ -124,8 +124,8 @@ static void usage(const char *prog)
            "owner, relatime, strictatime, lazytime, x-*, comment=*.\n"
            "\n"
            "FUSE options (-o), handled by libfuse:\n"
-           "    allow_other, allow_root, auto_unmount, default_permissions (not needed: the metaserver\n"
-           "    checks permissions), fsname=NAME (default synodfs:METASERVERS), subtype=NAME (default\n"
+           "    allow_other, allow_root, auto_unmount, default_permissions (always on: the kernel checks\n"
+           "    cached paths too), fsname=NAME (default synodfs:METASERVERS), subtype=NAME (default\n"
            "    synodfs), ro, rw, nosuid, suid, nodev, dev, noexec, exec, noatime, sync, dirsync,\n"
            "    max_read=N, blkdev, and those listed below.\n",
            prog);
@@ -314,6 +314,12 @@ int main(int argc, char **argv)
     }
     if (!o.have_subtype)
         fuse_opt_add_arg(&args, "-osubtype=synodfs");
+    /* The metaserver checks permissions on every request it sees, but the kernel answers path walks from its
+     * dentry cache without asking us: a name that root looked up would then be reachable by a user without
+     * search permission on its directory (and exec would need only some x bit). With default_permissions the
+     * kernel checks every access against the attributes we gave it (refreshed when older than attr_timeout),
+     * with the caller's supplementary groups; the metaserver still checks each mutating request itself. */
+    fuse_opt_add_arg(&args, "-odefault_permissions");
 
     if (!o.foreground)
         daemon_start();

@@ -41,6 +41,7 @@
  *   n/K chunk               ino (8) + index (8): chunk id -> table entry
  *   n/h cs chunk            replica index: chunk held by chunkserver (value: report generation, 8 LE)
  *   n/g copies(1) chunk     under-goal index (copies < goal), scanned fewest copies first
+ *   n/G chunk               over-goal index (copies > goal): the leader trims these
  *   n/p chunk dst(4)        ReplPending: replication handed to chunkserver dst
  *   n/q cs chunk            deletion queue: version (4 LE) of a replica chunkserver cs must delete
  *   n/u cs chunk            unknown chunk first seen at (8 LE ns), for the deletion grace period
@@ -114,9 +115,11 @@ size_t ns_find_dead_chunkservers(struct kv_txn *txn, int64_t now_ns, int64_t tim
 /* Chunks whose write lease ended before now_ns (leader wall clock): propose LeaseExpire for each, at most
  * `max`. *ids: caller frees. Returns the count. */
 size_t ns_find_expired_leases(struct kv_txn *txn, int64_t now_ns, size_t max, uint64_t **ids);
-/* Re-replication plan: up to `max` ReplStart commands for under-goal chunks, fewest copies first, at most
- * max_repl_per_cs (state parameter) in flight per source and per destination; pending ones older than
- * stale_ns are planned again. Each ReplStart is to be proposed; once applied, ns_cs_commands hands the
+/* Re-replication plan: up to `max` ReplStart commands for under-goal chunks, fewest copies first, then for
+ * chunks that meet their goal only with a copy on a DECOMMISSIONING chunkserver (drop_after = that one);
+ * at most max_repl_per_cs (state parameter) in flight per source and per destination; pending ones older
+ * than stale_ns are planned again. Sources may be draining chunkservers, targets only UP ones without a
+ * queued deletion of the chunk. Each ReplStart is to be proposed; once applied, ns_cs_commands hands the
  * copy to the destination. *out: array of heap messages, free each with synod__v1__repl_start__free_unpacked
  * and the array with free(). Returns the count. */
 size_t ns_plan_replication(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, size_t max,
@@ -127,12 +130,57 @@ size_t ns_plan_replication(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns,
  * apply turns into queue removals / new replicas. Returns the count. */
 size_t ns_cs_commands(struct kv_txn *txn, uint32_t cs, size_t max, Synod__V1__ChunkCmd ***out);
 
+/* Over-goal trimming: up to `max` ReplicaDrop commands for chunks with more copies than their goal (after a
+ * goal decrease, or a draining chunkserver's copy that is no longer needed), skipping chunks under a live
+ * write lease or with a copy in flight (pending younger than stale_ns). The copy dropped is one on a
+ * chunkserver that is not UP first, then the fullest; never one that would leave fewer UP copies than the
+ * goal. *out: free each with synod__v1__replica_drop__free_unpacked and the array with free(). */
+size_t ns_plan_trim(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, size_t max, Synod__V1__ReplicaDrop ***out);
+
+/* Rebalance plan: moves of one copy each from UP chunkservers whose used fraction is above the weighted
+ * mean + threshold_pct to ones below the mean (least used first), until the source is back under the
+ * line, at most max_moves, within the per-chunkserver copy throttle (copies in flight count). Never a
+ * chunk under a live write lease, under its goal, with a copy in flight, or with zero estimated bytes
+ * (bytes = the file's data in that chunk). Keeps label spread (a target whose label another copy already
+ * has is skipped unless the source has that label too). Each move is started as a ReplStart with
+ * drop_after = from (copy, then drop the source when the copy lands). Read-only; deterministic.
+ * *out: caller frees with free(); *mean_pct: the mean used percentage. */
+struct ns_move {
+    uint64_t chunk_id, bytes;
+    uint32_t version, from, to;
+};
+size_t ns_plan_rebalance(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, uint32_t threshold_pct,
+                         size_t max_moves, struct ns_move **out, uint32_t *mean_pct);
+
+/* Apply `cmd`: ReplicaDrop and FsckRepair here (ns_admin.c), every other case through ns_apply. The
+ * service's apply hook uses this. Same contract as ns_apply. */
+int ns_admin_apply(struct ns *ns, struct kv_txn *txn, const Synod__V1__NsCommand *cmd, struct ns_reply *rep);
+
+/* Fsck: one consistent pass (a LevelDB snapshot of `db`) over inodes, dirents and the chunk table.
+ * Problems go to out->rep (FsckRep: kind, ino, chunk, detail), at most max_problems listed (all counted in
+ * total_problems); the safe repairs to out->repair (at most NS_FSCK_MAX_FIXES; fix i repairs problem
+ * out->fix_problem[i]) to be proposed as one FsckRepair command. Past max_inodes inodes the scan stops
+ * collecting (rep.truncated) and the whole-namespace checks are skipped. now_ns: the leader's wall clock
+ * (a chunk past the end of its file is expected while under a write lease). Runs on the caller's thread,
+ * O(records), about 48 bytes per inode. Returns 0 or -EIO; release with ns_fsck_release. */
+#define NS_FSCK_MAX_FIXES 1000
+struct ns_fsck {
+    Synod__V1__FsckRep rep;
+    Synod__V1__FsckRepair repair;
+    size_t *fix_problem;
+};
+int ns_fsck_run(leveldb_t *db, int64_t now_ns, size_t max_inodes, size_t max_problems, struct ns_fsck *out);
+void ns_fsck_release(struct ns_fsck *f);
+
 /* Figures for status pages (read-only scans: O(entries + chunks), not for hot paths). files/dirs count
- * directory entries (a file with two names counts twice); missing = under-goal chunks with no copy. */
+ * directory entries (a file with two names counts twice); missing = under-goal chunks with no copy;
+ * under_goal also counts chunks that meet their goal only with a copy on a draining chunkserver. */
 struct ns_counts {
-    uint64_t inodes, files, dirs, chunks, under_goal, missing;
+    uint64_t inodes, files, dirs, chunks, under_goal, missing, over_goal;
 };
 void ns_count(struct kv_txn *txn, struct ns_counts *out);
+/* Copies the chunk table places on chunkserver cs (a draining one is done at 0). O(copies). */
+uint64_t ns_cs_held(struct kv_txn *txn, uint32_t cs);
 /* Every chunkserver record, in id order. *out: free each with synod__v1__chunkserver_rec__free_unpacked
  * and the array with free(). Returns the count. */
 size_t ns_chunkservers(struct kv_txn *txn, Synod__V1__ChunkserverRec ***out);

@@ -2,9 +2,9 @@
  * open-for-write (allocate + place, or bump the version) with one write lease per chunk, write completion,
  * bad-replica reports, truncation, and replica placement.
  *
- * A chunk record is keyed by (inode, index); chunk_store keeps its three indexes in step on every change:
- * n/K (id -> record), n/h (chunkserver -> chunks it holds) and n/g (under-goal chunks by copy count), so
- * chunkserver death, reports and re-replication planning never scan the whole table.
+ * A chunk record is keyed by (inode, index); chunk_store keeps its four indexes in step on every change:
+ * n/K (id -> record), n/h (chunkserver -> chunks it holds), n/g (under-goal chunks by copy count) and n/G
+ * (over-goal chunks), so chunkserver death, reports, re-replication and trimming never scan the whole table.
  *
  * Versions: the replica set is authoritative. A version bump (reopen for write, any replica leaving the
  * set) keeps the remaining replicas in the set; they adopt the new version on the next write (the
@@ -88,6 +88,12 @@ static void goal_key(struct nkey *k, size_t copies, uint64_t chunk)
     nk_u64(k, chunk);
 }
 
+static void over_key(struct nkey *k, uint64_t chunk)
+{
+    nk_init(k, 'G');
+    nk_u64(k, chunk);
+}
+
 static void held_key(struct nkey *k, uint32_t cs, uint64_t chunk)
 {
     nk_init(k, 'h');
@@ -147,6 +153,16 @@ void chunk_store(struct ns_ctx *c, const Synod__V1__ChunkRec *old, const Synod__
         goal_key(&k, nw->n_replicas, nw->chunk_id);
         nk_put(c, &k, "", 0);
     }
+    /* over-goal index: what the leader trims after a goal decrease or a finished drain copy */
+    bool old_over = old && old->n_replicas > old->goal;
+    bool new_over = nw && nw->n_replicas > nw->goal;
+    if (old_over != new_over) {
+        over_key(&k, any->chunk_id);
+        if (new_over)
+            nk_put(c, &k, "", 0);
+        else
+            nk_del(c, &k);
+    }
 }
 
 void delete_enqueue(struct ns_ctx *c, uint32_t cs, uint64_t chunk_id, uint32_t version)
@@ -203,6 +219,17 @@ bool replica_remove(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs)
     chunk_store(c, old, nw);
     chunk_free(old);
     chunk_free(nw);
+    return true;
+}
+
+bool replica_drop(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs)
+{
+    if (!replica_remove(c, chunk_id, cs))
+        return false;
+    /* Version 0 = whatever version it stores: removals bump the table's version without telling the
+     * chunkservers, so the copy may sit at any older version. A copy to cs is never started while this
+     * deletion is queued (op_repl_start), so it cannot hit a newer copy. */
+    delete_enqueue(c, cs, chunk_id, 0);
     return true;
 }
 
@@ -452,6 +479,7 @@ int op_chunk_open_write(struct ns_ctx *c, const Synod__V1__ChunkOpenWriteReq *r)
     Synod__V1__ChunkRec *old = chunk_get(c, n->ino, r->index);
     Synod__V1__ChunkRec *nw;
     struct nkey lk;
+    bool fresh = !old;
     if (old) {
         bool held = old->lease_session && old->lease_expire_ns > c->now;
         if (held && old->lease_session != c->session) {
@@ -459,26 +487,26 @@ int op_chunk_open_write(struct ns_ctx *c, const Synod__V1__ChunkOpenWriteReq *r)
             return -EAGAIN; /* one writer per chunk */
         }
         nw = chunk_dup(old);
-        if (!held) {
+        if (!held || nw->n_replicas == 0)
             nw->version++;
-            if (nw->n_replicas == 0) { /* every replica lost: start again on fresh chunkservers */
-                struct cs_cand *v;
-                size_t nc = cands_load(c, &v);
-                uint32_t ids[NS_MAX_GOAL];
-                size_t got = placement_pick(v, nc, NULL, 0, MIN(MAX(n->goal, 1u), (uint32_t)NS_MAX_GOAL), 0, ids);
-                cands_free(v, nc);
-                if (!got) {
-                    chunk_free(old);
-                    chunk_free(nw);
-                    return -ENOSPC;
-                }
-                set_replicas(nw, ids, got);
-                note_placed(c, ids, got);
+        if (nw->n_replicas == 0) { /* every replica lost: start again on fresh chunkservers */
+            struct cs_cand *v;
+            size_t nc = cands_load(c, &v);
+            uint32_t ids[NS_MAX_GOAL];
+            size_t got = placement_pick(v, nc, NULL, 0, MIN(MAX(n->goal, 1u), (uint32_t)NS_MAX_GOAL), 0, ids);
+            cands_free(v, nc);
+            if (!got) {
+                chunk_free(old);
+                chunk_free(nw);
+                return -ENOSPC;
             }
-            if (old->lease_session && old->lease_session != c->session) {
-                lease_key(&lk, old->lease_session, old->chunk_id);
-                nk_del(c, &lk);
-            }
+            set_replicas(nw, ids, got);
+            note_placed(c, ids, got);
+            fresh = true;
+        }
+        if (!held && old->lease_session && old->lease_session != c->session) {
+            lease_key(&lk, old->lease_session, old->chunk_id);
+            nk_del(c, &lk);
         }
     } else {
         struct cs_cand *v;
@@ -512,6 +540,7 @@ int op_chunk_open_write(struct ns_ctx *c, const Synod__V1__ChunkOpenWriteReq *r)
     Synod__V1__ChunkOpenWriteRep rep = SYNOD__V1__CHUNK_OPEN_WRITE_REP__INIT;
     rep.chunk = &loc;
     rep.lease_ms = ctr->lease_ms;
+    rep.fresh = fresh;
     reply_msg(c, &rep.base);
     loc_release(&loc);
     chunk_free(old);

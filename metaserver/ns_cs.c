@@ -6,6 +6,12 @@
  * deterministic; time-driven decisions (a chunkserver silent too long, a write lease over) are taken by
  * the leader with its own clock, which then proposes a command (ChunkserverDead, LeaseExpire).
  *
+ * Replica maintenance planned by the leader (read-only helpers below, each result proposed as a command):
+ * re-replication of under-goal chunks, draining of DECOMMISSIONING chunkservers (copy elsewhere, then drop
+ * the draining copy in the same apply as the copy's result), trimming of over-goal chunks (ReplicaDrop) and
+ * rebalance moves (copy, then drop the source). Every plan skips chunks under a live write lease or with a
+ * copy in flight, and never leaves fewer copies on UP chunkservers than the goal.
+ *
  * Report reconciliation (pages: first .. last): a chunk at the table's version, or in the replica set,
  * is a good replica (added to the set if it was missing); an older version not in the set is stale and
  * queued for deletion; a chunk the table does not know is deleted once it was first seen longer than the
@@ -95,7 +101,7 @@ int op_cs_register(struct ns_ctx *c, const Synod__V1__RegisterReq *r)
     w->total_bytes = r->total_bytes;
     w->used_bytes = r->used_bytes;
     w->last_heard_ns = c->now;
-    w->state = w->state == NS_CS_DECOMMISSIONING ? NS_CS_DECOMMISSIONING : NS_CS_UP;
+    w->state = w->decommission ? NS_CS_DECOMMISSIONING : NS_CS_UP; /* a drain survives a restart */
     w->recent_allocs = 0;
     cs_put(c, w);
     Synod__V1__RegisterRep rep = SYNOD__V1__REGISTER_REP__INIT;
@@ -125,7 +131,7 @@ int op_cs_heartbeat(struct ns_ctx *c, const Synod__V1__HeartbeatReq *r)
     cs->last_heard_ns = c->now;
     cs->recent_allocs = 0;
     if (was_dead)
-        cs->state = NS_CS_UP;
+        cs->state = cs->decommission ? NS_CS_DECOMMISSIONING : NS_CS_UP;
     cs_put(c, cs);
     protobuf_c_message_free_unpacked(&cs->base, NULL);
     for (size_t i = 0; i < r->n_results; i++) {
@@ -149,9 +155,13 @@ int op_cs_heartbeat(struct ns_ctx *c, const Synod__V1__HeartbeatReq *r)
                 break;
             nk_del(c, &k);
             Synod__V1__ChunkRec *rec = chunk_get_by_id(c, chunk);
-            if (res->err == 0 && rec && rec->version == p->version && !in_set(rec, r->id))
+            if (res->err == 0 && rec && rec->version == p->version && !in_set(rec, r->id)) {
                 replica_add(c, rec, r->id);
-            else if (res->err == 0 && (!rec || rec->version != p->version))
+                /* a move (rebalance, drain): the copy is in the set at an unchanged version, so no write
+                 * happened since it began; the set keeps its size, dropping the moved-from copy */
+                if (p->drop_after && p->drop_after != r->id && in_set(rec, p->drop_after))
+                    replica_drop(c, chunk, p->drop_after);
+            } else if (res->err == 0 && (!rec || rec->version != p->version))
                 delete_enqueue(c, r->id, chunk, p->version); /* copied something obsolete */
             chunk_free(rec);
             protobuf_c_message_free_unpacked(&p->base, NULL);
@@ -295,14 +305,43 @@ int op_cs_dead(struct ns_ctx *c, const Synod__V1__ChunkserverDead *r)
     return 0;
 }
 
+/* Cancelling a drain: copies in flight stay useful, but must no longer drop the chunkserver's copy. */
+static void pending_keep_source(struct ns_ctx *c, uint32_t cs)
+{
+    struct nkey p;
+    nk_init(&p, 'p');
+    struct kv_iter *it = kv_iter_prefix(c->txn, p.b, p.len);
+    for (; kv_iter_valid(it); kv_iter_next(it)) {
+        size_t kl;
+        const char *k = kv_iter_key(it, &kl);
+        Synod__V1__ReplPending *rp = (Synod__V1__ReplPending *)iter_msg(it, &synod__v1__repl_pending__descriptor);
+        if (rp->drop_after == cs) {
+            rp->drop_after = 0;
+            size_t n = protobuf_c_message_get_packed_size(&rp->base);
+            uint8_t *buf = xmalloc(n);
+            protobuf_c_message_pack(&rp->base, buf);
+            kv_put(c->txn, k, kl, buf, n);
+            free(buf);
+        }
+        protobuf_c_message_free_unpacked(&rp->base, NULL);
+    }
+    kv_iter_free(it);
+}
+
+/* Decommission: the chunkserver stays readable but takes no new chunks (placement wants UP); the leader's
+ * planner copies each chunk it holds elsewhere with drop_after = it, and trims its copy of chunks that
+ * already meet their goal without it. Done when it holds nothing (chunks_left 0). Cancel: UP again. */
 int op_decommission(struct ns_ctx *c, const Synod__V1__DecommissionReq *r)
 {
     Synod__V1__ChunkserverRec *cs = cs_get(c, r->chunkserver);
     if (!cs)
         return -ENOENT;
+    cs->decommission = !r->cancel;
     if (cs->state != NS_CS_DEAD)
         cs->state = r->cancel ? NS_CS_UP : NS_CS_DECOMMISSIONING;
     cs_put(c, cs);
+    if (r->cancel)
+        pending_keep_source(c, r->chunkserver);
     uint64_t left = 0;
     struct nkey p;
     nk_init(&p, 'h');
@@ -324,7 +363,8 @@ int op_repl_start(struct ns_ctx *c, const Synod__V1__ReplStart *r)
     Synod__V1__ChunkRec *rec = chunk_get_by_id(c, r->chunk_id);
     if (!rec)
         return -ENOENT;
-    bool ok = rec->version == r->version && in_set(rec, r->src) && !in_set(rec, r->dst);
+    bool ok = rec->version == r->version && in_set(rec, r->src) && !in_set(rec, r->dst) &&
+              (!r->drop_after || in_set(rec, r->drop_after));
     bool leased = rec->lease_session && rec->lease_expire_ns > c->now;
     chunk_free(rec);
     if (!ok)
@@ -338,10 +378,16 @@ int op_repl_start(struct ns_ctx *c, const Synod__V1__ReplStart *r)
     if (!up)
         return -EHOSTDOWN;
     struct nkey k;
+    nk_init(&k, 'q');
+    nk_u32(&k, r->dst);
+    nk_u64(&k, r->chunk_id);
+    if (nk_get(c, &k, NULL, NULL) == 0)
+        return -EBUSY; /* its old copy is still to be deleted: the deletion could hit the new copy */
     pending_key(&k, r->chunk_id, r->dst);
     Synod__V1__ReplPending p = SYNOD__V1__REPL_PENDING__INIT;
     p.src = r->src;
     p.version = r->version;
+    p.drop_after = r->drop_after;
     p.started_ns = c->now;
     nk_put_msg(c, &k, &p.base);
     reply_empty(c);
@@ -433,18 +479,47 @@ static struct cs_cand *cand_find(struct cs_cand *v, size_t n, uint32_t id)
     return NULL;
 }
 
-size_t ns_plan_replication(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, size_t max,
-                           Synod__V1__ReplStart ***out)
+/* Chunkservers draining (DECOMMISSIONING): still sources of copies, never targets. */
+static size_t drains_load(struct ns_ctx *c, struct cs_cand **out)
 {
+    struct nkey p;
+    nk_init(&p, 's');
+    size_t n = 0;
+    struct cs_cand *v = NULL;
+    struct kv_iter *it = kv_iter_prefix(c->txn, p.b, p.len);
+    for (; kv_iter_valid(it); kv_iter_next(it)) {
+        Synod__V1__ChunkserverRec *r = (Synod__V1__ChunkserverRec *)iter_msg(it, &synod__v1__chunkserver_rec__descriptor);
+        if (r->state == NS_CS_DECOMMISSIONING) {
+            v = xrealloc(v, (n + 1) * sizeof(*v));
+            v[n++] = (struct cs_cand){.id = r->id, .label = xstrdup(r->label), .addr = xstrdup(r->addr)};
+        }
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    }
+    kv_iter_free(it);
+    *out = v;
+    return n;
+}
+
+/* Planner state shared by the scans of one planning round. */
+struct plan {
     struct ns_ctx c;
-    ro_ctx(&c, txn);
-    *out = NULL;
-    uint32_t limit = ctr_get(&c)->max_repl_per_cs;
-    struct cs_cand *v;
-    size_t nc = cands_load(&c, &v);
+    int64_t now;
+    uint32_t limit;
+    struct cs_cand *v, *dv; /* UP targets (and sources), draining sources */
+    size_t nc, nd;
+    uint64_t *busy_chunks;  /* chunks with a live pending copy */
+    size_t nbusy;
+};
+
+static void plan_init(struct plan *pl, struct kv_txn *txn, int64_t now_ns, int64_t stale_ns)
+{
+    memset(pl, 0, sizeof(*pl));
+    ro_ctx(&pl->c, txn);
+    pl->now = now_ns;
+    pl->limit = ctr_get(&pl->c)->max_repl_per_cs;
+    pl->nc = cands_load(&pl->c, &pl->v);
+    pl->nd = drains_load(&pl->c, &pl->dv);
     /* in-flight copies per source / destination; chunks with a live pending copy are skipped */
-    uint64_t *busy_chunks = NULL;
-    size_t nbusy = 0;
     struct nkey p;
     nk_init(&p, 'p');
     struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
@@ -453,62 +528,354 @@ size_t ns_plan_replication(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns,
         const char *k = kv_iter_key(it, &kl);
         Synod__V1__ReplPending *rp = (Synod__V1__ReplPending *)iter_msg(it, &synod__v1__repl_pending__descriptor);
         if (rp->started_ns + stale_ns > now_ns) {
-            struct cs_cand *d = cand_find(v, nc, get_be32(k + 11)), *s = cand_find(v, nc, rp->src);
+            struct cs_cand *d = cand_find(pl->v, pl->nc, get_be32(k + 11));
+            struct cs_cand *sv = cand_find(pl->v, pl->nc, rp->src);
+            if (!sv)
+                sv = cand_find(pl->dv, pl->nd, rp->src);
             if (d)
                 d->busy++;
-            if (s)
-                s->busy_src++;
-            busy_chunks = xrealloc(busy_chunks, (nbusy + 1) * sizeof(*busy_chunks));
-            busy_chunks[nbusy++] = get_be64(k + 3);
+            if (sv)
+                sv->busy_src++;
+            pl->busy_chunks = xrealloc(pl->busy_chunks, (pl->nbusy + 1) * sizeof(*pl->busy_chunks));
+            pl->busy_chunks[pl->nbusy++] = get_be64(k + 3);
         }
         protobuf_c_message_free_unpacked(&rp->base, NULL);
     }
     kv_iter_free(it);
+}
+
+static void plan_destroy(struct plan *pl)
+{
+    free(pl->busy_chunks);
+    cands_free(pl->v, pl->nc);
+    cands_free(pl->dv, pl->nd);
+    ctx_finish(&pl->c, false);
+}
+
+static bool plan_busy(const struct plan *pl, uint64_t chunk)
+{
+    for (size_t i = 0; i < pl->nbusy; i++)
+        if (pl->busy_chunks[i] == chunk)
+            return true;
+    return false;
+}
+
+static void plan_mark_busy(struct plan *pl, uint64_t chunk)
+{
+    pl->busy_chunks = xrealloc(pl->busy_chunks, (pl->nbusy + 1) * sizeof(*pl->busy_chunks));
+    pl->busy_chunks[pl->nbusy++] = chunk;
+}
+
+static bool leased(const Synod__V1__ChunkRec *rec, int64_t now)
+{
+    return rec->lease_session && rec->lease_expire_ns > now;
+}
+
+/* Replicas of rec on UP chunkservers (the copies that count toward the goal). */
+static size_t good_copies(struct ns_ctx *c, const Synod__V1__ChunkRec *rec, uint32_t except)
+{
     size_t n = 0;
+    for (size_t i = 0; i < rec->n_replicas; i++) {
+        if (rec->replicas[i] == except)
+            continue;
+        Synod__V1__ChunkserverRec *cs = cs_get(c, rec->replicas[i]);
+        if (cs && cs->state == NS_CS_UP)
+            n++;
+        if (cs)
+            protobuf_c_message_free_unpacked(&cs->base, NULL);
+    }
+    return n;
+}
+
+/* Plan one copy of rec (source: an UP replica under the throttle, else the draining `drain`; target by
+ * placement, never a chunkserver that still has this chunk's deletion queued). False if none fits. */
+static bool plan_copy(struct plan *pl, const Synod__V1__ChunkRec *rec, uint32_t drain, Synod__V1__ReplStart **out)
+{
+    struct cs_cand *src = NULL;
+    for (size_t j = 0; j < rec->n_replicas && !src; j++) {
+        struct cs_cand *sv = cand_find(pl->v, pl->nc, rec->replicas[j]);
+        if (!sv)
+            sv = cand_find(pl->dv, pl->nd, rec->replicas[j]);
+        if (sv && (!pl->limit || sv->busy_src < pl->limit))
+            src = sv;
+    }
+    if (!src)
+        return false;
+    uint32_t srcid = src->id;
+    uint32_t excl[NS_MAX_GOAL * 4 + 64];
+    size_t ne = 0;
+    for (size_t j = 0; j < rec->n_replicas && ne < ARRAY_SIZE(excl); j++)
+        excl[ne++] = rec->replicas[j];
+    for (size_t j = 0; j < pl->nc && ne < ARRAY_SIZE(excl); j++) {
+        struct nkey k;
+        nk_init(&k, 'q');
+        nk_u32(&k, pl->v[j].id);
+        nk_u64(&k, rec->chunk_id);
+        if (nk_get(&pl->c, &k, NULL, NULL) == 0)
+            excl[ne++] = pl->v[j].id;
+    }
+    uint32_t dst;
+    if (placement_pick(pl->v, pl->nc, excl, ne, 1, pl->limit, &dst) != 1)
+        return false;
+    Synod__V1__ReplStart *rs = xmalloc(sizeof(*rs));
+    synod__v1__repl_start__init(rs);
+    rs->chunk_id = rec->chunk_id;
+    rs->version = rec->version;
+    rs->src = srcid;
+    rs->dst = dst;
+    rs->drop_after = drain;
+    cand_find(pl->v, pl->nc, dst)->busy++; /* placement_pick reorders v: look up by id again */
+    src = cand_find(pl->v, pl->nc, srcid);
+    if (!src)
+        src = cand_find(pl->dv, pl->nd, srcid);
+    src->busy_src++;
+    plan_mark_busy(pl, rec->chunk_id);
+    *out = rs;
+    return true;
+}
+
+#define DRAIN_SCAN_MAX 20000 /* holdings looked at per draining chunkserver per round (bounds the tick) */
+
+size_t ns_plan_replication(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, size_t max,
+                           Synod__V1__ReplStart ***out)
+{
+    struct plan pl;
+    plan_init(&pl, txn, now_ns, stale_ns);
+    *out = NULL;
+    size_t n = 0;
+    struct nkey p;
     nk_init(&p, 'g');
-    it = kv_iter_prefix(txn, p.b, p.len);
+    struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
     for (; kv_iter_valid(it) && n < max; kv_iter_next(it)) {
         size_t kl;
         const char *k = kv_iter_key(it, &kl);
         if ((uint8_t)k[3] == 0)
             continue; /* no copy left: nothing to copy from (reported as missing) */
         uint64_t chunk = get_be64(k + 4);
-        bool busy = false;
-        for (size_t i = 0; i < nbusy && !busy; i++)
-            busy = busy_chunks[i] == chunk;
-        if (busy)
+        if (plan_busy(&pl, chunk))
             continue;
-        Synod__V1__ChunkRec *rec = chunk_get_by_id(&c, chunk);
+        Synod__V1__ChunkRec *rec = chunk_get_by_id(&pl.c, chunk);
         ASSERT(rec);
-        if (rec->lease_session && rec->lease_expire_ns > now_ns) { /* being written: copy it later */
-            chunk_free(rec);
-            continue;
-        }
-        struct cs_cand *src = NULL;
-        for (size_t j = 0; j < rec->n_replicas && !src; j++) {
-            struct cs_cand *s = cand_find(v, nc, rec->replicas[j]);
-            if (s && (!limit || s->busy_src < limit))
-                src = s;
-        }
-        uint32_t dst, srcid = src ? src->id : 0;
-        if (src && placement_pick(v, nc, rec->replicas, rec->n_replicas, 1, limit, &dst) == 1) {
-            Synod__V1__ReplStart *rs = xmalloc(sizeof(*rs));
-            synod__v1__repl_start__init(rs);
-            rs->chunk_id = chunk;
-            rs->version = rec->version;
-            rs->src = srcid;
-            rs->dst = dst;
+        Synod__V1__ReplStart *rs;
+        /* being written: copy it later (a copy would miss the writes after its start) */
+        if (!leased(rec, now_ns) && plan_copy(&pl, rec, 0, &rs)) {
             *out = xrealloc(*out, (n + 1) * sizeof(**out));
             (*out)[n++] = rs;
-            cand_find(v, nc, dst)->busy++; /* placement_pick reorders v: look up by id again */
-            cand_find(v, nc, srcid)->busy_src++;
         }
         chunk_free(rec);
     }
     kv_iter_free(it);
-    free(busy_chunks);
-    cands_free(v, nc);
-    ctx_finish(&c, false);
+    /* Draining chunkservers: a chunk that meets its goal only by counting a draining copy is copied to an
+     * UP chunkserver, dropping the draining copy when the copy lands (one step per draining copy). Chunks
+     * below goal anyway were planned above; chunks over it are trimmed (ns_plan_trim). */
+    for (size_t d = 0; d < pl.nd && n < max; d++) {
+        uint32_t drain = pl.dv[d].id;
+        nk_init(&p, 'h');
+        nk_u32(&p, drain);
+        it = kv_iter_prefix(txn, p.b, p.len);
+        size_t scanned = 0;
+        for (; kv_iter_valid(it) && n < max && scanned < DRAIN_SCAN_MAX; kv_iter_next(it), scanned++) {
+            size_t kl;
+            const char *k = kv_iter_key(it, &kl);
+            uint64_t chunk = get_be64(k + 7);
+            if (plan_busy(&pl, chunk))
+                continue;
+            Synod__V1__ChunkRec *rec = chunk_get_by_id(&pl.c, chunk);
+            if (!rec)
+                continue;
+            Synod__V1__ReplStart *rs;
+            if (rec->n_replicas >= rec->goal && !leased(rec, now_ns) && good_copies(&pl.c, rec, 0) < rec->goal &&
+                plan_copy(&pl, rec, drain, &rs)) {
+                *out = xrealloc(*out, (n + 1) * sizeof(**out));
+                (*out)[n++] = rs;
+            }
+            chunk_free(rec);
+        }
+        kv_iter_free(it);
+    }
+    plan_destroy(&pl);
+    return n;
+}
+
+/* Which copy of an over-goal chunk goes: a copy on a chunkserver that is not UP (draining) first, then
+ * the fullest chunkserver by used fraction, then the highest id. Deterministic. 0 if none may go. */
+static uint32_t trim_victim(struct plan *pl, const Synod__V1__ChunkRec *rec)
+{
+    uint32_t best = 0;
+    int best_rank = -1;
+    double best_use = -1;
+    for (size_t i = 0; i < rec->n_replicas; i++) {
+        uint32_t id = rec->replicas[i];
+        const struct cs_cand *cv = cand_find(pl->v, pl->nc, id);
+        int rank = cv ? 0 : 1;
+        double use = cv ? (double)cv->used / (double)cv->total : 2.0;
+        bool better = rank > best_rank || (rank == best_rank && (use > best_use || (use == best_use && id > best)));
+        if (!better)
+            continue;
+        /* never below the goal in UP copies */
+        if (good_copies(&pl->c, rec, id) < rec->goal)
+            continue;
+        best = id;
+        best_rank = rank;
+        best_use = use;
+    }
+    return best;
+}
+
+size_t ns_plan_trim(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, size_t max, Synod__V1__ReplicaDrop ***out)
+{
+    struct plan pl;
+    plan_init(&pl, txn, now_ns, stale_ns);
+    *out = NULL;
+    size_t n = 0;
+    struct nkey p;
+    nk_init(&p, 'G');
+    struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
+    for (; kv_iter_valid(it) && n < max; kv_iter_next(it)) {
+        size_t kl;
+        const char *k = kv_iter_key(it, &kl);
+        uint64_t chunk = get_be64(k + 3);
+        if (plan_busy(&pl, chunk))
+            continue; /* a copy in flight: its result decides; trim afterwards */
+        Synod__V1__ChunkRec *rec = chunk_get_by_id(&pl.c, chunk);
+        if (!rec)
+            continue;
+        uint32_t victim = leased(rec, now_ns) ? 0 : trim_victim(&pl, rec);
+        if (victim) {
+            Synod__V1__ReplicaDrop *d = xmalloc(sizeof(*d));
+            synod__v1__replica_drop__init(d);
+            d->chunk_id = chunk;
+            d->version = rec->version;
+            d->cs = victim;
+            *out = xrealloc(*out, (n + 1) * sizeof(**out));
+            (*out)[n++] = d;
+        }
+        chunk_free(rec);
+    }
+    kv_iter_free(it);
+    plan_destroy(&pl);
+    return n;
+}
+
+/* The file bytes a chunk holds (its share of the inode's size): what moving it shifts, roughly. */
+static uint64_t chunk_bytes(struct ns_ctx *c, const Synod__V1__ChunkRec *rec)
+{
+    struct nkey k;
+    nk_init(&k, 'i');
+    nk_u64(&k, rec->ino);
+    Synod__V1__InodeRec *ir = (Synod__V1__InodeRec *)nk_get_msg(c, &k, &synod__v1__inode_rec__descriptor);
+    if (!ir)
+        return 0;
+    uint64_t start = rec->index * NS_CHUNK_SIZE, size = ir->size;
+    protobuf_c_message_free_unpacked(&ir->base, NULL);
+    return size > start ? MIN(size - start, NS_CHUNK_SIZE) : 0;
+}
+
+static double use_of(const struct cs_cand *v)
+{
+    return (double)v->used / (double)v->total;
+}
+
+/* May a copy of rec move from `from` to `to` without losing label spread? */
+static bool label_ok(const struct plan *pl, const Synod__V1__ChunkRec *rec, const struct cs_cand *from,
+                     const struct cs_cand *to)
+{
+    if (!to->label[0] || !strcmp(to->label, from->label))
+        return true;
+    for (size_t i = 0; i < rec->n_replicas; i++) {
+        const struct cs_cand *o = cand_find(pl->v, pl->nc, rec->replicas[i]);
+        if (o && o != from && !strcmp(o->label, to->label))
+            return false;
+    }
+    return true;
+}
+
+size_t ns_plan_rebalance(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, uint32_t threshold_pct,
+                         size_t max_moves, struct ns_move **out, uint32_t *mean_pct)
+{
+    struct plan pl;
+    plan_init(&pl, txn, now_ns, stale_ns);
+    *out = NULL;
+    *mean_pct = 0;
+    size_t n = 0;
+    uint64_t used = 0, total = 0;
+    for (size_t i = 0; i < pl.nc; i++) {
+        used += pl.v[i].used;
+        total += pl.v[i].total;
+    }
+    if (pl.nc < 2 || total == 0) {
+        plan_destroy(&pl);
+        return 0;
+    }
+    double mean = (double)used / (double)total, line = mean + threshold_pct / 100.0;
+    *mean_pct = (uint32_t)(mean * 100 + 0.5);
+    /* sources in order: the fullest first (ids keep it deterministic on ties) */
+    uint32_t *srcs = xmalloc(pl.nc * sizeof(*srcs));
+    size_t ns = 0;
+    for (size_t i = 0; i < pl.nc; i++)
+        if (use_of(&pl.v[i]) > line)
+            srcs[ns++] = pl.v[i].id;
+    for (size_t i = 1; i < ns; i++) /* insertion sort: few chunkservers */
+        for (size_t j = i; j > 0; j--) {
+            const struct cs_cand *a = cand_find(pl.v, pl.nc, srcs[j - 1]), *b = cand_find(pl.v, pl.nc, srcs[j]);
+            if (use_of(a) >= use_of(b))
+                break;
+            uint32_t t = srcs[j - 1];
+            srcs[j - 1] = srcs[j];
+            srcs[j] = t;
+        }
+    for (size_t si = 0; si < ns && n < max_moves; si++) {
+        struct nkey p;
+        nk_init(&p, 'h');
+        nk_u32(&p, srcs[si]);
+        struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
+        size_t scanned = 0;
+        for (; kv_iter_valid(it) && n < max_moves && scanned < DRAIN_SCAN_MAX; kv_iter_next(it), scanned++) {
+            struct cs_cand *from = cand_find(pl.v, pl.nc, srcs[si]);
+            if (use_of(from) <= line || (pl.limit && from->busy_src >= pl.limit))
+                break;
+            size_t kl;
+            const char *k = kv_iter_key(it, &kl);
+            uint64_t chunk = get_be64(k + 7);
+            if (plan_busy(&pl, chunk))
+                continue;
+            Synod__V1__ChunkRec *rec = chunk_get_by_id(&pl.c, chunk);
+            if (!rec)
+                continue;
+            uint64_t bytes = 0;
+            if (!leased(rec, now_ns) && rec->n_replicas >= rec->goal)
+                bytes = chunk_bytes(&pl.c, rec);
+            struct cs_cand *to = NULL;
+            for (size_t i = 0; bytes && i < pl.nc; i++) {
+                struct cs_cand *t = &pl.v[i];
+                if (use_of(t) >= mean || (pl.limit && t->busy >= pl.limit) || in_set(rec, t->id) ||
+                    !label_ok(&pl, rec, from, t))
+                    continue;
+                struct nkey q;
+                nk_init(&q, 'q');
+                nk_u32(&q, t->id);
+                nk_u64(&q, chunk);
+                if (nk_get(&pl.c, &q, NULL, NULL) == 0)
+                    continue;
+                if (!to || use_of(t) < use_of(to) || (use_of(t) == use_of(to) && t->id < to->id))
+                    to = t;
+            }
+            if (to) {
+                *out = xrealloc(*out, (n + 1) * sizeof(**out));
+                (*out)[n++] = (struct ns_move){.chunk_id = chunk, .bytes = bytes, .version = rec->version,
+                                               .from = from->id, .to = to->id};
+                from->used -= MIN(from->used, bytes);
+                from->busy_src++;
+                to->used = MIN(to->used + bytes, to->total);
+                to->busy++;
+                plan_mark_busy(&pl, chunk);
+            }
+            chunk_free(rec);
+        }
+        kv_iter_free(it);
+    }
+    free(srcs);
+    plan_destroy(&pl);
     return n;
 }
 
@@ -610,6 +977,47 @@ void ns_count(struct kv_txn *txn, struct ns_counts *out)
     out->dirs++; /* the root has no entry */
     out->chunks = count_prefix(txn, 'K', NULL);
     out->under_goal = count_prefix(txn, 'g', &out->missing);
+    out->over_goal = count_prefix(txn, 'G', NULL);
+    /* chunks that meet their goal only by counting a draining copy are under goal too (they must be copied
+     * before that copy may go); counted once, by their first draining replica */
+    ro_ctx(&c, txn);
+    struct cs_cand *dv;
+    size_t nd = drains_load(&c, &dv);
+    for (size_t d = 0; d < nd; d++) {
+        nk_init(&p, 'h');
+        nk_u32(&p, dv[d].id);
+        it = kv_iter_prefix(txn, p.b, p.len);
+        for (; kv_iter_valid(it); kv_iter_next(it)) {
+            size_t kl;
+            const char *k = kv_iter_key(it, &kl);
+            Synod__V1__ChunkRec *rec = chunk_get_by_id(&c, get_be64(k + 7));
+            if (!rec)
+                continue;
+            uint32_t first = 0;
+            for (size_t i = 0; i < rec->n_replicas && !first; i++)
+                if (cand_find(dv, nd, rec->replicas[i]))
+                    first = rec->replicas[i];
+            if (first == dv[d].id && rec->n_replicas >= rec->goal && good_copies(&c, rec, 0) < rec->goal)
+                out->under_goal++;
+            chunk_free(rec);
+        }
+        kv_iter_free(it);
+    }
+    cands_free(dv, nd);
+    ctx_finish(&c, false);
+}
+
+uint64_t ns_cs_held(struct kv_txn *txn, uint32_t cs)
+{
+    struct nkey p;
+    nk_init(&p, 'h');
+    nk_u32(&p, cs);
+    uint64_t n = 0;
+    struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
+    for (; kv_iter_valid(it); kv_iter_next(it))
+        n++;
+    kv_iter_free(it);
+    return n;
 }
 
 size_t ns_chunkservers(struct kv_txn *txn, Synod__V1__ChunkserverRec ***out)

@@ -164,6 +164,10 @@ static uint64_t handle_new(struct ns_ctx *c, struct inode *n)
     return fh;
 }
 
+/* Linux opens a file for execve with __FMODE_EXEC (0x20, an internal bit no O_* flag uses) in f_flags, and
+ * FUSE forwards it in the open flags: exec needs x permission (root: some x bit), not only r. */
+#define NS_OPEN_EXEC 0x20
+
 /* Permission part of open(2) for flags on an existing inode. */
 static int open_check(struct ns_ctx *c, struct inode *n, uint32_t flags)
 {
@@ -171,6 +175,8 @@ static int open_check(struct ns_ctx *c, struct inode *n, uint32_t flags)
     int want = acc == O_RDONLY ? MAY_R : acc == O_WRONLY ? MAY_W : (MAY_R | MAY_W);
     if (flags & O_TRUNC)
         want |= MAY_W;
+    if (flags & NS_OPEN_EXEC)
+        want |= MAY_X;
     if (S_ISDIR(n->mode) && (want & MAY_W))
         return -EISDIR;
     if (S_ISLNK(n->mode))
@@ -183,7 +189,8 @@ static void do_truncate(struct ns_ctx *c, struct inode *n, uint64_t size)
     if (size < n->size && n->has_chunks)
         chunks_drop_from(c, n, (size + NS_CHUNK_SIZE - 1) / NS_CHUNK_SIZE);
     n->size = size;
-    n->blocks = (size + 511) / 512;
+    /* Growing adds a hole (no storage); shrinking can only free some. */
+    n->blocks = MIN(n->blocks, (size + 511) / 512);
     touch_mc(c, n);
 }
 

@@ -67,7 +67,7 @@ struct nssvc {
     atomic_bool initialized;
     bool init_inflight;
     uint64_t last_tick, last_dead, last_repair;
-    int repl_inflight, lease_inflight, dead_inflight;
+    int repl_inflight, lease_inflight, dead_inflight, trim_inflight;
 };
 
 static const struct config_key nssvc_keys[] = {
@@ -352,6 +352,7 @@ struct status_read {
     struct nssvc *s;
     Synod__V1__StatusRep *rep;
     Synod__V1__ChunkserverRec **cs;
+    uint64_t *held; /* copies the table places on each */
     size_t ncs;
 };
 
@@ -365,7 +366,11 @@ static int status_read_fn(void *arg, struct kv_txn *txn)
     st->rep->chunks = c.chunks;
     st->rep->under_goal = c.under_goal;
     st->rep->missing = c.missing;
+    st->rep->over_goal = c.over_goal;
     st->ncs = ns_chunkservers(txn, &st->cs);
+    st->held = xcalloc(st->ncs + 1, sizeof(*st->held));
+    for (size_t i = 0; i < st->ncs; i++)
+        st->held[i] = ns_cs_held(txn, st->cs[i]->id);
     return 0;
 }
 
@@ -431,6 +436,7 @@ static int handle_status(struct slot *sl, struct rpc_call *call, const ProtobufC
         cv[i].logical_bytes = c->logical_bytes;
         cv[i].chunks = c->chunks;
         cv[i].load = c->load;
+        cv[i].replicas = st.held[i];
         cv[i].last_heard_ms = c->last_heard_ns ? (wall - c->last_heard_ns) / (int64_t)NS_PER_MS : -1;
         struct csmon_stats ms;
         uint64_t heard;
@@ -450,6 +456,7 @@ static int handle_status(struct slot *sl, struct rpc_call *call, const ProtobufC
     for (size_t i = 0; i < st.ncs; i++)
         synod__v1__chunkserver_rec__free_unpacked(st.cs[i], NULL);
     free(st.cs);
+    free(st.held);
     free(cv);
     free(cp);
     free(ca);
@@ -533,6 +540,154 @@ static int handle_fileinfo(struct slot *sl, struct rpc_call *call, const Protobu
     return 0;
 }
 
+/* Chunkserver ids start at 1. A drain that cannot finish (too few UP chunkservers for some goal) does not
+ * lose data: no copy is ever dropped below its goal in UP copies, so it stalls with chunks_left > 0. */
+static int check_decommission(struct slot *sl, const ProtobufCMessage *req)
+{
+    UNUSED(sl);
+    const Synod__V1__DecommissionReq *r = (const Synod__V1__DecommissionReq *)req;
+    return r->chunkserver ? 0 : -EINVAL;
+}
+
+static void internal_done(void *arg, int err, const uint8_t *reply, size_t len, uint64_t zxid);
+static void propose(struct nssvc *s, struct rsm *r, Synod__V1__NsCommand__CmdCase cc, const ProtobufCMessage *m,
+                    int *inflight, uint32_t cs);
+
+struct rebalance_read {
+    const Synod__V1__RebalanceReq *req;
+    struct ns_move *moves;
+    size_t n;
+    uint32_t mean_pct;
+};
+
+static int rebalance_read_fn(void *arg, struct kv_txn *txn)
+{
+    struct rebalance_read *rb = arg;
+    uint32_t thr = rb->req->threshold_pct ? rb->req->threshold_pct : 10;
+    size_t max = rb->req->max_moves ? MIN(rb->req->max_moves, 4096u) : 64;
+    rb->n = ns_plan_rebalance(txn, clk_real_ns(), REPL_STALE_NS, thr, max, &rb->moves, &rb->mean_pct);
+    return 0;
+}
+
+/* Rebalance: plan on the leader's state under its lease; unless dry_run, start each move as a ReplStart
+ * (drop_after = from) through the log. The reply does not wait for the copies: progress shows in status. */
+static int handle_rebalance(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req)
+{
+    struct nssvc *s = sl->s;
+    struct rebalance_read rb = {.req = (const Synod__V1__RebalanceReq *)req};
+    if (rb.req->threshold_pct > 100)
+        return -EINVAL;
+    int rc = rsm_read(s->r, false, rebalance_read_fn, &rb);
+    if (rc) {
+        fail(s, call, rc);
+        return 0;
+    }
+    Synod__V1__RebalanceRep rep = SYNOD__V1__REBALANCE_REP__INIT;
+    Synod__V1__Move *mv = xcalloc(rb.n + 1, sizeof(*mv));
+    Synod__V1__Move **mp = xcalloc(rb.n + 1, sizeof(*mp));
+    for (size_t i = 0; i < rb.n; i++) {
+        synod__v1__move__init(&mv[i]);
+        mv[i].chunk_id = rb.moves[i].chunk_id;
+        mv[i].from = rb.moves[i].from;
+        mv[i].to = rb.moves[i].to;
+        mv[i].bytes = rb.moves[i].bytes;
+        mp[i] = &mv[i];
+        if (!rb.req->dry_run) {
+            Synod__V1__ReplStart rs = SYNOD__V1__REPL_START__INIT;
+            rs.chunk_id = rb.moves[i].chunk_id;
+            rs.version = rb.moves[i].version;
+            rs.src = rb.moves[i].from;
+            rs.dst = rb.moves[i].to;
+            rs.drop_after = rb.moves[i].from;
+            propose(s, s->r, SYNOD__V1__NS_COMMAND__CMD_REPL_START, &rs.base, NULL, 0);
+        }
+    }
+    rep.moves = mp;
+    rep.n_moves = rb.n;
+    rep.started = !rb.req->dry_run && rb.n > 0;
+    rep.mean_pct = rb.mean_pct;
+    rpc_reply(call, &rep.base);
+    free(mv);
+    free(mp);
+    free(rb.moves);
+    return 0;
+}
+
+#define FSCK_MAX_INODES (8u << 20) /* about 400 MB of scan state; past it fsck reports `truncated` */
+#define FSCK_MAX_PROBLEMS 1000
+
+struct fsck_job {
+    struct nssvc *s;
+    struct rpc_call *call;
+    struct ns_fsck f;
+    int rc;
+};
+
+static int fsck_read_fn(void *arg, struct kv_txn *txn)
+{
+    struct fsck_job *j = arg;
+    return ns_fsck_run(kv_txn_db(txn), clk_real_ns(), FSCK_MAX_INODES, FSCK_MAX_PROBLEMS, &j->f);
+}
+
+static void fsck_finish(struct fsck_job *j)
+{
+    rpc_reply(j->call, &j->f.rep.base);
+    ns_fsck_release(&j->f);
+    free(j);
+}
+
+static void fsck_repair_done(void *arg, int err, const uint8_t *reply, size_t len, uint64_t zxid)
+{
+    UNUSED(zxid);
+    struct fsck_job *j = arg;
+    Synod__V1__FsckRepairRep *m = err ? NULL : synod__v1__fsck_repair_rep__unpack(NULL, len, reply);
+    if (!m) {
+        fail(j->s, j->call, err ? err : -EIO);
+        ns_fsck_release(&j->f);
+        free(j);
+        return;
+    }
+    /* the reply counts the fixes that still fitted at apply, not which: itemise only when all did */
+    j->f.rep.repaired = m->applied;
+    for (size_t i = 0; m->applied == j->f.repair.n_fixes && i < j->f.repair.n_fixes; i++)
+        j->f.rep.problems[j->f.fix_problem[i]]->repaired = true;
+    synod__v1__fsck_repair_rep__free_unpacked(m, NULL);
+    fsck_finish(j);
+}
+
+/* Fsck: a consistent scan on the leader (its own LevelDB snapshot, on this RPC worker: the runtime thread
+ * keeps applying), then, with repair, one FsckRepair command through the log whose fixes re-validate at
+ * apply. Answered when the repair is applied. */
+static int handle_fsck(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req)
+{
+    struct nssvc *s = sl->s;
+    const Synod__V1__FsckReq *r = (const Synod__V1__FsckReq *)req;
+    struct fsck_job *j = xcalloc(1, sizeof(*j));
+    j->s = s;
+    j->call = call;
+    int rc = rsm_read(s->r, false, fsck_read_fn, j);
+    if (rc) {
+        free(j);
+        fail(s, call, rc);
+        return 0;
+    }
+    if (!r->repair || j->f.repair.n_fixes == 0) {
+        fsck_finish(j);
+        return 0;
+    }
+    uint8_t *buf;
+    size_t len;
+    rc = nssvc_cmd_pack(SYNOD__V1__NS_COMMAND__CMD_FSCK_REPAIR, &j->f.repair.base, clk_real_ns(), 0, &buf, &len);
+    if (rc) {
+        ns_fsck_release(&j->f);
+        free(j);
+        return rc;
+    }
+    rsm_submit(s->r, 0, 0, 0, buf, len, fsck_repair_done, j);
+    free(buf);
+    return RPC_DEFERRED;
+}
+
 /* --- dispatch ---------------------------------------------------------------------------------------- */
 
 static int dispatch(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req)
@@ -545,6 +700,11 @@ static int dispatch(struct slot *sl, struct rpc_call *call, const ProtobufCMessa
         return handle_status(sl, call, req);
     if (!strcmp(m->name, "Fileinfo"))
         return handle_fileinfo(sl, call, req);
+    if (!strcmp(m->name, "Decommission")) {
+        int rc = check_decommission(sl, req);
+        if (rc)
+            return rc;
+    }
     /* everything else is served by the leader only */
     if (!rsm_is_leader(s->r)) {
         fail(s, call, -EREMOTE);
@@ -559,7 +719,12 @@ static int dispatch(struct slot *sl, struct rpc_call *call, const ProtobufCMessa
     case NSSVC_READ: return handle_read(sl, call, req);
     case NSSVC_SESSION_OPEN: return handle_session_open(sl, call, req);
     case NSSVC_KEEPALIVE: return handle_keepalive(sl, call, req);
-    case NSSVC_LOCAL: return handle_heartbeat(sl, call, req);
+    case NSSVC_LOCAL:
+        if (!strcmp(m->name, "Rebalance"))
+            return handle_rebalance(sl, call, req);
+        if (!strcmp(m->name, "Fsck"))
+            return handle_fsck(sl, call, req);
+        return handle_heartbeat(sl, call, req);
     default: return -ENOSYS;
     }
 }
@@ -633,7 +798,8 @@ static void internal_done(void *arg, int err, const uint8_t *reply, size_t len, 
     struct internal_done *d = arg;
     if (d->inflight)
         (*d->inflight)--;
-    if (err && err != -EREMOTE && err != -ECANCELED && err != -ESTALE && err != -ENOENT)
+    if (err && err != -EREMOTE && err != -ECANCELED && err != -ESTALE && err != -ENOENT && err != -EBUSY &&
+        err != -EAGAIN)
         LOG_DEBUG("namespace: internal command failed: %d", err);
     if (!err && d->cs) {
         LOG_WARN("chunkserver %u: declared dead (silent past the timeout)", d->cs);
@@ -735,6 +901,15 @@ static void repair(struct nssvc *s, struct rsm *r, struct kv_txn *txn)
             synod__v1__repl_start__free_unpacked(plan[i], NULL);
         }
         free(plan);
+    }
+    if (s->trim_inflight == 0) {
+        Synod__V1__ReplicaDrop **drops;
+        size_t n = ns_plan_trim(txn, wall, REPL_STALE_NS, 64, &drops);
+        for (size_t i = 0; i < n; i++) {
+            propose(s, r, SYNOD__V1__NS_COMMAND__CMD_REPLICA_DROP, &drops[i]->base, &s->trim_inflight, 0);
+            synod__v1__replica_drop__free_unpacked(drops[i], NULL);
+        }
+        free(drops);
     }
     if (s->lease_inflight == 0) {
         uint64_t *ids;

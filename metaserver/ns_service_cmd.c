@@ -48,9 +48,9 @@ static const struct nssvc_method methods[] = {
     {"Admin", "Status", NONE, NSSVC_LOCAL},
     {"Admin", "Fileinfo", NONE, NSSVC_LOCAL},
     {"Admin", "SetGoal", C(SET_GOAL), NSSVC_LOG},
-    {"Admin", "Rebalance", NONE, NSSVC_UNSUPPORTED},
+    {"Admin", "Rebalance", NONE, NSSVC_LOCAL},
     {"Admin", "Decommission", C(DECOMMISSION), NSSVC_LOG},
-    {"Admin", "Fsck", NONE, NSSVC_UNSUPPORTED},
+    {"Admin", "Fsck", NONE, NSSVC_LOCAL},
 };
 
 const struct nssvc_method *nssvc_method_find(const char *service, const char *name)
@@ -134,7 +134,7 @@ int nssvc_apply_packed(struct ns *ns, struct kv_txn *txn, int64_t time_ns, uint6
         cmd->now_ns = time_ns;
     if (session)
         cmd->session = session;
-    int rc = ns_apply(ns, txn, cmd, rep);
+    int rc = ns_admin_apply(ns, txn, cmd, rep); /* ns_apply plus the admin commands (ReplicaDrop, FsckRepair) */
     synod__v1__ns_command__free_unpacked(cmd, NULL);
     return rc;
 }

@@ -703,6 +703,74 @@ static void test_concurrency(void)
     cstore_close(s);
 }
 
+/* ---- evict: unsynced chunks leave the open-file cache too ------------------------------------------- */
+
+static int open_fds(void)
+{
+    int n = 0;
+    char path[64];
+    for (int fd = 0; fd < 4096; fd++) {
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        n += access(path, F_OK) == 0;
+    }
+    return n;
+}
+
+/* 64 chunks written twice each and never synced, with max_open 4: the store syncs and closes the least
+ * recently used ones, so the process keeps at most about max_open chunk files open; every evicted chunk
+ * was really synced (its obsolete first slot was dropped, which only a sync does); data reads back, and
+ * evicted chunks take writes and syncs again. */
+static void test_evict(void)
+{
+    enum { MAX_OPEN = 4, N = 64 };
+    struct cstore_config cfg = { .dirs = (const char *const[]){ g_dir }, .ndirs = 1, .max_open = MAX_OPEN };
+    struct cstore *s;
+    T_EQ(cstore_open(&cfg, &s), 0);
+    int fds0 = open_fds();
+    uint64_t rng = 99;
+    uint8_t *a = xmalloc(BS), *b = xmalloc(BS), *got = xmalloc(BS);
+    int peak = 0;
+    for (uint64_t id = 1; id <= N; id++) {
+        T_EQ(cstore_create(s, id, 1), 0);
+        ct_fill_random(&rng, a, BS);
+        T_EQ(cstore_write(s, id, 1, 0, a, BS), 0);
+        rng = id * 1000;
+        ct_fill_random(&rng, b, BS);
+        T_EQ(cstore_write(s, id, 1, 0, b, BS), 0); /* the other slot: the first stays until a sync */
+        peak = MAX(peak, open_fds() - fds0);
+    }
+    fprintf(stderr, "peak chunk files open: %d (max_open %d)\n", peak, MAX_OPEN);
+    T_CHECK(peak <= MAX_OPEN + 2);
+    /* Evicted chunks were synced: slot A's entry of block 0 (the first write) is zeroed on disk. */
+    static const uint8_t zero[32];
+    for (uint64_t id = 1; id <= N - 2 * MAX_OPEN; id++) {
+        char *path = chunk_file(g_dir, id, 1);
+        int fd = open(path, O_RDONLY);
+        T_CHECK(fd >= 0);
+        uint8_t e[32];
+        T_EQ(pread(fd, e, sizeof(e), CT_TABLE_OFF(0)), (ssize_t)sizeof(e));
+        close(fd);
+        if (memcmp(e, zero, sizeof(e)) != 0)
+            T_FAIL("chunk %llu was evicted without a sync (slot A entry still valid)", (unsigned long long)id);
+        free(path);
+    }
+    for (uint64_t id = 1; id <= N; id++) {
+        rng = id * 1000;
+        ct_fill_random(&rng, b, BS);
+        T_EQ(cstore_read(s, id, 1, 0, got, BS, NULL), 0);
+        T_MEMEQ(got, b, BS);
+    }
+    T_EQ(cstore_write(s, 1, 1, BS, a, 100), 0);
+    T_EQ(cstore_sync(s, 1, 1), 0);
+    T_EQ(cstore_read(s, 1, 1, BS, got, 100, NULL), 0);
+    T_MEMEQ(got, a, 100);
+    T_CHECK(open_fds() - fds0 <= MAX_OPEN + 2);
+    cstore_close(s);
+    free(a);
+    free(b);
+    free(got);
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
@@ -712,7 +780,7 @@ int main(int argc, char **argv)
         { "format", test_format },     { "roundtrip", test_roundtrip }, { "compression", test_compression },
         { "corrupt", test_corrupt },   { "torn", test_torn },           { "versions", test_versions },
         { "list", test_list },         { "enospc", test_enospc },       { "faildir", test_faildir },
-        { "concurrency", test_concurrency },
+        { "concurrency", test_concurrency }, { "evict", test_evict },
     };
     if (argc != 2) {
         fprintf(stderr, "usage: %s <test>\n", argv[0]);

@@ -214,6 +214,12 @@ static void chain_free(Synod__V1__ChunkserverAddr **v, size_t n)
 int tk_write(const char *head, const char *const *chain, size_t nchain, uint64_t id, uint32_t version, uint64_t off,
              const void *data, size_t len, bool create, struct rpc_status *st)
 {
+    return tk_write_timeout(head, chain, nchain, id, version, off, data, len, create, tk_timeout_ms, st);
+}
+
+int tk_write_timeout(const char *head, const char *const *chain, size_t nchain, uint64_t id, uint32_t version,
+                     uint64_t off, const void *data, size_t len, bool create, int64_t timeout_ms, struct rpc_status *st)
+{
     Synod__V1__WriteReq req = SYNOD__V1__WRITE_REQ__INIT;
     req.chunk_id = id;
     req.version = version;
@@ -226,7 +232,7 @@ int tk_write(const char *head, const char *const *chain, size_t nchain, uint64_t
     struct rpc_payload p = {.data = data, .len = len, .release = NULL};
     ProtobufCMessage *rep = NULL;
     int r = rpc_call(rpc_channel_get(head), &synod__v1__chunk_data__descriptor, "Write", &req.base, len ? &p : NULL,
-                     tk_timeout_ms, &rep, st);
+                     timeout_ms, &rep, st);
     rpc_message_free(rep);
     chain_free(req.chain, nchain);
     return r;

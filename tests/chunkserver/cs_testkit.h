@@ -56,6 +56,9 @@ extern int64_t tk_timeout_ms;
 /* Write plain data through `head` along chain[0..nchain) (addresses). Returns 0 or -errno; st may be NULL. */
 int tk_write(const char *head, const char *const *chain, size_t nchain, uint64_t id, uint32_t version, uint64_t off,
              const void *data, size_t len, bool create, struct rpc_status *st);
+/* tk_write with its own deadline (tk_timeout_ms is shared by all threads). */
+int tk_write_timeout(const char *head, const char *const *chain, size_t nchain, uint64_t id, uint32_t version,
+                     uint64_t off, const void *data, size_t len, bool create, int64_t timeout_ms, struct rpc_status *st);
 int tk_fsync(const char *head, const char *const *chain, size_t nchain, uint64_t id, uint32_t version,
              struct rpc_status *st);
 /* Read [off, off+len) into out (zero-filled past the chunk's end); stored form is decoded and CRC-checked

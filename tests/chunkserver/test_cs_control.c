@@ -9,6 +9,8 @@
  * commands:  delete, set version, replicate (a 5 MiB chunk, several Copy pages, from another real
  *            chunkserver), a delete of an absent chunk (-ENOENT) and a replicate from a dead source (error,
  *            no partial chunk left), with results coming back in heartbeats.
+ * copyrate:  a replicate of an 8 MiB incompressible chunk by a chunkserver started with copy_rate=2M
+ *            takes at least 4 s (and less than 20 s), and the copy is intact.
  * Usage: test_cs_control <path to synod-chunk> <name>
  */
 #include <errno.h>
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/util.h"
 #include "tests/chunkserver/cs_testkit.h"
 #include "tests/test.h"
@@ -177,8 +180,39 @@ static void test_commands(void)
     rpc_client_shutdown();
 }
 
+static void test_copyrate(void)
+{
+    struct fake_meta m;
+    fm_start(&m);
+    struct cs_proc src, dst;
+    tk_start(&src, tk_tempdir("rate-src"), "", "--scrub_rate=0", NULL);
+    tk_start(&dst, tk_tempdir("rate-dst"), m.addr, "--scrub_rate=0", "--copy_rate=2M", "--heartbeat_ms=100ms", NULL);
+    int one = 1;
+    T_CHECK(fm_wait(&m, fm_reports_at_least, &one, WAIT_MS));
+    size_t len = 8 * MiB;
+    uint8_t *ref = xmalloc(len), *got = xmalloc(len);
+    tk_fill(ref, len, 77, false); /* incompressible: 8 MiB of stored bytes cross the wire */
+    T_EQ(tk_write(src.addr, NULL, 0, 0x60, 3, 0, ref, len, true, NULL), 0);
+    uint64_t t0 = clk_mono_ns();
+    fm_push_cmd(&m, 1, SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE, 0x60, 3, 0, src.addr);
+    wait_result(&m, 1, 0);
+    uint64_t ms = (clk_mono_ns() - t0) / NS_PER_MS;
+    fprintf(stderr, "8 MiB copy at copy_rate=2M: %llu ms\n", (unsigned long long)ms);
+    T_CHECK(ms >= 4000);
+    T_CHECK(ms < 20000);
+    T_EQ(tk_read(dst.addr, 0x60, 3, 0, len, true, got), 0);
+    T_MEMEQ(got, ref, len);
+    T_EQ(tk_stop(&src, SIGTERM), 0);
+    T_EQ(tk_stop(&dst, SIGTERM), 0);
+    free(ref);
+    free(got);
+    fm_free(&m);
+    rpc_client_shutdown();
+}
+
 int main(int argc, char **argv)
 {
-    static const struct tk_test tests[] = {{"register", test_register}, {"commands", test_commands}, {NULL, NULL}};
+    static const struct tk_test tests[] = {{"register", test_register}, {"commands", test_commands},
+                                              {"copyrate", test_copyrate}, {NULL, NULL}};
     return tk_main(argc, argv, tests);
 }

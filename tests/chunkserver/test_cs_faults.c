@@ -5,7 +5,13 @@
  *           reads of that block answer EBADMSG, other blocks still read.
  * enospc:   the last replica of a two-node chain lives on a 4 MiB tmpfs; writes go on until it is full:
  *           the writer gets ENOSPC naming that replica, and everything written before reads back intact
- *           from both replicas.
+ *           from both replicas. Writes straight to the full node fail with ENOSPC only (or fit), it keeps
+ *           serving reads, and after a restart on the same full dir every acknowledged byte reads back
+ *           CRC-checked (stored form): a full disk leaves no corrupt state.
+ * corrupt_read: scrubber off; a byte flipped in a synced block is found by a client read (EBADMSG): the
+ *           chunk reaches the metaserver double in a heartbeat's lost list. The metaserver's answer (drop
+ *           the replica, re-replicate) is played by hand: CMD_REPLICATE from a healthy replica at the
+ *           bumped version replaces the corrupt copy, which then reads back intact.
  * faildir:  two data dirs, the second an ext4 file system on a loop device; after a real fault (the
  *           ext4 "shutdown" ioctl: every later I/O fails with EIO) the chunks on it are reported lost,
  *           failed_dirs becomes 1, and the chunks on the first dir keep serving, new chunks too.
@@ -110,13 +116,92 @@ static void test_enospc(void)
         T_EQ(tk_read(full.addr, 0x70, 1, (uint64_t)i * MiB, MiB, true, got), 0);
         T_MEMEQ(got, buf, MiB);
     }
-    /* Small compressible writes still fit, and the daemon stays healthy. */
+    /* Straight to the full node: ENOSPC (or it fits), never anything else, and reads keep working. */
+    for (int i = 0; i < 8; i++) {
+        tk_fill(buf, MiB, 600 + (uint64_t)i, i % 2 == 1);
+        /* 1 MiB past the acknowledged data, or a one-block overwrite inside it (a failed one leaves the
+         * old block: the head keeps the reference) */
+        bool small = i % 2;
+        uint64_t off = small ? (uint64_t)((i * 5) % n) * MiB + 12345 : (uint64_t)(n + i / 2) * MiB;
+        r = tk_write(full.addr, NULL, 0, 0x70, 1, off, buf, small ? 4096 : MiB, false, &st);
+        fprintf(stderr, "direct write %d at %llu: %d\n", i, (unsigned long long)off, r);
+        T_CHECK(r == 0 || r == -ENOSPC);
+        if (r == 0 && small) /* it fit: keep the reference in step */
+            T_EQ(tk_write(head.addr, NULL, 0, 0x70, 1, off, buf, 4096, false, &st), 0);
+        T_EQ(tk_read(full.addr, 0x70, 1, 0, MiB, true, got), 0);
+    }
+    r = tk_fsync(full.addr, NULL, 0, 0x70, 1, &st);
+    T_CHECK(r == 0 || r == -ENOSPC);
+    /* Restart on the full dir: everything the head has (the reference) reads back CRC-checked. */
+    T_EQ(tk_stop(&full, SIGTERM), 0);
+    tk_start(&full, mnt, "", "--scrub_rate=0", NULL);
+    uint8_t *want = xmalloc(MiB);
+    for (int i = 0; i < n; i++) {
+        T_EQ(tk_read(head.addr, 0x70, 1, (uint64_t)i * MiB, MiB, false, want), 0);
+        T_EQ(tk_read(full.addr, 0x70, 1, (uint64_t)i * MiB, MiB, true, got), 0);
+        T_MEMEQ(got, want, MiB);
+    }
+    free(want);
     T_EQ(tk_stop(&full, SIGTERM), 0);
     T_EQ(tk_stop(&head, SIGTERM), 0);
     T_EQ(tk_sh("umount '%s'", mnt), 0);
     free(mnt);
     free(buf);
     free(got);
+    rpc_client_shutdown();
+}
+
+static void test_corrupt_read(void)
+{
+    struct fake_meta fm;
+    fm_start(&fm);
+    const char *dir = tk_tempdir("corrupt");
+    struct cs_proc p, good;
+    tk_start(&p, dir, fm.addr, "--scrub_rate=0", "--heartbeat_ms=100ms", NULL);
+    tk_start(&good, tk_tempdir("corrupt-good"), "", "--scrub_rate=0", NULL);
+    int one = 1;
+    T_CHECK(fm_wait(&fm, fm_reports_at_least, &one, WAIT_MS));
+    uint8_t *buf = xmalloc(MiB), *got = xmalloc(MiB);
+    tk_fill(buf, MiB, 78, false);
+    const char *chain[] = {good.addr};
+    T_EQ(tk_write(p.addr, chain, 1, 0x61, 2, 0, buf, MiB, true, NULL), 0);
+    T_EQ(tk_fsync(p.addr, chain, 1, 0x61, 2, NULL), 0);
+    char *path = chunk_path(dir, 0x61, 2);
+    int fd = open(path, O_RDWR);
+    T_CHECK(fd >= 0);
+    int flipped = 0;
+    for (int slot = 0; slot < 2; slot++) {
+        uint8_t b[16];
+        T_EQ(pread(fd, b, sizeof(b), (off_t)SLOT_OFF(5, slot) + 7), (ssize_t)sizeof(b));
+        bool any = false;
+        for (size_t i = 0; i < sizeof(b); i++)
+            any |= b[i] != 0;
+        if (!any)
+            continue;
+        b[0] ^= 0x01;
+        T_EQ(pwrite(fd, b, 1, (off_t)SLOT_OFF(5, slot) + 7), 1);
+        flipped++;
+    }
+    T_EQ(flipped, 1);
+    close(fd);
+    free(path);
+    /* A client read finds it: EBADMSG (the client reads another replica), and the chunk is reported. */
+    T_EQ(tk_read(p.addr, 0x61, 2, 5 * 65536, 100, true, got), -EBADMSG);
+    uint64_t id = 0x61;
+    T_CHECK(fm_wait(&fm, fm_has_lost, &id, WAIT_MS));
+    /* The metaserver drops the replica (version 2 -> 3 on the good one) and re-replicates onto p. */
+    T_EQ(tk_fsync(good.addr, NULL, 0, 0x61, 3, NULL), 0);
+    fm_push_cmd(&fm, 7, SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE, 0x61, 3, 0, good.addr);
+    T_CHECK(fm_wait(&fm, fm_has_result, &(uint64_t){7}, WAIT_MS));
+    T_EQ(fm_result(&fm, 7), 0);
+    T_EQ(tk_read(p.addr, 0x61, 3, 0, MiB, true, got), 0);
+    T_MEMEQ(got, buf, MiB);
+    T_EQ(tk_read(p.addr, 0x61, 2, 0, 100, true, got), -ESTALE);
+    T_EQ(tk_stop(&p, SIGTERM), 0);
+    T_EQ(tk_stop(&good, SIGTERM), 0);
+    free(buf);
+    free(got);
+    fm_free(&fm);
     rpc_client_shutdown();
 }
 
@@ -230,6 +315,6 @@ static void test_faildir(void)
 
 int main(int argc, char **argv)
 {
-    static const struct tk_test tests[] = {{"scrub", test_scrub}, {"enospc", test_enospc}, {"faildir", test_faildir}, {NULL, NULL}};
+    static const struct tk_test tests[] = {{"scrub", test_scrub}, {"corrupt_read", test_corrupt_read}, {"enospc", test_enospc}, {"faildir", test_faildir}, {NULL, NULL}};
     return tk_main(argc, argv, tests);
 }

@@ -5,6 +5,7 @@
 #                                     server binaries; fails if synod-mount itself is missing.
 #   cluster ARGS...                   ops/cluster on this cluster
 #   mount_extra DIR                   a second synod-mount of the same cluster on DIR (unmounted at exit)
+#   FUSE_MOUNT_OPTS=OPTS              (set before fuse_setup) extra -o options for both mounts, e.g. allow_other
 #   check COND MESSAGE / fail MESSAGE assertions
 # Cleanup (trap on EXIT): unmount everything, stop every daemon, remove the temp dir unless KEEP=1.
 set -euo pipefail
@@ -53,14 +54,14 @@ fuse_setup() {
   log "cluster in $DATA, base port $port"
   cluster --base-port "$port" --wait 60 "$@" up
   METASERVERS=$(cluster env | sed -n 's/^METASERVERS=//p')
-  cluster --mount-opts "io_timeout=60,unreachable_timeout=60" mount
+  cluster --mount-opts "io_timeout=60,unreachable_timeout=60${FUSE_MOUNT_OPTS:+,$FUSE_MOUNT_OPTS}" mount
 }
 
 mount_extra() {
   local dir=$1 bin i
   bin=$(find_built synod-mount fuse-client)
   mkdir -p "$dir"
-  setsid "$bin" -f "$METASERVERS" "$dir" -o "log_file=$DATA/mount-extra.log" </dev/null >>"$DATA/mount-extra.log" 2>&1 &
+  setsid "$bin" -f "$METASERVERS" "$dir" -o "log_file=$DATA/mount-extra.log${FUSE_MOUNT_OPTS:+,$FUSE_MOUNT_OPTS}" </dev/null >>"$DATA/mount-extra.log" 2>&1 &
   EXTRA_PIDS+=($!)
   EXTRA_MOUNTS+=("$dir")
   for ((i = 0; i < 300; i++)); do mountpoint -q "$dir" && return 0; sleep 0.1; done

@@ -126,6 +126,7 @@ static void test_chunks(void)
     uint64_t chunk = w->chunk->chunk_id;
     uint32_t ver = w->chunk->version;
     T_EQ(ver, 1);
+    T_CHECK(w->fresh); /* placed by this open: writes may create it */
     synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
     /* one writer per chunk */
     uint64_t s1 = t.session, s2 = t_session_open(&t);
@@ -134,6 +135,7 @@ static void test_chunks(void)
     t.session = s1;
     T_EQ(open_write(&t, f, 0, &w), 0); /* same session: lease extended, no bump */
     T_EQ(w->chunk->version, 1);
+    T_CHECK(!w->fresh); /* the client keeps its own fresh state across renewals */
     synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
     T_EQ(write_done(&t, f, 0, chunk, 2, 10), -ESTALE);
     T_EQ(write_done(&t, f, 0, chunk, 1, 5000), 0);
@@ -142,6 +144,7 @@ static void test_chunks(void)
     t.session = s2;
     T_EQ(open_write(&t, f, 0, &w), 0); /* lease released: s2 gets it with a version bump */
     T_EQ(w->chunk->version, 2);
+    T_CHECK(!w->fresh); /* holds data: a replica missing it has lost data, never recreate it empty */
     synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
     t.session = s1; /* the old writer completing at its older version: the lease is no longer its own */
     T_EQ(write_done(&t, f, 0, chunk, 1, 7000), -ESTALE);
@@ -286,8 +289,45 @@ static void test_chunks(void)
     tns_close(&t, false);
 }
 
+/* Every replica of a chunk lost while its writer holds the lease: the writer's next open places the chunk
+ * afresh (new version, live chunkservers) and says it is fresh, so its writes may create it; a chunk that
+ * still has a replica is never fresh. */
+static void test_fresh_replace(void)
+{
+    struct tns t;
+    tns_open(&t);
+    uint32_t a = cs_register(&t, "h1:1", "rack1", 900);
+    uint32_t b = cs_register(&t, "h2:1", "rack2", 900);
+    uint64_t f;
+    T_EQ(t_mknod(&t, ROOT, NS_ROOT_INO, "f", S_IFREG | 0644, &f), 0);
+    Synod__V1__ChunkOpenWriteRep *w;
+    T_EQ(open_write(&t, f, 0, &w), 0);
+    T_CHECK(w->fresh);
+    uint32_t v1 = w->chunk->version;
+    T_EQ(w->chunk->n_replicas, 1); /* goal 1 (the default) */
+    uint32_t holder = w->chunk->replicas[0]->id;
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    /* the holder reports without the chunk: its replica is dropped, none left */
+    Synod__V1__ChunkReportReq rr = SYNOD__V1__CHUNK_REPORT_REQ__INIT;
+    rr.id = holder;
+    rr.first = rr.last = true;
+    C(CS_REPORT, cs_report, rr);
+    T_EQ(tns_apply(&t, &cmd, NULL), 0);
+    T_EQ(open_write(&t, f, 0, &w), 0); /* same session, lease still held */
+    T_CHECK(w->fresh);
+    T_CHECK(w->chunk->version > v1);
+    T_EQ(w->chunk->n_replicas, 1);
+    T_CHECK(w->chunk->replicas[0]->id == a || w->chunk->replicas[0]->id == b);
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    T_EQ(open_write(&t, f, 0, &w), 0); /* it has a replica now: a renewal is not fresh */
+    T_CHECK(!w->fresh);
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    tns_close(&t, false);
+}
+
 int main(void)
 {
     T_RUN(test_chunks);
+    T_RUN(test_fresh_replace);
     return 0;
 }
