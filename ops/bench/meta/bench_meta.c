@@ -333,12 +333,13 @@ static void *client_main(void *arg)
     c->nlat = 0;
     c->errors = c->retries = c->r_eagain = c->r_eremote = 0;
     c->first_err = 0;
-    /* keep the session alive across the read-only phases (not measured) */
-    if (ph == PH_RENAME || ph == PH_UNLINK) {
-        Synod__V1__SessionKeepaliveReq ka = SYNOD__V1__SESSION_KEEPALIVE_REQ__INIT;
-        ka.session = c->session;
+    /* keep the session alive across the read-only phases, like the real client (every 2 s, not measured):
+     * reads do not touch the session, and a lease of 10 s would lapse over two long read phases */
+    Synod__V1__SessionKeepaliveReq ka = SYNOD__V1__SESSION_KEEPALIVE_REQ__INIT;
+    ka.session = c->session;
+    uint64_t last_ka = clk_mono_ns();
+    if (ph == PH_RENAME || ph == PH_UNLINK)
         mcall(c, "SessionKeepalive", &ka.base, NULL);
-    }
     int limit = ph == PH_RENAME || ph == PH_UNLINK ? c->ncreated : g_ops;
     pthread_barrier_wait(&g_barrier);
     c->t0 = clk_mono_ns();
@@ -347,6 +348,10 @@ static void *client_main(void *arg)
         uint64_t t = clk_mono_ns();
         if (t >= end)
             break;
+        if ((ph == PH_GETATTR || ph == PH_LOOKUP) && t - last_ka > 2 * NS_PER_SEC) {
+            mcall(c, "SessionKeepalive", &ka.base, NULL);
+            last_ka = t = clk_mono_ns();
+        }
         if (ph != PH_CREATE && c->ncreated == 0)
             break;
         int rc = 0;
