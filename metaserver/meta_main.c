@@ -33,8 +33,8 @@ static const struct meta_plugin *const plugins[] = {
     {"data_dir", CONFIG_STR, NULL, "data directory (LevelDB in <data_dir>/db)"},                           \
     {"state_machine", CONFIG_STR, "kv", "the state machine plugin: kv | namespace"},                       \
     {"observers", CONFIG_STR, "", "comma-separated node ids that replicate without voting"},               \
-    {"heartbeat", CONFIG_DURATION, "50ms", "leader heartbeat interval"},                                   \
-    {"election_timeout", CONFIG_DURATION, "300ms",                                                        \
+    {"heartbeat", CONFIG_DURATION, "100ms", "leader heartbeat interval"},                                  \
+    {"election_timeout", CONFIG_DURATION, "1s",                                                           \
      "a follower campaigns after a random timeout in [t, 2t) without a leader"},                          \
     {"lease", CONFIG_DURATION, "0", "leader read lease (0 = 2/3 of election_timeout); must be shorter"},   \
     {"window", CONFIG_INT, "0", "Paxos slots in flight (0 = the core's default)"},                         \
