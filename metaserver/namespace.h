@@ -152,10 +152,6 @@ struct ns_move {
 size_t ns_plan_rebalance(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, uint32_t threshold_pct,
                          size_t max_moves, struct ns_move **out, uint32_t *mean_pct);
 
-/* Apply `cmd`: ReplicaDrop and FsckRepair here (ns_admin.c), every other case through ns_apply. The
- * service's apply hook uses this. Same contract as ns_apply. */
-int ns_admin_apply(struct ns *ns, struct kv_txn *txn, const Synod__V1__NsCommand *cmd, struct ns_reply *rep);
-
 /* Fsck: one consistent pass (a LevelDB snapshot of `db`) over inodes, dirents and the chunk table.
  * Problems go to out->rep (FsckRep: kind, ino, chunk, detail), at most max_problems listed (all counted in
  * total_problems); the safe repairs to out->repair (at most NS_FSCK_MAX_FIXES; fix i repairs problem

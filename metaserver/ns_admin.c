@@ -2,10 +2,8 @@
  * leader's maintenance and synodctl produce (ReplicaDrop, FsckRepair), and fsck, a consistent read-only
  * check of the whole namespace and chunk table.
  *
- * Commands. ReplicaDrop and FsckRepair are NsCommand cases that ns_apply (ns_core.c) does not dispatch
- * yet; ns_admin_apply applies them with the same context rules (validate, then write; inodes and counters
- * written back only on success) and hands every other case to ns_apply, so the service's apply hook calls
- * ns_admin_apply for everything. Both are deterministic: they decide from their contents and the state.
+ * Commands. ReplicaDrop and FsckRepair are NsCommand cases dispatched by ns_apply (ns_core.c) like every
+ * other command. Both are deterministic: they decide from their contents and the state.
  * Both re-validate at apply what the leader saw when it planned them (a chunk's version, an inode's nlink
  * and ctime, a dirent's target), because the state may have moved between the plan and the apply; a fix
  * that no longer fits is skipped, never forced.
@@ -128,28 +126,6 @@ int op_fsck_repair(struct ns_ctx *c, const Synod__V1__FsckRepair *r)
             rep.applied++;
     reply_msg(c, &rep.base);
     return 0;
-}
-
-int ns_admin_apply(struct ns *ns, struct kv_txn *txn, const Synod__V1__NsCommand *cmd, struct ns_reply *rep)
-{
-    bool mine = cmd->cmd_case == SYNOD__V1__NS_COMMAND__CMD_REPLICA_DROP ||
-                cmd->cmd_case == SYNOD__V1__NS_COMMAND__CMD_FSCK_REPAIR;
-    if (!mine)
-        return ns_apply(ns, txn, cmd, rep);
-    memset(rep, 0, sizeof(*rep));
-    if (!cmd->replica_drop) /* the oneof members share one pointer */
-        return rep->err = -EINVAL;
-    struct ns_ctx c = {.ns = ns, .txn = txn, .cmd = cmd, .now = cmd->now_ns, .rep = rep};
-    int rc = cmd->cmd_case == SYNOD__V1__NS_COMMAND__CMD_REPLICA_DROP ? op_replica_drop(&c, cmd->replica_drop)
-                                                                       : op_fsck_repair(&c, cmd->fsck_repair);
-    ctx_finish(&c, rc == 0);
-    if (rc) {
-        free(rep->buf);
-        rep->buf = NULL;
-        rep->len = 0;
-        rep->desc = NULL;
-    }
-    return rep->err = rc;
 }
 
 /* --- fsck --------------------------------------------------------------------------------------------- */

@@ -605,6 +605,8 @@ static int dispatch(struct ns_ctx *c, const Synod__V1__NsCommand *cmd)
     case SYNOD__V1__NS_COMMAND__CMD_CS_DEAD: return op_cs_dead(c, cmd->cs_dead);
     case SYNOD__V1__NS_COMMAND__CMD_REPL_START: return op_repl_start(c, cmd->repl_start);
     case SYNOD__V1__NS_COMMAND__CMD_LEASE_EXPIRE: return op_lease_expire(c, cmd->lease_expire);
+    case SYNOD__V1__NS_COMMAND__CMD_REPLICA_DROP: return op_replica_drop(c, cmd->replica_drop);
+    case SYNOD__V1__NS_COMMAND__CMD_FSCK_REPAIR: return op_fsck_repair(c, cmd->fsck_repair);
     default: return -EINVAL;
     }
 }

@@ -188,11 +188,11 @@ Synod__V1__ChunkRec *chunk_get_by_id(struct ns_ctx *c, uint64_t chunk_id);     /
 void chunk_store(struct ns_ctx *c, const Synod__V1__ChunkRec *old, const Synod__V1__ChunkRec *nw);
 void chunk_free(Synod__V1__ChunkRec *r);
 void delete_enqueue(struct ns_ctx *c, uint32_t cs, uint64_t chunk_id, uint32_t version);
-/* Remove chunkserver cs from the chunk's replica set (bumping the version when bump); false if absent. */
+/* Remove chunkserver cs from the chunk's replica set, bumping the version; false if absent. */
 bool replica_remove(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs);
 /* replica_remove, then queue the deletion of cs's copy (any version). False if cs was not in the set. */
 bool replica_drop(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs);
-/* admin commands (ns_admin.c), applied through ns_admin_apply */
+/* admin commands (ns_admin.c) */
 int op_replica_drop(struct ns_ctx *c, const Synod__V1__ReplicaDrop *r);
 int op_fsck_repair(struct ns_ctx *c, const Synod__V1__FsckRepair *r);
 Synod__V1__ChunkserverRec *cs_get(struct ns_ctx *c, uint32_t id); /* NULL if absent */

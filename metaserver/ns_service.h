@@ -28,7 +28,7 @@ enum nssvc_route {
     NSSVC_READ,          /* read-only: applied on the leader under its lease (rsm_read) */
     NSSVC_SESSION_OPEN,  /* rsm_session_open */
     NSSVC_KEEPALIVE,     /* rsm_session_touch (leader memory only) */
-    NSSVC_LOCAL,         /* handled by the service itself (heartbeats, status, fileinfo) */
+    NSSVC_LOCAL,         /* handled by the service itself (heartbeats, status, fileinfo, rebalance, fsck) */
     NSSVC_UNSUPPORTED,   /* answers ENOSYS */
 };
 
@@ -56,9 +56,9 @@ int nssvc_cmd_build(Synod__V1__NsCommand *cmd, Synod__V1__NsCommand__CmdCase cc,
 int nssvc_cmd_pack(Synod__V1__NsCommand__CmdCase cc, const ProtobufCMessage *req, int64_t now_ns,
                    uint64_t session, uint8_t **out, size_t *len);
 
-/* The apply hook without the runtime: decode cmd[0..len) as an NsCommand and apply it in txn. The
- * entry's time (time_ns, if nonzero) replaces the command's now_ns and the runtime's session (if
- * nonzero) its session, so apply depends only on the log. Undecodable bytes: -EINVAL. Returns rep->err;
+/* The apply hook without the runtime: decode cmd[0..len) as an NsCommand and apply it in txn with
+ * ns_apply. The entry's time (time_ns, if nonzero) replaces the command's now_ns and the runtime's session
+ * (if nonzero) its session, so apply depends only on the log. Undecodable bytes: -EINVAL. Returns rep->err;
  * release rep with ns_reply_release. */
 int nssvc_apply_packed(struct ns *ns, struct kv_txn *txn, int64_t time_ns, uint64_t session, const uint8_t *cmd,
                        size_t len, struct ns_reply *rep);

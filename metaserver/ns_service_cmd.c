@@ -134,7 +134,7 @@ int nssvc_apply_packed(struct ns *ns, struct kv_txn *txn, int64_t time_ns, uint6
         cmd->now_ns = time_ns;
     if (session)
         cmd->session = session;
-    int rc = ns_admin_apply(ns, txn, cmd, rep); /* ns_apply plus the admin commands (ReplicaDrop, FsckRepair) */
+    int rc = ns_apply(ns, txn, cmd, rep);
     synod__v1__ns_command__free_unpacked(cmd, NULL);
     return rc;
 }
