@@ -140,11 +140,25 @@ int op_cs_heartbeat(struct ns_ctx *c, const Synod__V1__HeartbeatReq *r)
         struct nkey k;
         switch (cmd_type(res->cmd_id)) {
         case SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE:
+            nk_init(&k, 'q');
+            nk_u32(&k, r->id);
+            nk_u64(&k, chunk);
             if (res->err == 0 || res->err == -ENOENT || res->err == ENOENT) {
-                nk_init(&k, 'q');
-                nk_u32(&k, r->id);
-                nk_u64(&k, chunk);
                 nk_del(c, &k);
+            } else if (res->err == -ESTALE || res->err == ESTALE) {
+                /* it stores another version than the one queued (removals bump the table's version
+                 * silently): a copy outside the set with no copy to it in flight is garbage at any version;
+                 * one back in the set is wanted after all. Without this the entry would be retried forever
+                 * (and would block copies of the chunk to it, see op_repl_start). */
+                Synod__V1__ChunkRec *rec = chunk_get_by_id(c, chunk);
+                struct nkey pk;
+                pending_key(&pk, chunk, r->id);
+                bool wanted = (rec && in_set(rec, r->id)) || nk_get(c, &pk, NULL, NULL) == 0;
+                chunk_free(rec);
+                if (wanted)
+                    nk_del(c, &k);
+                else
+                    delete_enqueue(c, r->id, chunk, 0);
             }
             break;
         case SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE: {

@@ -17,9 +17,15 @@
  *
  * Leader duties (leader_tick on the runtime thread): create the root of a fresh cluster (NsInit), declare
  * silent chunkservers dead (timeout on the leader's monotonic clock; a new leader gives everyone a fresh
- * grace period), plan re-replication (ns_plan_replication: fewest copies first, throttled per
- * chunkserver), and expire write leases. Each is proposed with rsm_submit(session 0), at most one batch
- * of each kind in flight.
+ * grace period), plan re-replication and the drain of decommissioning chunkservers (ns_plan_replication:
+ * fewest copies first, throttled per chunkserver), trim over-goal chunks (ns_plan_trim -> ReplicaDrop),
+ * and expire write leases. Each is proposed with rsm_submit(session 0), at most one batch of each kind
+ * in flight.
+ *
+ * Admin: Status and Fileinfo are answered by any replica from its own state; SetGoal and Decommission go
+ * through the log; Rebalance plans under the leader's lease and proposes its moves as ReplStart commands
+ * (drop_after = source) without waiting for them; Fsck scans a LevelDB snapshot on the RPC worker (the
+ * runtime thread keeps applying) and, with repair, answers once its FsckRepair command is applied.
  *
  * Threads: handlers run on RPC workers; done callbacks, hooks and the tick on the runtime thread, where
  * the applied state may be read directly (kv_txn on rsm_db) because nothing else writes it.
@@ -549,7 +555,6 @@ static int check_decommission(struct slot *sl, const ProtobufCMessage *req)
     return r->chunkserver ? 0 : -EINVAL;
 }
 
-static void internal_done(void *arg, int err, const uint8_t *reply, size_t len, uint64_t zxid);
 static void propose(struct nssvc *s, struct rsm *r, Synod__V1__NsCommand__CmdCase cc, const ProtobufCMessage *m,
                     int *inflight, uint32_t cs);
 

@@ -316,6 +316,9 @@ static void test_drain_only_copy(void)
     T_EQ(replicas(f, 0, set, NULL), 1);
     T_EQ(set[0], other);
     T_EQ(cmds_for(x, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, 1), 1); /* chunk ids start at 1 */
+    /* a deletion refused for a version mismatch is queued again for any version, not retried forever */
+    T_EQ(heartbeat(x, 0, NS_CMD_ID(SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, 1), -ESTALE), 0);
+    T_EQ(cmds_for(x, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, 1), 1);
     /* while that deletion is queued, no copy of the chunk may start to x */
     Synod__V1__ReplStart rs = SYNOD__V1__REPL_START__INIT;
     uint32_t ver;
