@@ -11,6 +11,10 @@
  * buffer to the rest of the chain. A call is answered when its local step and its forward are done, so the
  * head's answer means every replica has the data (in its page cache; Fsync makes it durable everywhere).
  *
+ * Before any of this, a Write passes the head's block gate (below): it runs only when no earlier write
+ * touching one of its blocks is still in flight, else it is parked and resumed later, so every replica
+ * applies the writes of one block in the head's order.
+ *
  * Each chained call is a `struct hop`: three references (the handler's local step, the forward's
  * completion, the release of the lent buffer); the last one to drop answers the call. See cs_service.h for
  * how failures are named.
@@ -593,21 +597,22 @@ static int h_write(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
     g->req = req;
     g->block = MAX(x->first, g->first);
     int64_t tmo = hop_timeout_ms(call);
-    if (svc->stopping || tmo <= 0) {
+    bool stopping = svc->stopping;
+    if (stopping || tmo <= 0) {
         gate_unlink_locked(svc, g);
         pthread_mutex_unlock(&svc->gate_mu);
-        gate_fail(g, svc->stopping ? -ECANCELED : -EBUSY,
-                  svc->stopping ? "refused at shutdown: it overlaps a write in flight"
-                                : "overlaps a write in flight and has no time left to wait");
+        gate_fail(g, stopping ? -ECANCELED : -EBUSY,
+                  stopping ? "refused at shutdown: it overlaps a write in flight"
+                           : "overlaps a write in flight and has no time left to wait");
         return 0;
     }
     g->expire_ns = clk_mono_ns() + (uint64_t)tmo * NS_PER_MS;
     g->parked = true;
     atomic_fetch_add(&svc->parked_total, 1);
+    LOG_DEBUG("chunk %016" PRIx64 ": write of blocks %u..%u parked behind a write in flight on block %u",
+              req->chunk_id, g->first, g->last, g->block); /* under the lock: g may run and go once it drops */
     pthread_cond_signal(&svc->gate_cv);
     pthread_mutex_unlock(&svc->gate_mu);
-    LOG_DEBUG("chunk %016" PRIx64 ": write of blocks %u..%u parked behind a write in flight on block %u",
-              req->chunk_id, g->first, g->last, g->block);
     return RPC_DEFERRED;
 }
 
@@ -893,8 +898,8 @@ void cs_service_stop(struct cs_service *svc)
         gate_fail(x, -ECANCELED, "cancelled at shutdown while waiting for a write in flight");
     }
     unsigned parked = atomic_load(&svc->parked_total);
-    if (parked)
-        LOG_INFO("%u writes waited for an overlapping write in flight", parked);
+    if (parked) /* our client never sends these: a warning, so a misbehaving client gets noticed */
+        LOG_WARN("%u writes had to wait for an overlapping write in flight", parked);
 }
 
 void cs_service_free(struct cs_service *svc)

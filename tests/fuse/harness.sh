@@ -50,7 +50,15 @@ fuse_setup() {
   DATA=$(mktemp -d /tmp/synod-fusetest.XXXXXX)
   MNT=$DATA/mnt
   trap fuse_cleanup EXIT
-  local port=$((20000 + (RANDOM % 200) * 200))
+  # A base port whose metaserver (P+1..P+9) and chunkserver (P+101..P+109) ports nobody listens on: several
+  # clusters (tests, benchmarks) may run on this machine at once.
+  local port used try
+  used=$(ss -Hltn 2>/dev/null | awk '{n = split($4, a, ":"); print a[n]}' | sort -un)
+  for ((try = 0; try < 50; try++)); do
+    port=$((20000 + (RANDOM % 200) * 200))
+    awk -v p="$port" '($1 > p && $1 < p + 10) || ($1 > p + 100 && $1 < p + 110) {f = 1} END {exit !f}' \
+      <<<"$used" || break
+  done
   log "cluster in $DATA, base port $port"
   cluster --base-port "$port" --wait 60 "$@" up
   METASERVERS=$(cluster env | sed -n 's/^METASERVERS=//p')
