@@ -65,6 +65,8 @@ struct cs_control {
     size_t nresults, results_cap;
     Synod__V1__ChunkVersion *lost;
     size_t nlost, lost_cap;
+    Synod__V1__ChainFailure *cfails; /* chain failures taken from the service, not yet delivered */
+    size_t ncfails, cfails_cap;
     uint64_t copy_next_ns; /* the copy throttle's clock: when the bytes received so far are paid for */
 };
 
@@ -488,8 +490,29 @@ static int heartbeat(struct cs_control *ctl, bool *report_wanted)
         lost_add_locked(ctl, lost[i].chunk_id, lost[i].version);
     }
     free(lost);
+    struct cs_chain_failure *cf;
+    size_t ncf;
+    cs_service_take_chain_failures(ctl->svc, &cf, &ncf);
+    for (size_t i = 0; i < ncf; i++) {
+        if (ctl->ncfails == CS_MAX_CHAIN_FAILURES)
+            break; /* the writers report them too */
+        GROW(ctl->cfails, ctl->ncfails, ctl->cfails_cap);
+        Synod__V1__ChainFailure *x = &ctl->cfails[ctl->ncfails++];
+        synod__v1__chain_failure__init(x);
+        x->chunk_id = cf[i].chunk_id;
+        x->version = cf[i].version;
+        x->chunkserver = cf[i].chunkserver;
+        x->err = cf[i].err;
+    }
+    free(cf);
     /* Snapshot what we send; the lists are trimmed by these counts only after success. */
-    size_t nres = ctl->nresults, nlost = ctl->nlost;
+    size_t nres = ctl->nresults, nlost = ctl->nlost, nfail = ctl->ncfails;
+    Synod__V1__ChainFailure **fp = xmalloc((nfail ? nfail : 1) * sizeof(*fp));
+    Synod__V1__ChainFailure *fv = xmalloc((nfail ? nfail : 1) * sizeof(*fv));
+    if (nfail)
+        memcpy(fv, ctl->cfails, nfail * sizeof(*fv));
+    for (size_t i = 0; i < nfail; i++)
+        fp[i] = &fv[i];
     Synod__V1__ChunkCmdResult **rp = xmalloc((nres ? nres : 1) * sizeof(*rp));
     Synod__V1__ChunkVersion **lp = xmalloc((nlost ? nlost : 1) * sizeof(*lp));
     Synod__V1__ChunkCmdResult *res = xmalloc((nres ? nres : 1) * sizeof(*res));
@@ -512,6 +535,8 @@ static int heartbeat(struct cs_control *ctl, bool *report_wanted)
     req.n_results = nres;
     req.lost = lp;
     req.n_lost = nlost;
+    req.chain_failures = fp;
+    req.n_chain_failures = nfail;
     Synod__V1__HeartbeatRep *rep = NULL;
     struct rpc_status st;
     int64_t tmo = (int64_t)MAX(ctl->heartbeat_ms * 2, (uint64_t)REGISTER_TIMEOUT_MS);
@@ -519,6 +544,7 @@ static int heartbeat(struct cs_control *ctl, bool *report_wanted)
                      NULL, tmo, (ProtobufCMessage **)&rep, &st);
     free(rp);
     free(lp);
+    free(fp);
     if (r == 0) {
         pthread_mutex_lock(&ctl->mu);
         for (size_t i = 0; i < nres; i++)
@@ -529,6 +555,9 @@ static int heartbeat(struct cs_control *ctl, bool *report_wanted)
         if (nlost)
             memmove(ctl->lost, ctl->lost + nlost, (ctl->nlost - nlost) * sizeof(*ctl->lost));
         ctl->nlost -= nlost;
+        if (nfail)
+            memmove(ctl->cfails, ctl->cfails + nfail, (ctl->ncfails - nfail) * sizeof(*ctl->cfails));
+        ctl->ncfails -= nfail;
         pthread_mutex_unlock(&ctl->mu);
         *report_wanted = rep->report_wanted;
         enqueue_cmds(ctl, rep->cmds, rep->n_cmds);
@@ -539,6 +568,7 @@ static int heartbeat(struct cs_control *ctl, bool *report_wanted)
     }
     free(res);
     free(lv);
+    free(fv);
     return r;
 }
 
@@ -646,6 +676,7 @@ void cs_control_stop(struct cs_control *ctl)
     free(ctl->known);
     free(ctl->results);
     free(ctl->lost);
+    free(ctl->cfails);
     free(ctl->addr);
     free(ctl->label);
     free(ctl->id_path);

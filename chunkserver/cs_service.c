@@ -55,6 +55,11 @@ struct cs_service {
     bool stopping;
     pthread_t resumer;
     atomic_uint parked_total;
+
+    /* Chain failures of writes we headed, for the control client's next heartbeat (fail_mu). */
+    pthread_mutex_t fail_mu;
+    struct cs_chain_failure *fails;
+    size_t nfails;
 };
 
 /* ---- the block gate: one head write per block in flight ---------------------------------------------- *
@@ -259,6 +264,7 @@ struct hop {
     uint64_t chunk_len; /* after the local step (Write/WriteBlocks) */
     uint32_t next_id;
     char next_addr[256];
+    bool forwarded; /* the forward was started: replicas may now hold the write, or not */
     void *owned; /* buffer lent to the forward (head only), freed with the hop */
     struct gate *gate; /* head only: the write's block range, released when the hop is answered */
 };
@@ -355,9 +361,61 @@ static void gate_fail(struct gate *g, int err, const char *why)
     free(g);
 }
 
+/* Record a replica that failed a write we headed once the chain had started: some replicas may hold the
+ * write and this one not (or the reverse). The writer reports it too, but it may die first; then the
+ * metaserver learns it from our heartbeat and drops the replica (bumping the version), so a divergent copy
+ * never stays in the set. */
+static void chain_failure_add(struct cs_service *svc, uint64_t chunk_id, uint32_t version, uint32_t cs, int err)
+{
+    if (cs == 0)
+        return; /* not registered yet: no id to name */
+    pthread_mutex_lock(&svc->fail_mu);
+    if (svc->nfails == CS_MAX_CHAIN_FAILURES) {
+        memmove(svc->fails, svc->fails + 1, (svc->nfails - 1) * sizeof(*svc->fails));
+        svc->nfails--;
+    }
+    if (!svc->fails)
+        svc->fails = xmalloc(CS_MAX_CHAIN_FAILURES * sizeof(*svc->fails));
+    svc->fails[svc->nfails++] = (struct cs_chain_failure){chunk_id, version, cs, err};
+    pthread_mutex_unlock(&svc->fail_mu);
+    LOG_WARN("chunk %016" PRIx64 " v%u: chain write failed on chunkserver %u (%s): reporting it", chunk_id, version,
+             cs, err_name(err));
+}
+
+void cs_service_take_chain_failures(struct cs_service *svc, struct cs_chain_failure **out, size_t *n)
+{
+    pthread_mutex_lock(&svc->fail_mu);
+    *out = svc->fails;
+    *n = svc->nfails;
+    svc->fails = NULL;
+    svc->nfails = 0;
+    pthread_mutex_unlock(&svc->fail_mu);
+}
+
+/* The replica a "failed=<id>:<errno> ..." detail names; 0 if none. */
+static uint32_t named_replica(const char *detail, int *err)
+{
+    if (strncmp(detail, "failed=", 7) != 0)
+        return 0;
+    char *end;
+    unsigned long id = strtoul(detail + 7, &end, 10);
+    if (*end == ':')
+        *err = -(int)strtol(end + 1, NULL, 10);
+    return id <= UINT32_MAX ? (uint32_t)id : 0;
+}
+
 static void hop_answer(struct hop *h)
 {
     struct cs_service *svc = h->svc;
+    if (h->kind == HOP_WRITE && h->forwarded) {
+        if (h->local_err)
+            chain_failure_add(svc, h->chunk_id, h->version, atomic_load(&svc->self_id), h->local_err);
+        if (h->down_err) {
+            int e = h->down_err;
+            uint32_t id = named_replica(h->down_detail, &e);
+            chain_failure_add(svc, h->chunk_id, h->version, id ? id : h->next_id, e);
+        }
+    }
     if (h->local_err) {
         char d[300];
         name_failure(d, sizeof(d), atomic_load(&svc->self_id), svc->self_addr, h->local_err, h->local_detail);
@@ -417,6 +475,7 @@ static void hop_forward(struct hop *h, const Synod__V1__ChunkserverAddr *next, c
         snprintf(h->down_detail, sizeof(h->down_detail), "no time left to forward");
         return;
     }
+    h->forwarded = true;
     atomic_fetch_add(&h->refs, 1);
     /* Never an empty bulk field (see reply_bulk). */
     struct rpc_payload p = {.data = data, .len = len, .release = hop_release, .ctx = h};
@@ -857,6 +916,7 @@ struct cs_service *cs_service_new(struct cstore *store, int level, const char *s
     ASSERT(pthread_cond_init(&svc->gate_cv, &ca) == 0);
     pthread_condattr_destroy(&ca);
     ASSERT(pthread_mutex_init(&svc->gate_mu, NULL) == 0);
+    ASSERT(pthread_mutex_init(&svc->fail_mu, NULL) == 0);
     svc->ready_tail = &svc->ready_head;
     atomic_init(&svc->parked_total, 0);
     r = pthread_create(&svc->resumer, NULL, resumer_main, svc);
@@ -912,6 +972,8 @@ void cs_service_free(struct cs_service *svc)
         LOG_WARN("chunk %016" PRIx64 ": a write is still in flight at shutdown", svc->gates_head->chunk_id);
     pthread_cond_destroy(&svc->gate_cv);
     pthread_mutex_destroy(&svc->gate_mu);
+    pthread_mutex_destroy(&svc->fail_mu);
+    free(svc->fails);
     struct codec *c = pthread_getspecific(svc->codec_key);
     codec_free(c);
     pthread_key_delete(svc->codec_key);

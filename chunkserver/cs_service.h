@@ -60,4 +60,15 @@ void cs_service_set_id(struct cs_service *svc, uint32_t id);
 /* Requests in flight (heartbeat "load"). Thread-safe. */
 uint32_t cs_service_load(const struct cs_service *svc);
 
+/* A replica that failed a chained write this node headed (see HeartbeatReq.chain_failures). */
+struct cs_chain_failure {
+    uint64_t chunk_id;
+    uint32_t version, chunkserver;
+    int err;
+};
+/* Take the chain failures recorded since the last call (*out malloc'd, caller frees; at most
+ * CS_MAX_CHAIN_FAILURES are kept, the oldest dropped first: the writer reports them too). Thread-safe. */
+#define CS_MAX_CHAIN_FAILURES 4096
+void cs_service_take_chain_failures(struct cs_service *svc, struct cs_chain_failure **out, size_t *n);
+
 #endif

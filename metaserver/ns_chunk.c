@@ -592,18 +592,27 @@ int op_chunk_write_done(struct ns_ctx *c, const Synod__V1__ChunkWriteDoneReq *r)
     return 0;
 }
 
-int op_bad_replica(struct ns_ctx *c, const Synod__V1__BadReplicaReq *r)
+bool bad_replica_apply(struct ns_ctx *c, uint64_t chunk_id, uint32_t version, uint32_t cs)
 {
-    Synod__V1__ChunkRec *old = chunk_get_by_id(c, r->chunk_id);
+    Synod__V1__ChunkRec *old = chunk_get_by_id(c, chunk_id);
     if (!old)
-        return -ENOENT;
-    bool act = old->version == r->version && has_replica(old, r->chunkserver);
-    uint32_t version = old->version;
+        return false;
+    bool act = old->version == version && has_replica(old, cs);
     chunk_free(old);
     if (act) { /* otherwise already handled (a retry or a concurrent report): nothing to do */
-        replica_remove(c, r->chunk_id, r->chunkserver);
-        delete_enqueue(c, r->chunkserver, r->chunk_id, version);
+        replica_remove(c, chunk_id, cs);
+        delete_enqueue(c, cs, chunk_id, version);
     }
+    return act;
+}
+
+int op_bad_replica(struct ns_ctx *c, const Synod__V1__BadReplicaReq *r)
+{
+    Synod__V1__ChunkRec *rec = chunk_get_by_id(c, r->chunk_id);
+    if (!rec)
+        return -ENOENT;
+    chunk_free(rec);
+    bad_replica_apply(c, r->chunk_id, r->version, r->chunkserver);
     reply_empty(c);
     return 0;
 }

@@ -187,6 +187,10 @@ int op_cs_heartbeat(struct ns_ctx *c, const Synod__V1__HeartbeatReq *r)
     }
     for (size_t i = 0; i < r->n_lost; i++)
         replica_remove(c, r->lost[i]->chunk_id, r->id);
+    /* replicas that failed a chained write this chunkserver took part in (the writer may have died) */
+    for (size_t i = 0; i < r->n_chain_failures; i++)
+        bad_replica_apply(c, r->chain_failures[i]->chunk_id, r->chain_failures[i]->version,
+                          r->chain_failures[i]->chunkserver);
     Synod__V1__HeartbeatRep rep = SYNOD__V1__HEARTBEAT_REP__INIT;
     rep.report_wanted = was_dead;
     reply_msg(c, &rep.base);

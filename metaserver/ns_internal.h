@@ -190,6 +190,10 @@ void chunk_free(Synod__V1__ChunkRec *r);
 void delete_enqueue(struct ns_ctx *c, uint32_t cs, uint64_t chunk_id, uint32_t version);
 /* Remove chunkserver cs from the chunk's replica set, bumping the version; false if absent. */
 bool replica_remove(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs);
+/* A replica reported bad at `version` (by a client, or by a chunkserver of the chain): if the chunk is still
+ * at that version and cs in its set, remove it (bumping the version) and queue the deletion of its copy.
+ * False when there was nothing to do (a retry, a concurrent report, a stale version). */
+bool bad_replica_apply(struct ns_ctx *c, uint64_t chunk_id, uint32_t version, uint32_t cs);
 /* replica_remove, then queue the deletion of cs's copy (any version). False if cs was not in the set. */
 bool replica_drop(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs);
 /* admin commands (ns_admin.c) */

@@ -431,6 +431,9 @@ static int fm_heartbeat(struct rpc_call *call, const ProtobufCMessage *m, void *
     fm->results = xrealloc(fm->results, (fm->nresults + req->n_results + 1) * sizeof(*fm->results));
     for (size_t i = 0; i < req->n_results; i++)
         fm->results[fm->nresults++] = *req->results[i];
+    fm->cfails = xrealloc(fm->cfails, (fm->ncfails + req->n_chain_failures + 1) * sizeof(*fm->cfails));
+    for (size_t i = 0; i < req->n_chain_failures; i++)
+        fm->cfails[fm->ncfails++] = *req->chain_failures[i];
     Synod__V1__HeartbeatRep rep = SYNOD__V1__HEARTBEAT_REP__INIT;
     Synod__V1__ChunkCmd **ptrs = xcalloc(fm->ncmds + 1, sizeof(*ptrs));
     for (size_t i = 0; i < fm->ncmds; i++)
@@ -500,6 +503,7 @@ void fm_free(struct fake_meta *fm)
     free(fm->report);
     free(fm->building);
     free(fm->lost);
+    free(fm->cfails);
     free(fm->results);
     pthread_mutex_destroy(&fm->mu);
 }
@@ -537,6 +541,15 @@ bool fm_wait(struct fake_meta *fm, bool (*pred)(struct fake_meta *, const void *
             return false;
         clk_sleep_ns(20 * NS_PER_MS);
     }
+}
+
+bool fm_has_chain_failure(struct fake_meta *fm, const void *chunk_id_ptr)
+{
+    uint64_t id = *(const uint64_t *)chunk_id_ptr;
+    for (size_t i = 0; i < fm->ncfails; i++)
+        if (fm->cfails[i].chunk_id == id)
+            return true;
+    return false;
 }
 
 bool fm_has_lost(struct fake_meta *fm, const void *chunk_id_ptr)

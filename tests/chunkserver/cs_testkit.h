@@ -95,6 +95,8 @@ struct fake_meta {
     size_t nlost;
     Synod__V1__ChunkCmdResult *results;
     size_t nresults;
+    Synod__V1__ChainFailure *cfails; /* every chain failure reported */
+    size_t ncfails;
     uint32_t last_failed_dirs;
     uint64_t last_total;
     uint32_t last_chunks;
@@ -114,6 +116,7 @@ void fm_push_cmd(struct fake_meta *fm, uint64_t cmd_id, uint32_t type, uint64_t 
 bool fm_wait(struct fake_meta *fm, bool (*pred)(struct fake_meta *, const void *), const void *arg, int timeout_ms);
 /* Predicates. */
 bool fm_has_lost(struct fake_meta *fm, const void *chunk_id_ptr);
+bool fm_has_chain_failure(struct fake_meta *fm, const void *chunk_id_ptr);
 bool fm_has_result(struct fake_meta *fm, const void *cmd_id_ptr);
 bool fm_reports_at_least(struct fake_meta *fm, const void *int_ptr);
 bool fm_heartbeats_at_least(struct fake_meta *fm, const void *int_ptr);

@@ -210,9 +210,50 @@ static void test_copyrate(void)
     rpc_client_shutdown();
 }
 
+/* A chained write that fails downstream after the head applied it: the head reports the failed replica in
+ * its heartbeat (the writer may die before it reports it), and a write that fails before any forward is
+ * not reported (no replica can hold it). */
+static void test_chainfail(void)
+{
+    struct fake_meta m;
+    fm_start(&m);
+    struct cs_proc h;
+    tk_start(&h, tk_tempdir("cf-head"), m.addr, "--scrub_rate=0", "--heartbeat_ms=100ms", NULL);
+    int one = 1;
+    T_CHECK(fm_wait(&m, fm_reports_at_least, &one, WAIT_MS));
+    uint8_t buf[4096];
+    tk_fill(buf, sizeof(buf), 5, false);
+    const char *dead[] = {"127.0.0.1:1"}; /* nobody listens there: the forward fails at once (id 2) */
+    struct rpc_status st;
+    T_CHECK(tk_write(h.addr, dead, 1, 0x70, 1, 0, buf, sizeof(buf), true, &st) != 0);
+    T_CHECK(strstr(st.detail, "failed=2:") != NULL);
+    uint64_t id = 0x70;
+    T_CHECK(fm_wait(&m, fm_has_chain_failure, &id, WAIT_MS));
+    pthread_mutex_lock(&m.mu);
+    T_EQ(m.ncfails, 1);
+    T_EQ(m.cfails[0].chunkserver, 2);
+    T_EQ(m.cfails[0].version, 1);
+    pthread_mutex_unlock(&m.mu);
+    /* refused before forwarding (no such chunk, no create): nothing to report */
+    T_CHECK(tk_write(h.addr, dead, 1, 0x71, 1, 0, buf, sizeof(buf), false, &st) != 0);
+    int hb;
+    pthread_mutex_lock(&m.mu);
+    hb = m.heartbeats + 3;
+    pthread_mutex_unlock(&m.mu);
+    T_CHECK(fm_wait(&m, fm_heartbeats_at_least, &hb, WAIT_MS));
+    id = 0x71;
+    pthread_mutex_lock(&m.mu);
+    T_CHECK(!fm_has_chain_failure(&m, &id));
+    pthread_mutex_unlock(&m.mu);
+    T_EQ(tk_stop(&h, SIGTERM), 0);
+    fm_free(&m);
+    rpc_client_shutdown();
+}
+
 int main(int argc, char **argv)
 {
     static const struct tk_test tests[] = {{"register", test_register}, {"commands", test_commands},
-                                              {"copyrate", test_copyrate}, {NULL, NULL}};
+                                              {"copyrate", test_copyrate}, {"chainfail", test_chainfail},
+                                              {NULL, NULL}};
     return tk_main(argc, argv, tests);
 }

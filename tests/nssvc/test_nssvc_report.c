@@ -2,6 +2,7 @@
  * reconciliation (stale versions deleted, unknown chunks deleted after the grace period, missing
  * replicas dropped after the last page), heartbeat results through the log, a dead chunkserver's
  * replicas dropped, re-replication planned fewest copies first and handed out on heartbeat replies. */
+#include <errno.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
@@ -183,10 +184,83 @@ static void test_reconcile(void)
     kv_txn_abort(txn);
 }
 
+/* A heartbeat carrying a chain failure (a replica that failed a chained write the sender took part in):
+ * the replica leaves the set and the version moves on, as for a client's BadReplica; a repeat or a report
+ * at an older version changes nothing. */
+static int heartbeat_chain_failure(uint32_t cs, uint64_t chunk, uint32_t version, uint32_t failed)
+{
+    Synod__V1__HeartbeatReq r = SYNOD__V1__HEARTBEAT_REQ__INIT;
+    Synod__V1__ChainFailure f = SYNOD__V1__CHAIN_FAILURE__INIT, *pf = &f;
+    f.chunk_id = chunk;
+    f.version = version;
+    f.chunkserver = failed;
+    f.err = -EIO;
+    r.id = cs;
+    r.total_bytes = 1ull << 40;
+    r.n_chain_failures = 1;
+    r.chain_failures = &pf;
+    return tsvc_call("ChunkControl", "Heartbeat", &r.base, NULL);
+}
+
+static uint32_t chunk_version(uint64_t ino)
+{
+    Synod__V1__ChunkLocReq cl = SYNOD__V1__CHUNK_LOC_REQ__INIT;
+    cl.ino = ino;
+    cl.count = 1;
+    Synod__V1__ChunkLocRep *rep;
+    T_EQ(META("ChunkLocations", cl, &rep), 0);
+    uint32_t v = rep->chunks[0]->version;
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return v;
+}
+
+static void test_chain_failure(void)
+{
+    reg("127.0.0.1:9101", "cf-a");
+    reg("127.0.0.1:9102", "cf-b");
+    reg("127.0.0.1:9103", "cf-c");
+    Synod__V1__Cred cr = SYNOD__V1__CRED__INIT;
+    Synod__V1__MknodReq mk = SYNOD__V1__MKNOD_REQ__INIT;
+    mk.rid = tsvc_rid();
+    mk.cred = &cr;
+    mk.parent = NS_ROOT_INO;
+    mk.name = "cf";
+    mk.mode = S_IFREG | 0644;
+    Synod__V1__CreateRep *crep;
+    T_EQ(META("Mknod", mk, &crep), 0);
+    uint64_t ino = crep->attr->ino;
+    protobuf_c_message_free_unpacked(&crep->base, NULL);
+    Synod__V1__ChunkOpenWriteReq ow = SYNOD__V1__CHUNK_OPEN_WRITE_REQ__INIT;
+    ow.rid = tsvc_rid();
+    ow.ino = ino;
+    Synod__V1__ChunkOpenWriteRep *owr;
+    T_EQ(META("ChunkOpenWrite", ow, &owr), 0);
+    uint64_t chunk = owr->chunk->chunk_id;
+    uint32_t ver = owr->chunk->version;
+    protobuf_c_message_free_unpacked(&owr->base, NULL);
+    uint32_t set[4];
+    size_t n = replicas(ino, set);
+    T_CHECK(n >= 2);
+    T_EQ(heartbeat_chain_failure(set[0], chunk, ver - 1, set[1]), 0); /* older version: already handled */
+    T_EQ(replicas(ino, set), n);
+    T_EQ(chunk_version(ino), ver);
+    T_EQ(heartbeat_chain_failure(set[0], chunk, ver, set[1]), 0);
+    uint32_t now_set[4];
+    T_EQ(replicas(ino, now_set), n - 1);
+    for (size_t i = 0; i < n - 1; i++)
+        T_CHECK(now_set[i] != set[1]);
+    T_EQ(chunk_version(ino), ver + 1);
+    T_EQ(cmds_for(set[1], SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, chunk, NULL), 1); /* its copy goes */
+    T_EQ(heartbeat_chain_failure(set[0], chunk, ver, set[1]), 0); /* a repeat: nothing more */
+    T_EQ(replicas(ino, now_set), n - 1);
+    T_EQ(chunk_version(ino), ver + 1);
+}
+
 int main(void)
 {
     tsvc_setup();
     T_RUN(test_reconcile);
+    T_RUN(test_chain_failure);
     tsvc_teardown();
     return 0;
 }
