@@ -240,6 +240,21 @@ static void lease_key(struct nkey *k, uint64_t session, uint64_t chunk)
     nk_u64(k, chunk);
 }
 
+/* Truncation to `size` inside chunk size / NS_CHUNK_SIZE: clamp that chunk's extent (and n's blocks). */
+void chunk_clamp_extent(struct ns_ctx *c, struct inode *n, uint64_t size)
+{
+    uint64_t index = size / NS_CHUNK_SIZE, keep = size % NS_CHUNK_SIZE;
+    Synod__V1__ChunkRec *old = chunk_get(c, n->ino, index);
+    if (old && old->extent > keep) {
+        Synod__V1__ChunkRec *nw = chunk_dup(old);
+        n->blocks -= MIN(n->blocks, (old->extent + 511) / 512 - (keep + 511) / 512);
+        nw->extent = keep;
+        chunk_store(c, old, nw);
+        chunk_free(nw);
+    }
+    chunk_free(old);
+}
+
 /* Drop every chunk of n at index >= first: replicas queued for deletion, leases and pending copies gone. */
 void chunks_drop_from(struct ns_ctx *c, struct inode *n, uint64_t first_index)
 {
@@ -249,6 +264,7 @@ void chunks_drop_from(struct ns_ctx *c, struct inode *n, uint64_t first_index)
     struct kv_iter *it = kv_iter_new(c->txn, s.b, s.len, e.b, e.len);
     for (; kv_iter_valid(it); kv_iter_next(it)) {
         Synod__V1__ChunkRec *r = (Synod__V1__ChunkRec *)iter_msg(it, &synod__v1__chunk_rec__descriptor);
+        n->blocks -= MIN(n->blocks, (r->extent + 511) / 512);
         for (size_t i = 0; i < r->n_replicas; i++)
             delete_enqueue(c, r->replicas[i], r->chunk_id, r->version);
         if (r->lease_session) {
@@ -567,22 +583,33 @@ int op_chunk_write_done(struct ns_ctx *c, const Synod__V1__ChunkWriteDoneReq *r)
         chunk_free(old);
         return -ESTALE;
     }
-    if (r->new_size > n->size) {
-        n->size = r->new_size;
-        n->blocks = (n->size + 511) / 512;
+    Synod__V1__ChunkRec *nw = chunk_dup(old);
+    bool changed = false;
+    if (!r->release_only) {
+        if (r->new_size > n->size)
+            n->size = r->new_size;
+        /* st_blocks: the sum of the chunks' extents (see ChunkRec.extent) */
+        uint64_t start = r->index * NS_CHUNK_SIZE;
+        uint64_t ext = r->new_size > start ? MIN(r->new_size - start, (uint64_t)NS_CHUNK_SIZE) : 0;
+        if (ext > old->extent) {
+            n->blocks += (ext + 511) / 512 - (old->extent + 511) / 512;
+            nw->extent = ext;
+            changed = true;
+        }
+        n->mtime = n->ctime = c->now;
+        ino_dirty(n);
     }
-    n->mtime = n->ctime = c->now;
-    ino_dirty(n);
     if (r->release_lease && old->lease_session == c->session) {
-        Synod__V1__ChunkRec *nw = chunk_dup(old);
         struct nkey lk;
         lease_key(&lk, nw->lease_session, nw->chunk_id);
         nk_del(c, &lk);
         nw->lease_session = 0;
         nw->lease_expire_ns = 0;
-        chunk_store(c, old, nw);
-        chunk_free(nw);
+        changed = true;
     }
+    if (changed)
+        chunk_store(c, old, nw);
+    chunk_free(nw);
     chunk_free(old);
     Synod__V1__Attr a;
     attr_fill(&a, n);

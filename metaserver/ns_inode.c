@@ -186,8 +186,11 @@ static int open_check(struct ns_ctx *c, struct inode *n, uint32_t flags)
 
 static void do_truncate(struct ns_ctx *c, struct inode *n, uint64_t size)
 {
-    if (size < n->size && n->has_chunks)
+    if (size < n->size && n->has_chunks) {
         chunks_drop_from(c, n, (size + NS_CHUNK_SIZE - 1) / NS_CHUNK_SIZE);
+        if (size % NS_CHUNK_SIZE)
+            chunk_clamp_extent(c, n, size);
+    }
     n->size = size;
     /* Growing adds a hole (no storage); shrinking can only free some. */
     n->blocks = MIN(n->blocks, (size + 511) / 512);

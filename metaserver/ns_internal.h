@@ -172,6 +172,8 @@ int op_decommission(struct ns_ctx *c, const Synod__V1__DecommissionReq *r);
 int op_repl_start(struct ns_ctx *c, const Synod__V1__ReplStart *r);
 
 /* chunk-side hooks used by the namespace */
+/* Truncation to `size` inside a chunk: that chunk's extent (and the inode's blocks) clamped to it. */
+void chunk_clamp_extent(struct ns_ctx *c, struct inode *n, uint64_t size);
 void chunks_drop_from(struct ns_ctx *c, struct inode *n, uint64_t first_index); /* truncate / purge */
 void chunks_set_goal(struct ns_ctx *c, struct inode *n);
 void leases_release_session(struct ns_ctx *c, uint64_t session);

@@ -325,9 +325,70 @@ static void test_fresh_replace(void)
     tns_close(&t, false);
 }
 
+/* st_blocks counts what was written, not holes: the sum of the chunks' extents, clamped by truncation and
+ * dropped with the chunks. A release-only completion returns the lease without touching size or times. */
+static void test_blocks_release(void)
+{
+    struct tns t;
+    tns_open(&t);
+    cs_register(&t, "h1:1", "rack1", 900);
+    uint64_t f;
+    T_EQ(t_mknod(&t, ROOT, NS_ROOT_INO, "sparse", S_IFREG | 0644, &f), 0);
+    const uint64_t CH = NS_CHUNK_SIZE, M = 1ull << 20;
+    Synod__V1__ChunkOpenWriteRep *w;
+    T_EQ(open_write(&t, f, 2, &w), 0); /* a write at 128 MiB + [0, 3 MiB) only */
+    uint64_t chunk = w->chunk->chunk_id;
+    uint32_t ver = w->chunk->version;
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    T_EQ(write_done(&t, f, 2, chunk, ver, 2 * CH + 3 * M), 0);
+    Synod__V1__Attr at;
+    T_EQ(t_getattr(&t, f, &at), 0);
+    T_EQU(at.size, 2 * CH + 3 * M);
+    T_EQU(at.blocks, 3 * M / 512); /* the 128 MiB hole is not counted */
+    T_EQ(open_write(&t, f, 2, &w), 0);
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    T_EQ(write_done(&t, f, 2, chunk, ver + 1, 2 * CH + 2 * M), 0); /* inside the extent: no growth */
+    T_EQ(t_getattr(&t, f, &at), 0);
+    T_EQU(at.blocks, 3 * M / 512);
+    T_EQ(t_setattr(&t, ROOT, f, SYNOD__V1__SETATTR_VALID__SETATTR_SIZE, 0, 0, 0, 2 * CH + M, NULL), 0);
+    T_EQ(t_getattr(&t, f, &at), 0);
+    T_EQU(at.blocks, M / 512); /* clamped with the chunk's extent */
+    T_EQ(t_setattr(&t, ROOT, f, SYNOD__V1__SETATTR_VALID__SETATTR_SIZE, 0, 0, 0, CH, NULL), 0);
+    T_EQ(t_getattr(&t, f, &at), 0);
+    T_EQU(at.blocks, 0); /* the chunk dropped */
+    /* release only: the lease goes, size and mtime stay */
+    T_EQ(open_write(&t, f, 0, &w), 0);
+    chunk = w->chunk->chunk_id;
+    ver = w->chunk->version;
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    T_EQ(t_getattr(&t, f, &at), 0);
+    int64_t mtime = at.mtime_ns;
+    t.now += 5000000000ll;
+    Synod__V1__ChunkWriteDoneReq r = SYNOD__V1__CHUNK_WRITE_DONE_REQ__INIT;
+    r.rid = tns_rid(&t);
+    r.ino = f;
+    r.chunk_id = chunk;
+    r.version = ver;
+    r.new_size = 2 * CH; /* ignored */
+    r.release_lease = true;
+    r.release_only = true;
+    C(CHUNK_WRITE_DONE, chunk_write_done, r);
+    T_EQ(tns_apply(&t, &cmd, NULL), 0);
+    T_EQ(t_getattr(&t, f, &at), 0);
+    T_EQU(at.size, CH);
+    T_EQ(at.mtime_ns, mtime);
+    uint64_t s1 = t.session;
+    t.session = t_session_open(&t);
+    T_EQ(open_write(&t, f, 0, &w), 0); /* the lease was returned: another session gets it at once */
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    t.session = s1;
+    tns_close(&t, false);
+}
+
 int main(void)
 {
     T_RUN(test_chunks);
     T_RUN(test_fresh_replace);
+    T_RUN(test_blocks_release);
     return 0;
 }
