@@ -38,8 +38,6 @@ KNOWN_BUGS = {
     "two_mounts_alternating_writers": "fuse-client/chunk_io.c write_done_all: a close whose flush already sent "
                                       "ChunkWriteDone leaves the chunk's write lease to lapse (60 s) instead of "
                                       "returning it, so another mount's write to that chunk waits for it",
-    "sparse_st_blocks": "metaserver/ns_chunk.c op_chunk_write_done sets blocks = size / 512, so a written sparse "
-                        "file reports its holes as stored",
 }
 
 M = M2 = None
