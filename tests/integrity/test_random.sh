@@ -5,17 +5,10 @@
 # synod-mount, and compare every byte (holes read as zeros) and every size against the shadows.
 INTEG=$(cd "$(dirname "$0")" && pwd)
 source "$INTEG/../fuse/harness.sh"
+source "$INTEG/lib.sh"
 SEED=${SEED:-4242}
 OPS=${OPS:-24}
+PROCS=4
 fuse_setup
-t0=$SECONDS
-python3 "$INTEG/integrity.py" write "$MNT" "$DATA/shadow" --seed "$SEED" --procs 4 --ops "$OPS" --progress "$DATA/progress" \
-  || fail "writers failed (seed $SEED)"
-log "write phase: $((SECONDS - t0)) s"
-cluster umount
-check '! mountpoint -q "$MNT"' "unmounted"
-cluster mount
-t1=$SECONDS
-python3 "$INTEG/integrity.py" verify "$MNT" "$DATA/shadow" --oplog "$DATA/progress" || fail "data differs after remount (seed $SEED)"
-log "verify phase: $((SECONDS - t1)) s"
-log "integrity_random passed"
+start_writers -1
+finish_and_verify integrity_random

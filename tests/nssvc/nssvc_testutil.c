@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tests/test.h"
@@ -117,4 +118,42 @@ void tsvc_teardown(void)
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     T_EQ(system(cmd), 0);
+}
+
+uint32_t tsvc_register(const char *addr, const char *uuid, const char *label)
+{
+    Synod__V1__RegisterReq r = SYNOD__V1__REGISTER_REQ__INIT;
+    r.addr = (char *)addr;
+    r.uuid = (char *)uuid;
+    r.label = (char *)label;
+    r.total_bytes = 1ull << 40;
+    Synod__V1__RegisterRep *rep;
+    T_EQ(tsvc_call("ChunkControl", "RegisterChunkserver", &r.base, (ProtobufCMessage **)&rep), 0);
+    uint32_t id = rep->id;
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return id;
+}
+
+uint64_t tsvc_file_open_write(const char *name, uint64_t *chunk, uint32_t *version)
+{
+    Synod__V1__Cred cr = SYNOD__V1__CRED__INIT;
+    Synod__V1__MknodReq mk = SYNOD__V1__MKNOD_REQ__INIT;
+    mk.rid = tsvc_rid();
+    mk.cred = &cr;
+    mk.parent = NS_ROOT_INO;
+    mk.name = (char *)name;
+    mk.mode = S_IFREG | 0644;
+    Synod__V1__CreateRep *crep;
+    T_EQ(META("Mknod", mk, &crep), 0);
+    uint64_t ino = crep->attr->ino;
+    protobuf_c_message_free_unpacked(&crep->base, NULL);
+    Synod__V1__ChunkOpenWriteReq ow = SYNOD__V1__CHUNK_OPEN_WRITE_REQ__INIT;
+    ow.rid = tsvc_rid();
+    ow.ino = ino;
+    Synod__V1__ChunkOpenWriteRep *owr;
+    T_EQ(META("ChunkOpenWrite", ow, &owr), 0);
+    *chunk = owr->chunk->chunk_id;
+    *version = owr->chunk->version;
+    protobuf_c_message_free_unpacked(&owr->base, NULL);
+    return ino;
 }

@@ -21,6 +21,11 @@ void tsvc_teardown(void);
 int tsvc_call(const char *svc, const char *method, const ProtobufCMessage *req, ProtobufCMessage **out);
 /* Apply an internal command (session 0) as case cc. */
 int tsvc_internal(Synod__V1__NsCommand__CmdCase cc, const ProtobufCMessage *req);
+/* Register a chunkserver (capacity 1 TiB) through ChunkControl; returns its id (asserts success). */
+uint32_t tsvc_register(const char *addr, const char *uuid, const char *label);
+/* Create regular file `name` under the root and open its chunk 0 for writing (ChunkOpenWrite); returns the
+ * inode, with the chunk's id and version (asserts success). */
+uint64_t tsvc_file_open_write(const char *name, uint64_t *chunk, uint32_t *version);
 /* A fresh ReqId (tsession, next seq); static storage, 64 in rotation. */
 Synod__V1__ReqId *tsvc_rid(void);
 

@@ -13,20 +13,6 @@
 
 static const int64_t STALE = 60ll * 1000000000;
 
-static uint32_t reg(const char *addr, const char *uuid, const char *label)
-{
-    Synod__V1__RegisterReq r = SYNOD__V1__REGISTER_REQ__INIT;
-    r.addr = (char *)addr;
-    r.uuid = (char *)uuid;
-    r.label = (char *)label;
-    r.total_bytes = 1ull << 40;
-    Synod__V1__RegisterRep *rep;
-    T_EQ(tsvc_call("ChunkControl", "RegisterChunkserver", &r.base, (ProtobufCMessage **)&rep), 0);
-    uint32_t id = rep->id;
-    protobuf_c_message_free_unpacked(&rep->base, NULL);
-    return id;
-}
-
 /* A heartbeat carrying usage figures and (optionally) one command result. */
 static int heartbeat(uint32_t cs, uint64_t used, uint64_t cmd_id, int err)
 {
@@ -221,7 +207,7 @@ static void test_decommission(void)
     static const char *addrs[4] = {"127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003", "127.0.0.1:9004"};
     static const char *uuids[4] = {"u1", "u2", "u3", "u4"};
     for (int i = 0; i < 4; i++)
-        T_EQ(reg(addrs[i], uuids[i], ""), (uint32_t)i + 1);
+        T_EQ(tsvc_register(addrs[i], uuids[i], ""), (uint32_t)i + 1);
     uint64_t f = mkfile(NS_ROOT_INO, "f", S_IFREG | 0644);
     for (uint64_t i = 0; i < 6; i++)
         write_chunk(f, i, (i + 1) * NS_CHUNK_SIZE, true, NULL);
@@ -279,7 +265,7 @@ static void test_decommission(void)
     T_EQU(c.under_goal, 0);
     T_EQU(c.over_goal, 0);
     /* a restart keeps the drain; cancel makes it UP */
-    T_EQ(reg(addrs[x - 1], uuids[x - 1], ""), x);
+    T_EQ(tsvc_register(addrs[x - 1], uuids[x - 1], ""), x);
     T_EQ(decommission(x, false, NULL, state, sizeof(state)), 0);
     T_STREQ(state, "DECOMMISSIONING");
     T_EQ(decommission(x, true, NULL, state, sizeof(state)), 0);
@@ -292,7 +278,7 @@ static void test_drain_only_copy(void)
 {
     /* goal 1 and the only copy on the draining chunkserver: it is the copy's source */
     tsvc_setup();
-    uint32_t a = reg("127.0.0.1:9001", "u1", ""), b = reg("127.0.0.1:9002", "u2", "");
+    uint32_t a = tsvc_register("127.0.0.1:9001", "u1", ""), b = tsvc_register("127.0.0.1:9002", "u2", "");
     uint64_t d = mkfile(NS_ROOT_INO, "d", S_IFDIR | 0755);
     Synod__V1__Cred cr = SYNOD__V1__CRED__INIT;
     Synod__V1__SetGoalReq sg = SYNOD__V1__SET_GOAL_REQ__INIT;
@@ -335,9 +321,9 @@ static void test_drain_only_copy(void)
 static void test_goal_trim(void)
 {
     tsvc_setup();
-    reg("127.0.0.1:9001", "u1", "");
-    reg("127.0.0.1:9002", "u2", "");
-    reg("127.0.0.1:9003", "u3", "");
+    tsvc_register("127.0.0.1:9001", "u1", "");
+    tsvc_register("127.0.0.1:9002", "u2", "");
+    tsvc_register("127.0.0.1:9003", "u3", "");
     uint64_t d = mkfile(NS_ROOT_INO, "d", S_IFDIR | 0755);
     uint64_t sub = mkfile(d, "sub", S_IFDIR | 0755);
     uint64_t f1 = mkfile(d, "f1", S_IFREG | 0644), f2 = mkfile(sub, "f2", S_IFREG | 0644);
@@ -405,8 +391,8 @@ static void test_goal_trim(void)
 static void test_rebalance(void)
 {
     tsvc_setup();
-    uint32_t a = reg("127.0.0.1:9001", "u1", ""), b = reg("127.0.0.1:9002", "u2", ""),
-             c3 = reg("127.0.0.1:9003", "u3", "");
+    uint32_t a = tsvc_register("127.0.0.1:9001", "u1", ""), b = tsvc_register("127.0.0.1:9002", "u2", ""),
+             c3 = tsvc_register("127.0.0.1:9003", "u3", "");
     /* goal 1 everywhere; make a the emptiest so it gets the chunks, then report it full */
     Synod__V1__Cred cr = SYNOD__V1__CRED__INIT;
     Synod__V1__SetGoalReq sg = SYNOD__V1__SET_GOAL_REQ__INIT;
@@ -535,8 +521,8 @@ static size_t kind_count(const struct ns_fsck *f, const char *kind)
 static void test_fsck(void)
 {
     tsvc_setup();
-    uint32_t a = reg("127.0.0.1:9001", "u1", "");
-    reg("127.0.0.1:9002", "u2", "");
+    uint32_t a = tsvc_register("127.0.0.1:9001", "u1", "");
+    tsvc_register("127.0.0.1:9002", "u2", "");
     uint64_t d = mkfile(NS_ROOT_INO, "d", S_IFDIR | 0755);
     mkfile(d, "sub", S_IFDIR | 0755);
     uint64_t f = mkfile(d, "f", S_IFREG | 0644), gone = mkfile(d, "gone", S_IFREG | 0644);

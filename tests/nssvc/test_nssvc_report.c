@@ -9,19 +9,6 @@
 #include "nssvc_testutil.h"
 #include "tests/test.h"
 
-static uint32_t reg(const char *addr, const char *uuid)
-{
-    Synod__V1__RegisterReq r = SYNOD__V1__REGISTER_REQ__INIT;
-    r.addr = (char *)addr;
-    r.uuid = (char *)uuid;
-    r.total_bytes = 1ull << 40;
-    Synod__V1__RegisterRep *rep;
-    T_EQ(tsvc_call("ChunkControl", "RegisterChunkserver", &r.base, (ProtobufCMessage **)&rep), 0);
-    uint32_t id = rep->id;
-    protobuf_c_message_free_unpacked(&rep->base, NULL);
-    return id;
-}
-
 static int report(uint32_t cs, bool first, bool last, size_t n, const uint64_t *ids, const uint32_t *vers)
 {
     Synod__V1__ChunkReportReq r = SYNOD__V1__CHUNK_REPORT_REQ__INIT;
@@ -89,26 +76,10 @@ static size_t replicas(uint64_t ino, uint32_t *ids)
 
 static void test_reconcile(void)
 {
-    uint32_t a = reg("127.0.0.1:9001", "ua"), b = reg("127.0.0.1:9002", "ub"), c = reg("127.0.0.1:9003", "uc");
-    Synod__V1__Cred cr = SYNOD__V1__CRED__INIT;
-    Synod__V1__MknodReq mk = SYNOD__V1__MKNOD_REQ__INIT;
-    mk.rid = tsvc_rid();
-    mk.cred = &cr;
-    mk.parent = NS_ROOT_INO;
-    mk.name = "f";
-    mk.mode = S_IFREG | 0644;
-    Synod__V1__CreateRep *crep;
-    T_EQ(META("Mknod", mk, &crep), 0);
-    uint64_t ino = crep->attr->ino;
-    protobuf_c_message_free_unpacked(&crep->base, NULL);
-    Synod__V1__ChunkOpenWriteReq ow = SYNOD__V1__CHUNK_OPEN_WRITE_REQ__INIT;
-    ow.rid = tsvc_rid();
-    ow.ino = ino;
-    Synod__V1__ChunkOpenWriteRep *owr;
-    T_EQ(META("ChunkOpenWrite", ow, &owr), 0);
-    uint64_t chunk = owr->chunk->chunk_id;
-    uint32_t ver = owr->chunk->version;
-    protobuf_c_message_free_unpacked(&owr->base, NULL);
+    uint32_t a = tsvc_register("127.0.0.1:9001", "ua", ""), b = tsvc_register("127.0.0.1:9002", "ub", ""), c = tsvc_register("127.0.0.1:9003", "uc", "");
+    uint64_t chunk;
+    uint32_t ver;
+    uint64_t ino = tsvc_file_open_write("f", &chunk, &ver);
     uint32_t set[4];
     T_EQ(replicas(ino, set), 2);
     uint32_t out = a + b + c - set[0] - set[1]; /* the one not in the set */
@@ -216,28 +187,12 @@ static uint32_t chunk_version(uint64_t ino)
 
 static void test_chain_failure(void)
 {
-    reg("127.0.0.1:9101", "cf-a");
-    reg("127.0.0.1:9102", "cf-b");
-    reg("127.0.0.1:9103", "cf-c");
-    Synod__V1__Cred cr = SYNOD__V1__CRED__INIT;
-    Synod__V1__MknodReq mk = SYNOD__V1__MKNOD_REQ__INIT;
-    mk.rid = tsvc_rid();
-    mk.cred = &cr;
-    mk.parent = NS_ROOT_INO;
-    mk.name = "cf";
-    mk.mode = S_IFREG | 0644;
-    Synod__V1__CreateRep *crep;
-    T_EQ(META("Mknod", mk, &crep), 0);
-    uint64_t ino = crep->attr->ino;
-    protobuf_c_message_free_unpacked(&crep->base, NULL);
-    Synod__V1__ChunkOpenWriteReq ow = SYNOD__V1__CHUNK_OPEN_WRITE_REQ__INIT;
-    ow.rid = tsvc_rid();
-    ow.ino = ino;
-    Synod__V1__ChunkOpenWriteRep *owr;
-    T_EQ(META("ChunkOpenWrite", ow, &owr), 0);
-    uint64_t chunk = owr->chunk->chunk_id;
-    uint32_t ver = owr->chunk->version;
-    protobuf_c_message_free_unpacked(&owr->base, NULL);
+    tsvc_register("127.0.0.1:9101", "cf-a", "");
+    tsvc_register("127.0.0.1:9102", "cf-b", "");
+    tsvc_register("127.0.0.1:9103", "cf-c", "");
+    uint64_t chunk;
+    uint32_t ver;
+    uint64_t ino = tsvc_file_open_write("cf", &chunk, &ver);
     uint32_t set[4];
     size_t n = replicas(ino, set);
     T_CHECK(n >= 2);
