@@ -199,7 +199,7 @@ static void set_replicas(Synod__V1__ChunkRec *r, const uint32_t *ids, size_t n)
     r->n_replicas = n;
 }
 
-bool replica_remove(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs)
+bool replica_remove(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs, bool failed)
 {
     Synod__V1__ChunkRec *old = chunk_get_by_id(c, chunk_id);
     if (!old)
@@ -215,7 +215,12 @@ bool replica_remove(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs)
         if (old->replicas[i] != cs)
             keep[nk++] = old->replicas[i];
     set_replicas(nw, keep, nk);
-    nw->version++; /* the removed copy can never rejoin at the version the others go on writing */
+    /* A failed copy can never rejoin at the version the others go on writing. A copy that is only out of
+     * reach (dead, missing from a report) keeps the version unless a write lease is live: without one no
+     * write can happen before the next grant, which bumps; so it may rejoin if it comes back (a false death
+     * under load must not cost data). */
+    if (failed || (old->lease_session && old->lease_expire_ns > c->now))
+        nw->version++;
     chunk_store(c, old, nw);
     chunk_free(old);
     chunk_free(nw);
@@ -224,7 +229,7 @@ bool replica_remove(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs)
 
 bool replica_drop(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs)
 {
-    if (!replica_remove(c, chunk_id, cs))
+    if (!replica_remove(c, chunk_id, cs, true))
         return false;
     /* Version 0 = whatever version it stores: removals bump the table's version without telling the
      * chunkservers, so the copy may sit at any older version. A copy to cs is never started while this
@@ -627,7 +632,7 @@ bool bad_replica_apply(struct ns_ctx *c, uint64_t chunk_id, uint32_t version, ui
     bool act = old->version == version && has_replica(old, cs);
     chunk_free(old);
     if (act) { /* otherwise already handled (a retry or a concurrent report): nothing to do */
-        replica_remove(c, chunk_id, cs);
+        replica_remove(c, chunk_id, cs, true);
         delete_enqueue(c, cs, chunk_id, version);
     }
     return act;

@@ -186,7 +186,7 @@ int op_cs_heartbeat(struct ns_ctx *c, const Synod__V1__HeartbeatReq *r)
         }
     }
     for (size_t i = 0; i < r->n_lost; i++)
-        replica_remove(c, r->lost[i]->chunk_id, r->id);
+        replica_remove(c, r->lost[i]->chunk_id, r->id, true);
     /* replicas that failed a chained write this chunkserver took part in (the writer may have died) */
     for (size_t i = 0; i < r->n_chain_failures; i++)
         bad_replica_apply(c, r->chain_failures[i]->chunk_id, r->chain_failures[i]->version,
@@ -195,6 +195,21 @@ int op_cs_heartbeat(struct ns_ctx *c, const Synod__V1__HeartbeatReq *r)
     rep.report_wanted = was_dead;
     reply_msg(c, &rep.base);
     return 0;
+}
+
+/* Whether a deletion of chunk's copy on cs is queued (a copy reported bad or dropped on purpose). */
+static bool delete_queued(struct ns_ctx *c, uint32_t cs, uint64_t chunk)
+{
+    struct nkey k;
+    nk_init(&k, 'q');
+    nk_u32(&k, cs);
+    nk_u64(&k, chunk);
+    char *v;
+    size_t vl;
+    if (nk_get(c, &k, &v, &vl) != 0)
+        return false;
+    free(v);
+    return true;
 }
 
 int op_cs_report(struct ns_ctx *c, const Synod__V1__ChunkReportReq *r)
@@ -236,7 +251,12 @@ int op_cs_report(struct ns_ctx *c, const Synod__V1__ChunkReportReq *r)
             continue;
         }
         bool member = in_set(rec, r->id);
-        if (!member && cv->version < rec->version) {
+        if (!member && rec->n_replicas == 0 && !delete_queued(c, r->id, cv->chunk_id)) {
+            /* the only copy known: keep it whatever its version (every member was dropped as dead or
+             * missing, perhaps falsely under load; deleting it as stale would lose the data for good) */
+            replica_add(c, rec, r->id);
+            member = true;
+        } else if (!member && cv->version < rec->version) {
             delete_enqueue(c, r->id, cv->chunk_id, cv->version); /* stale */
         } else if (!member && cv->version == rec->version) {
             replica_add(c, rec, r->id); /* a good copy we did not count (e.g. a lost copy result) */
@@ -273,7 +293,7 @@ int op_cs_report(struct ns_ctx *c, const Synod__V1__ChunkReportReq *r)
         }
         kv_iter_free(it);
         for (size_t i = 0; i < ngone; i++)
-            replica_remove(c, gone[i], r->id);
+            replica_remove(c, gone[i], r->id, false);
         free(gone);
     }
     Synod__V1__Ack rep = SYNOD__V1__ACK__INIT;
@@ -313,7 +333,7 @@ int op_cs_dead(struct ns_ctx *c, const Synod__V1__ChunkserverDead *r)
         for (; kv_iter_valid(it); kv_iter_next(it)) {
             size_t kl;
             const char *k = kv_iter_key(it, &kl);
-            replica_remove(c, get_be64(k + 7), r->id);
+            replica_remove(c, get_be64(k + 7), r->id, false);
         }
         kv_iter_free(it);
         pending_drop_cs(c, r->id);

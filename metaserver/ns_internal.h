@@ -190,8 +190,10 @@ Synod__V1__ChunkRec *chunk_get_by_id(struct ns_ctx *c, uint64_t chunk_id);     /
 void chunk_store(struct ns_ctx *c, const Synod__V1__ChunkRec *old, const Synod__V1__ChunkRec *nw);
 void chunk_free(Synod__V1__ChunkRec *r);
 void delete_enqueue(struct ns_ctx *c, uint32_t cs, uint64_t chunk_id, uint32_t version);
-/* Remove chunkserver cs from the chunk's replica set, bumping the version; false if absent. */
-bool replica_remove(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs);
+/* Remove chunkserver cs from the chunk's replica set; false if absent. The version is bumped when the copy
+ * `failed` (bad replica, chain failure, lost, dropped on purpose) or a write lease is live; a copy that is
+ * only out of reach (dead, missing from a report) with no lease keeps it, so it may rejoin. */
+bool replica_remove(struct ns_ctx *c, uint64_t chunk_id, uint32_t cs, bool failed);
 /* A replica reported bad at `version` (by a client, or by a chunkserver of the chain): if the chunk is still
  * at that version and cs in its set, remove it (bumping the version) and queue the deletion of its copy.
  * False when there was nothing to do (a retry, a concurrent report, a stale version). */

@@ -323,7 +323,7 @@ static int handle_heartbeat(struct slot *sl, struct rpc_call *call, const Protob
     struct csmon_stats st = {.total = r->total_bytes, .used = r->used_bytes, .logical = r->logical_bytes,
                              .chunks = r->chunks, .load = r->load, .failed_dirs = r->failed_dirs};
     bool log = csmon_heard(s->mon, r->id, clk_mono_ns(), &st);
-    if (!log && !h.dead && r->n_results == 0 && r->n_lost == 0) {
+    if (!log && !h.dead && r->n_results == 0 && r->n_lost == 0 && r->n_chain_failures == 0) {
         rpc_reply(call, &h.rep.base); /* memory only */
         free_cmds(&h.rep);
         return 0;

@@ -211,11 +211,77 @@ static void test_chain_failure(void)
     T_EQ(chunk_version(ino), ver + 1);
 }
 
+/* A chunkserver declared dead that comes back: with no write lease live, its copy kept the version and
+ * rejoins on its report; when every member was dropped while a lease was live (the version moved on), the
+ * only copy left is kept and rejoins anyway, never deleted as stale (a false death must not cost data). */
+static void dead_cs(uint32_t id)
+{
+    Synod__V1__ChunkserverDead d = SYNOD__V1__CHUNKSERVER_DEAD__INIT;
+    d.id = id;
+    T_EQ(tsvc_internal(SYNOD__V1__NS_COMMAND__CMD_CS_DEAD, &d.base), 0);
+}
+
+static void heartbeat_plain(uint32_t cs) /* a dead chunkserver heard again is UP */
+{
+    Synod__V1__HeartbeatReq r = SYNOD__V1__HEARTBEAT_REQ__INIT;
+    r.id = cs;
+    r.total_bytes = 1ull << 40;
+    T_EQ(tsvc_call("ChunkControl", "Heartbeat", &r.base, NULL), 0);
+}
+
+static void test_dead_returns(void)
+{
+    tsvc_register("127.0.0.1:9201", "dr-a", "");
+    tsvc_register("127.0.0.1:9202", "dr-b", "");
+    uint64_t chunk;
+    uint32_t ver;
+    uint64_t ino = tsvc_file_open_write("dr", &chunk, &ver); /* lease live from here */
+    uint32_t set[4];
+    T_EQ(replicas(ino, set), 2);
+    /* lease released: a death keeps the version, the copy rejoins when it reports */
+    Synod__V1__ChunkWriteDoneReq wd = SYNOD__V1__CHUNK_WRITE_DONE_REQ__INIT;
+    wd.rid = tsvc_rid();
+    wd.ino = ino;
+    wd.chunk_id = chunk;
+    wd.version = ver;
+    wd.new_size = 10;
+    wd.release_lease = true;
+    Synod__V1__AttrRep *wdr;
+    T_EQ(META("ChunkWriteDone", wd, &wdr), 0);
+    protobuf_c_message_free_unpacked(&wdr->base, NULL);
+    dead_cs(set[1]);
+    T_EQ(chunk_version(ino), ver);
+    heartbeat_plain(set[1]);
+    T_EQ(report(set[1], true, true, 1, &chunk, &ver), 0);
+    uint32_t now_set[4];
+    T_EQ(replicas(ino, now_set), 2);
+    T_EQ(cmds_for(set[1], SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, chunk, NULL), 0);
+    /* under a live lease both die: the version moves on, no member left; the first to come back with its
+     * (older) copy is kept, not deleted */
+    Synod__V1__ChunkOpenWriteReq ow = SYNOD__V1__CHUNK_OPEN_WRITE_REQ__INIT;
+    ow.rid = tsvc_rid();
+    ow.ino = ino;
+    Synod__V1__ChunkOpenWriteRep *owr;
+    T_EQ(META("ChunkOpenWrite", ow, &owr), 0);
+    uint32_t v2 = owr->chunk->version;
+    protobuf_c_message_free_unpacked(&owr->base, NULL);
+    dead_cs(now_set[0]);
+    dead_cs(now_set[1]);
+    T_EQ(replicas(ino, set), 0);
+    T_CHECK(chunk_version(ino) > v2);
+    heartbeat_plain(now_set[0]);
+    T_EQ(report(now_set[0], true, true, 1, &chunk, &v2), 0);
+    T_EQ(replicas(ino, set), 1);
+    T_EQ(set[0], now_set[0]);
+    T_EQ(cmds_for(now_set[0], SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, chunk, NULL), 0);
+}
+
 int main(void)
 {
     tsvc_setup();
     T_RUN(test_reconcile);
     T_RUN(test_chain_failure);
+    T_RUN(test_dead_returns);
     tsvc_teardown();
     return 0;
 }
