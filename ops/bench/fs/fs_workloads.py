@@ -7,9 +7,13 @@
 `run` measures every workload on every target, workload by workload (each workload runs on all targets
 one after the other, so the figures compared in one row are taken minutes apart at most on a shared, noisy
 machine). The targets are plain directories: a SynodFS mount, a MooseFS mount, a local directory. Nothing
-here knows which is which except for labels and the optional perf recording of SynodFS daemons.
+here knows which is which except for labels. With --pids NAME=PID,... the CPU time (user + system, from
+/proc/PID/stat) that those daemons spent during each workload is reported in a second table, and with
+--perf-dir they are recorded with `perf record -g` (one file per target and workload).
 
-Workloads (all through the kernel VFS, the same options on every target):
+Workloads (all through the kernel VFS, the same options on every target). fio writes incompressible data
+(--refill_buffers) unless --data fio: fio's default buffers compress to ~92% with zstd -1, which makes a
+compressing file system (SynodFS) spend CPU on every block for little gain; MooseFS does not compress.
   seq_write    fio, 1 file of --size, 1 MiB writes, psync, end_fsync=1 (MB/s, fsync time included)
   seq_read     the same file after dropping the page cache (sync; echo 3 > drop_caches), 1 MiB reads
   seq_reread   read it again without dropping the cache (a new open, fio --invalidate=0): shows whether
@@ -78,19 +82,33 @@ def drop_caches():
         return False
 
 
+def cpu_seconds(pids):
+    """User + system CPU seconds used so far by these processes (those that still exist)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
+
+
 class Perf:
-    """Optional `perf record -g` of the SynodFS daemons while one workload runs on the SynodFS target."""
+    """Optional `perf record -g` of a target's daemons while one workload runs on that target."""
 
-    def __init__(self, outdir, pids):
-        self.outdir, self.pids, self.proc = outdir, pids, None
+    def __init__(self, outdir):
+        self.outdir, self.proc = outdir, None
 
-    def start(self, name):
-        if not self.outdir or not self.pids or not shutil.which("perf"):
+    def start(self, target, name, pids):
+        if not self.outdir or not pids or not shutil.which("perf"):
             return
         os.makedirs(self.outdir, exist_ok=True)
-        out = os.path.join(self.outdir, f"{name}.perf.data")
+        out = os.path.join(self.outdir, f"{target}-{name}.perf.data")
         self.proc = subprocess.Popen(
-            ["perf", "record", "-F", "499", "-g", "-p", ",".join(self.pids), "-o", out],
+            ["perf", "record", "-F", "499", "-g", "-p", ",".join(pids), "-o", out],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
 
@@ -122,8 +140,13 @@ def fio(args, cwd):
     return j["jobs"][0]
 
 
+def wdata(o):
+    """fio options for the written data (see --data)."""
+    return ["--refill_buffers=1"] if o.data == "random" else []
+
+
 def w_seq_write(d, o):
-    j = fio(["--name=seqwrite", f"--filename={d}/seq.dat", "--rw=write", "--bs=1M", f"--size={o.size}",
+    j = fio(wdata(o) + ["--name=seqwrite", f"--filename={d}/seq.dat", "--rw=write", "--bs=1M", f"--size={o.size}",
              "--end_fsync=1"], d)
     return j["write"]["bw_bytes"] / MB
 
@@ -143,7 +166,7 @@ def w_seq_reread(d, o):
 
 def rand(d, o, rw):
     drop_caches()
-    j = fio([f"--name=rand{rw}", f"--filename={d}/seq.dat", f"--rw=rand{rw}", "--bs=4k", "--direct=1",
+    j = fio(wdata(o) + [f"--name=rand{rw}", f"--filename={d}/seq.dat", f"--rw=rand{rw}", "--bs=4k", "--direct=1",
              f"--size={o.rand_size}", f"--numjobs={o.rand_jobs}", "--iodepth=1", "--time_based",
              f"--runtime={o.runtime}", "--ramp_time=2", "--randrepeat=1", "--norandommap"], d)
     return j[rw]["iops"]
@@ -161,7 +184,7 @@ def w_rand_write(d, o):
 
 def w_par_write(d, o):
     os.makedirs(f"{d}/par", exist_ok=True)
-    j = fio(["--name=parwrite", f"--directory={d}/par", "--rw=write", "--bs=1M", f"--size={o.par_size}",
+    j = fio(wdata(o) + ["--name=parwrite", f"--directory={d}/par", "--rw=write", "--bs=1M", f"--size={o.par_size}",
              f"--numjobs={o.par_jobs}", "--end_fsync=1"], d)
     shutil.rmtree(f"{d}/par")
     return j["write"]["bw_bytes"] / MB
@@ -281,22 +304,27 @@ WORKLOADS = [
 def cmd_run(o):
     targets = [t.split("=", 1) for t in o.target]
     res = {"params": {k: getattr(o, k) for k in ("size", "par_jobs", "par_size", "rand_jobs", "rand_size",
-                                                    "runtime", "files", "small", "seed")},
+                                                    "runtime", "files", "small", "seed", "data")},
            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "results": {n: {} for n, _ in targets},
            "errors": {n: {} for n, _ in targets}, "uptime": open("/proc/loadavg").read().split()[:3]}
     if o.only_workloads:
         keep = set(o.only_workloads.split(","))
     else:
         keep = None
-    perf = Perf(o.perf_dir, [p for p in (o.synod_pids or "").split(",") if p])
+    pids = {}
+    for spec in o.pids or []:
+        name, lst = spec.split("=", 1)
+        pids[name] = [p for p in lst.split(",") if p]
+    res["cpu"] = {n: {} for n, _ in targets}
+    perf = Perf(o.perf_dir)
     PERF_PROCS.append(perf)
     for wname, fn in WORKLOADS:
         if keep and wname not in keep:
             continue
         for tname, d in targets:
             log(f"{wname} on {tname} ({d})")
-            if tname == "synodfs":
-                perf.start(wname)
+            perf.start(tname, wname, pids.get(tname))
+            c0 = cpu_seconds(pids.get(tname, []))
             t0 = time.time()
             try:
                 r = fn(d, o)
@@ -305,8 +333,9 @@ def cmd_run(o):
                 res["errors"][tname][wname] = str(e)
                 r = None
             finally:
-                if tname == "synodfs":
-                    perf.stop()
+                perf.stop()
+            if pids.get(tname):
+                res["cpu"][tname][wname] = cpu_seconds(pids[tname]) - c0
             if isinstance(r, dict):
                 res["results"][tname].update(r)
             elif r is not None:
@@ -343,7 +372,9 @@ def print_table(res):
     r = res["results"]
     names = ["synodfs", "moosefs", "local"]
     w = 50
-    print(f"\nfile system benchmark, started {res['started']}, load average at start {' '.join(res['uptime'])}")
+    data = {"random": "incompressible (fio refill_buffers)", "fio": "fio default buffers (zstd -1: ~92%)"}
+    print(f"\nfile system benchmark, started {res['started']}, load average at start {' '.join(res['uptime'])}, "
+          f"fio data: {data.get(p.get('data', 'fio'))}")
     print(f"{'workload':<{w}} {'unit':>7} {'SynodFS':>9} {'MooseFS':>9} {'local':>9} {'S/MooseFS':>9} {'S/local':>8}")
     print("-" * (w + 7 + 9 * 4 + 8 + 6))
     for key, label, unit in ROWS:
@@ -352,6 +383,15 @@ def print_table(res):
             continue
         print(f"{label.format(**sub):<{w}} {unit:>7} {fmt(v[0]):>9} {fmt(v[1]):>9} {fmt(v[2]):>9} "
               f"{ratio(v[0], v[1]):>9} {ratio(v[0], v[2]):>8}")
+    cpu = res.get("cpu", {})
+    if any(cpu.get(n) for n in names):
+        wl = [w for w, _ in WORKLOADS if any(w in cpu.get(n, {}) for n in names)]
+        print(f"\ndaemon CPU seconds per workload (user + system of the file system's own processes; the client")
+        print(f"process and the kernel's share on its behalf are not included; local has no daemons)")
+        print(f"{'workload':<{w}} {'':>7} {'SynodFS':>9} {'MooseFS':>9} {'':>9} {'S/MooseFS':>9}")
+        for k in wl:
+            v = [cpu.get(n, {}).get(k) for n in names]
+            print(f"{k:<{w}} {'CPU-s':>7} {fmt(v[0]):>9} {fmt(v[1]):>9} {'':>9} {ratio(v[0], v[1]):>9}")
     for n, errs in res.get("errors", {}).items():
         for k, e in errs.items():
             print(f"error: {n} {k}: {e}")
@@ -384,9 +424,11 @@ def main():
     r.add_argument("--files", type=int, default=10000)
     r.add_argument("--small", type=int, default=5000)
     r.add_argument("--seed", type=int, default=42)
+    r.add_argument("--data", choices=("random", "fio"), default="random",
+                   help="fio write data: random = refill_buffers (incompressible), fio = fio's default buffers")
     r.add_argument("--only-workloads", help="comma list of: " + ",".join(n for n, _ in WORKLOADS))
-    r.add_argument("--perf-dir", help="perf record the SynodFS daemons into this directory")
-    r.add_argument("--synod-pids", help="comma list of SynodFS daemon PIDs for --perf-dir")
+    r.add_argument("--pids", action="append", help="NAME=PID,PID...: daemons of target NAME (CPU time, perf)")
+    r.add_argument("--perf-dir", help="perf record each target's --pids during each workload into this directory")
     r.add_argument("--json", required=True)
     t = sp.add_parser("table")
     t.add_argument("json_files", nargs="+")
