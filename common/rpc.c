@@ -28,6 +28,13 @@
  * Asynchronous calls share one `next` cq drained by a dispatcher thread that decodes replies and runs the
  * callbacks. No wait-for-ready: a dead peer fails in milliseconds with UNAVAILABLE (-ENOTCONN), which is what
  * leader discovery and failover want; reconnect backoff is 100 ms .. 1 s.
+ *
+ * Cancellation. A struct rpc_cancel keeps the live calls made with it on a list under its own mutex: a call
+ * is added before its batch starts (refused if the token already fired) and removed after its completion
+ * was plucked (blocking) or before its callback runs (asynchronous), always before the call's last unref.
+ * rpc_cancel_trigger walks the list under the same mutex, so it only ever cancels calls that are alive, and
+ * a trigger after completion finds nothing. Wake-up hooks on the same list let callers that wait on their
+ * own condition variable be woken (their mutex is taken after the token's: never the other way round).
  */
 #include "common/rpc.h"
 
@@ -594,13 +601,20 @@ static void serve(struct rpc_call *c)
         rpc_fail(c, -ETIMEDOUT, "deadline passed before the handler ran");
         goto out_unref;
     }
+    bool no_message = !c->payload;
     c->req = c->payload ? decode(c->m->md->input, c->payload) : NULL;
     if (c->payload) {
         grpc_byte_buffer_destroy(c->payload);
         c->payload = NULL;
     }
     if (!c->req) {
-        LOG_WARN("rpc %s from %s: malformed request", c->m->path, rpc_call_peer(c));
+        /* No message at all is what a call cancelled by its client (rpc_cancel) before the request was
+         * through looks like: not worth a warning. */
+        if (no_message)
+            LOG_DEBUG("rpc %s from %s: no request message (cancelled by the client?)", c->m->path,
+                      rpc_call_peer(c));
+        else
+            LOG_WARN("rpc %s from %s: malformed request", c->m->path, rpc_call_peer(c));
         rpc_fail(c, -EINVAL, "malformed request");
         goto out_unref;
     }

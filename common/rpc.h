@@ -23,6 +23,7 @@
  * backoff (100 ms .. 1 s) so a restarted server is reachable again within about a second. Unary calls
  * block the calling thread; asynchronous calls invoke a completion callback on the layer's dispatcher
  * thread (fan-out: Paxos broadcasts, chain forwarding). Message limits: RPC_MAX_MESSAGE on both sides.
+ * Either kind can be cancelled from another thread through a struct rpc_cancel token (FUSE interrupts).
  */
 #ifndef SYNOD_RPC_H
 #define SYNOD_RPC_H

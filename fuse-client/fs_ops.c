@@ -702,7 +702,7 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
             struct fuse_entry_param e;
             memset(&e, 0, sizeof(e)); /* no attributes: an entry without a lookup reference */
             e.attr.st_ino = de->ino;
-            e.attr.st_mode = (mode_t)de->type << 12;
+            e.attr.st_mode = (mode_t)de->type & S_IFMT; /* Dirent.type carries the S_IFMT bits */
             need = fuse_add_direntry_plus(req, buf + pos, size - pos, de->name, &e, (off_t)(idx + 3));
             if (need > size - pos)
                 break;
@@ -710,7 +710,7 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
             struct stat st;
             memset(&st, 0, sizeof(st));
             st.st_ino = de->ino;
-            st.st_mode = (mode_t)de->type << 12;
+            st.st_mode = (mode_t)de->type & S_IFMT; /* else d_type is DT_UNKNOWN and ls/find stat every name */
             need = fuse_add_direntry(req, buf + pos, size - pos, de->name, &st, (off_t)(idx + 3));
             if (need > size - pos)
                 break;
