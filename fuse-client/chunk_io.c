@@ -313,6 +313,11 @@ void cio_file_set_size(struct cio_file *f, uint64_t size, bool exact)
     if (exact) {
         f->local_end = 0;
         ra_drop_locked(f, 0);
+        /* A truncate: what the chunks were written to before it must not come back with their next
+         * ChunkWriteDone (the file would grow back to its old size). */
+        for (int i = 0; i < NBUCKETS; i++)
+            for (struct cchunk *ch = f->buckets[i]; ch; ch = ch->next)
+                ch->wend = MIN(ch->wend, size);
     }
     pthread_mutex_unlock(&f->mu);
 }
@@ -1361,10 +1366,6 @@ static int write_done_all(struct cio_file *f, bool release)
             pthread_mutex_unlock(&f->mu);
             if (!send)
                 continue;
-            if (!dirty) { /* clean lease: let it lapse rather than touch mtime (see ChunkWriteDone) */
-                ch->wopen = false;
-                continue;
-            }
             Synod__V1__ChunkWriteDoneReq req = SYNOD__V1__CHUNK_WRITE_DONE_REQ__INIT;
             req.ino = f->ino;
             req.index = ch->index;
@@ -1373,6 +1374,9 @@ static int write_done_all(struct cio_file *f, bool release)
             req.new_size = wend;
             req.mtime_ns = clk_real_ns();
             req.release_lease = release;
+            /* A clean lease is returned without touching size or mtime, so another client can write the
+             * chunk at once instead of waiting for the lease to lapse. */
+            req.release_only = !dirty;
             ProtobufCMessage *m;
             int r = mc_call(f->c->mc, "ChunkWriteDone", &req.base, 0, &m);
             if (r == 0) {
@@ -1385,6 +1389,10 @@ static int write_done_all(struct cio_file *f, bool release)
                 rpc_message_free(m);
                 if (release)
                     ch->wopen = false;
+            } else if (!dirty) { /* only returning a lease: if that fails it simply lapses */
+                LOG_DEBUG("%s: returning the write lease of inode %llu chunk %llu v%u", err_name(r),
+                          (unsigned long long)f->ino, (unsigned long long)l.chunk_id, l.version);
+                ch->wopen = false;
             } else {
                 LOG_ERR("%s: ChunkWriteDone of inode %llu chunk %llu v%u failed", err_name(r),
                         (unsigned long long)f->ino, (unsigned long long)l.chunk_id, l.version);
@@ -1582,6 +1590,12 @@ int cio_write(struct cio_file *f, uint64_t off, const void *buf, size_t len)
 
 int cio_write_cancellable(struct cio_file *f, uint64_t off, const void *buf, size_t len, struct rpc_cancel *cancel)
 {
+    return cio_write_at(f, &off, false, buf, len, cancel);
+}
+
+int cio_write_at(struct cio_file *f, uint64_t *off, bool append, const void *buf, size_t len,
+                 struct rpc_cancel *cancel)
+{
     pthread_mutex_lock(&f->op_mu);
     /* The one interruptible wait of a write (see flush_locked): room in flight, before any byte is taken. */
     if (cancel) {
@@ -1591,7 +1605,9 @@ int cio_write_cancellable(struct cio_file *f, uint64_t off, const void *buf, siz
             return r;
         }
     }
-    int r = write_locked(f, off, buf, len);
+    if (append) /* under op_mu: two appenders of this client never pick the same end */
+        *off = cio_file_size(f);
+    int r = write_locked(f, *off, buf, len);
     pthread_mutex_unlock(&f->op_mu);
     return r;
 }
@@ -1600,7 +1616,9 @@ int cio_truncate_prepare(struct cio_file *f, uint64_t new_size)
 {
     static const uint8_t zeros[CIO_MAX_IO];
     pthread_mutex_lock(&f->op_mu);
-    int r = flush_locked(f, false, false, NULL);
+    /* Leases returned: the metaserver drops the chunks past the new end (and their leases), so a write
+     * after the truncate must reopen its chunk rather than reuse a dropped one. */
+    int r = flush_locked(f, false, true, NULL);
     if (r)
         goto out;
     uint64_t old = cio_file_size(f);

@@ -94,6 +94,11 @@ int cio_read(struct cio_file *f, uint64_t off, size_t len, void *buf, size_t *ou
 int cio_read_cancellable(struct cio_file *f, uint64_t off, size_t len, void *buf, size_t *out_len,
                          struct rpc_cancel *cancel);
 int cio_write_cancellable(struct cio_file *f, uint64_t off, const void *buf, size_t len, struct rpc_cancel *cancel);
+/* As cio_write_cancellable at *off, or with `append` at the file's end as this client knows it (the size
+ * the metaserver gave at open, grown by this client's writes), chosen atomically with the write; *off is
+ * set to the offset used. */
+int cio_write_at(struct cio_file *f, uint64_t *off, bool append, const void *buf, size_t len,
+                 struct rpc_cancel *cancel);
 int cio_flush_cancellable(struct cio_file *f, bool fsync, bool release, struct rpc_cancel *cancel);
 /* Buffer and send len bytes at off. Returns 0 (the data is buffered or in flight) or a sticky -errno from
  * an earlier write of this file. Blocks when the file has max_inflight writes in flight. */

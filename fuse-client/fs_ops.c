@@ -426,6 +426,7 @@ struct handle {
     struct itab_inode *n;
     uint64_t meta_fh;
     atomic_bool posix_locks; /* this handle's owner took POSIX locks: release them on flush */
+    bool append;             /* O_APPEND: writes go to the end as the metaserver says, not the kernel */
 };
 
 static struct handle *H(struct fuse_file_info *fi)
@@ -442,6 +443,13 @@ static void handle_open(struct fs *fs, fuse_ino_t ino, const Synod__V1__Attr *a,
         cio_file_set_size(h->n->file, a->size, false);
     cio_file_invalidate(h->n->file); /* close-to-open: see other clients' writes */
     h->meta_fh = meta_fh;
+    /* O_APPEND: the kernel would place each write at its cached size, which lags behind another client's
+     * appends for up to attr_timeout. So this handle bypasses the page cache and the client appends at the
+     * size the metaserver just gave (close-to-open), grown by its own writes. */
+    if (fi->flags & O_APPEND) {
+        h->append = true;
+        fi->direct_io = 1;
+    }
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->keep_cache = 0;
     fi->direct_io = 0;
@@ -503,11 +511,25 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     m.cred = cred_of(req, &cr);
     m.ino = ino;
     m.flags = (uint32_t)fi->flags;
+    bool trunc = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY;
+    if (trunc) {
+        /* O_TRUNC arrives here (atomic_o_trunc): like a truncate to 0, this client's data goes first and
+         * its write leases are returned, so nothing written before lands after the truncation. */
+        struct itab_inode *n = itab_pin(fs->it, ino, 0);
+        int r = cio_truncate_prepare(n->file, 0);
+        itab_unpin(fs->it, n);
+        if (r) {
+            reply_result(req, r);
+            return;
+        }
+    }
     ProtobufCMessage *rep = ask_intr(req, "Open", &m.base, 0);
     if (!rep)
         return;
     const Synod__V1__OpenRep *o = (const Synod__V1__OpenRep *)rep;
     handle_open(fs, ino, o->attr, o->fh, fi);
+    if (trunc) /* the chunks' write ends must not bring the old size back */
+        cio_file_set_size(H(fi)->n->file, o->attr ? o->attr->size : 0, true);
     rpc_message_free(rep);
     if (fuse_reply_open(req, fi) != 0)
         handle_close(fs, H(fi));
@@ -535,7 +557,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     UNUSED(ino);
     struct handle *h = H(fi);
     struct rpc_cancel tok;
-    int r = cio_write_cancellable(h->n->file, (uint64_t)off, buf, size, intr_begin(req, &tok));
+    uint64_t at = (uint64_t)off;
+    int r = cio_write_at(h->n->file, &at, h->append, buf, size, intr_begin(req, &tok));
     intr_end(req, &tok);
     if (r)
         reply_result(req, r);
@@ -551,7 +574,9 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     struct fs *fs = FS(req);
     struct handle *h = H(fi);
     struct rpc_cancel tok;
-    int r = cio_flush_cancellable(h->n->file, false, false, intr_begin(req, &tok));
+    /* close(): complete the writes and return the write leases in the same ChunkWriteDone, so another
+     * client can write at once (a later write through another descriptor just reopens). */
+    int r = cio_flush_cancellable(h->n->file, false, true, intr_begin(req, &tok));
     intr_end(req, &tok);
     if (atomic_load(&h->posix_locks)) {
         /* close() drops every POSIX lock of the owner on this file */

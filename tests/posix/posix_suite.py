@@ -32,13 +32,6 @@ CHECKS = {}  # group -> [(name, fn)]
 # name -> why it is expected to fail (product bugs outside the files this suite's owner may fix; see the
 # report of the change that added the entry). Remove an entry as soon as its bug is fixed.
 KNOWN_BUGS = {
-    "truncate_then_write": "fuse-client/chunk_io.c: a chunk's write end (cchunk.wend) survives a truncate, so "
-                           "the next ChunkWriteDone reports the pre-truncate size and the file grows back",
-    "o_trunc_then_write": "fuse-client/chunk_io.c: same stale cchunk.wend after the O_TRUNC truncate: the size "
-                          "of the file before O_TRUNC comes back (zero-filled) after a short write",
-    "two_mounts_alternating_writers": "fuse-client/chunk_io.c write_done_all: a close whose flush already sent "
-                                      "ChunkWriteDone leaves the chunk's write lease to lapse (60 s) instead of "
-                                      "returning it, so another mount's write to that chunk waits for it",
 }
 
 M = M2 = None
