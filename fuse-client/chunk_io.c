@@ -398,8 +398,13 @@ static int locs_fetch(struct cio_file *f, uint64_t first, uint32_t count, struct
             continue;
         struct cchunk *ch = chunk_at(f, w->index);
         if (!loc_from_wire(w, &ch->loc)) {
-            LOG_WARN("inode %llu chunk %llu: malformed location from the metaserver", (unsigned long long)f->ino,
-                     (unsigned long long)w->index);
+            if (w->chunk_id && w->n_replicas == 0)
+                LOG_WARN("inode %llu chunk %llu (id %llu): no live replica known to the metaserver: unreadable "
+                         "until a chunkserver holding it reports again", (unsigned long long)f->ino,
+                         (unsigned long long)w->index, (unsigned long long)w->chunk_id);
+            else
+                LOG_WARN("inode %llu chunk %llu: malformed location from the metaserver", (unsigned long long)f->ino,
+                         (unsigned long long)w->index);
             ch->loc_valid = false;
         }
     }
