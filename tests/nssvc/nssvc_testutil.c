@@ -157,3 +157,37 @@ uint64_t tsvc_file_open_write(const char *name, uint64_t *chunk, uint32_t *versi
     protobuf_c_message_free_unpacked(&owr->base, NULL);
     return ino;
 }
+
+int tsvc_heartbeat(uint32_t cs, uint64_t used, const Synod__V1__ChunkCmdResult *res,
+                   const Synod__V1__ChainFailure *cf)
+{
+    Synod__V1__HeartbeatReq r = SYNOD__V1__HEARTBEAT_REQ__INIT;
+    Synod__V1__ChunkCmdResult *pres = (Synod__V1__ChunkCmdResult *)res;
+    Synod__V1__ChainFailure *pcf = (Synod__V1__ChainFailure *)cf;
+    r.id = cs;
+    r.total_bytes = 1ull << 40;
+    r.used_bytes = used;
+    if (res) {
+        r.n_results = 1;
+        r.results = &pres;
+    }
+    if (cf) {
+        r.n_chain_failures = 1;
+        r.chain_failures = &pcf;
+    }
+    return tsvc_call("ChunkControl", "Heartbeat", &r.base, NULL);
+}
+
+void tsvc_write_done_release(uint64_t ino, uint64_t chunk, uint32_t version, uint64_t size)
+{
+    Synod__V1__ChunkWriteDoneReq wd = SYNOD__V1__CHUNK_WRITE_DONE_REQ__INIT;
+    wd.rid = tsvc_rid();
+    wd.ino = ino;
+    wd.chunk_id = chunk;
+    wd.version = version;
+    wd.new_size = size;
+    wd.release_lease = true;
+    Synod__V1__AttrRep *rep;
+    T_EQ(META("ChunkWriteDone", wd, &rep), 0);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+}

@@ -26,6 +26,13 @@ uint32_t tsvc_register(const char *addr, const char *uuid, const char *label);
 /* Create regular file `name` under the root and open its chunk 0 for writing (ChunkOpenWrite); returns the
  * inode, with the chunk's id and version (asserts success). */
 uint64_t tsvc_file_open_write(const char *name, uint64_t *chunk, uint32_t *version);
+/* A heartbeat from chunkserver cs (capacity 1 TiB, `used` bytes used) carrying, when given, one command
+ * result and one chain failure. Returns the call's result. */
+int tsvc_heartbeat(uint32_t cs, uint64_t used, const Synod__V1__ChunkCmdResult *res,
+                   const Synod__V1__ChainFailure *cf);
+/* ChunkWriteDone of chunk 0 of ino at (chunk, version), new size `size`, returning the lease (asserts
+ * success). */
+void tsvc_write_done_release(uint64_t ino, uint64_t chunk, uint32_t version, uint64_t size);
 /* A fresh ReqId (tsession, next seq); static storage, 64 in rotation. */
 Synod__V1__ReqId *tsvc_rid(void);
 

@@ -16,18 +16,10 @@ static const int64_t STALE = 60ll * 1000000000;
 /* A heartbeat carrying usage figures and (optionally) one command result. */
 static int heartbeat(uint32_t cs, uint64_t used, uint64_t cmd_id, int err)
 {
-    Synod__V1__HeartbeatReq r = SYNOD__V1__HEARTBEAT_REQ__INIT;
-    Synod__V1__ChunkCmdResult res = SYNOD__V1__CHUNK_CMD_RESULT__INIT, *pres = &res;
+    Synod__V1__ChunkCmdResult res = SYNOD__V1__CHUNK_CMD_RESULT__INIT;
     res.cmd_id = cmd_id;
     res.err = err;
-    r.id = cs;
-    r.total_bytes = 1ull << 40;
-    r.used_bytes = used;
-    if (cmd_id) {
-        r.n_results = 1;
-        r.results = &pres;
-    }
-    return tsvc_call("ChunkControl", "Heartbeat", &r.base, NULL);
+    return tsvc_heartbeat(cs, used, cmd_id ? &res : NULL, NULL);
 }
 
 static uint64_t mkfile(uint64_t parent, const char *name, uint32_t mode)

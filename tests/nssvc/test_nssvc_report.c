@@ -49,17 +49,11 @@ static int cmds_for(uint32_t cs, uint32_t type, uint64_t chunk, uint32_t *src)
 
 static int heartbeat_result(uint32_t cs, uint64_t cmd_id, int err)
 {
-    Synod__V1__HeartbeatReq r = SYNOD__V1__HEARTBEAT_REQ__INIT;
-    Synod__V1__ChunkCmdResult res = SYNOD__V1__CHUNK_CMD_RESULT__INIT, *pres = &res;
+    Synod__V1__ChunkCmdResult res = SYNOD__V1__CHUNK_CMD_RESULT__INIT;
     res.cmd_id = cmd_id;
     res.err = err;
-    r.id = cs;
-    r.total_bytes = 1ull << 40;
-    r.n_results = 1;
-    r.results = &pres;
-    return tsvc_call("ChunkControl", "Heartbeat", &r.base, NULL);
+    return tsvc_heartbeat(cs, 0, &res, NULL);
 }
-
 static size_t replicas(uint64_t ino, uint32_t *ids)
 {
     Synod__V1__ChunkLocReq cl = SYNOD__V1__CHUNK_LOC_REQ__INIT;
@@ -115,16 +109,7 @@ static void test_reconcile(void)
     T_EQ(ns_plan_replication(txn, tnow, 60ll * 1000000000, 10, &plan), 0);
     kv_txn_abort(txn);
     free(plan);
-    Synod__V1__ChunkWriteDoneReq wd = SYNOD__V1__CHUNK_WRITE_DONE_REQ__INIT;
-    wd.rid = tsvc_rid();
-    wd.ino = ino;
-    wd.chunk_id = chunk;
-    wd.version = ver;
-    wd.new_size = 100;
-    wd.release_lease = true;
-    Synod__V1__AttrRep *wdr;
-    T_EQ(META("ChunkWriteDone", wd, &wdr), 0);
-    protobuf_c_message_free_unpacked(&wdr->base, NULL);
+    tsvc_write_done_release(ino, chunk, ver, 100);
     txn = kv_txn_begin(tdb);
     size_t np = ns_plan_replication(txn, tnow, 60ll * 1000000000, 10, &plan);
     kv_txn_abort(txn);
@@ -160,17 +145,12 @@ static void test_reconcile(void)
  * at an older version changes nothing. */
 static int heartbeat_chain_failure(uint32_t cs, uint64_t chunk, uint32_t version, uint32_t failed)
 {
-    Synod__V1__HeartbeatReq r = SYNOD__V1__HEARTBEAT_REQ__INIT;
-    Synod__V1__ChainFailure f = SYNOD__V1__CHAIN_FAILURE__INIT, *pf = &f;
+    Synod__V1__ChainFailure f = SYNOD__V1__CHAIN_FAILURE__INIT;
     f.chunk_id = chunk;
     f.version = version;
     f.chunkserver = failed;
     f.err = -EIO;
-    r.id = cs;
-    r.total_bytes = 1ull << 40;
-    r.n_chain_failures = 1;
-    r.chain_failures = &pf;
-    return tsvc_call("ChunkControl", "Heartbeat", &r.base, NULL);
+    return tsvc_heartbeat(cs, 0, NULL, &f);
 }
 
 static uint32_t chunk_version(uint64_t ino)
@@ -221,14 +201,6 @@ static void dead_cs(uint32_t id)
     T_EQ(tsvc_internal(SYNOD__V1__NS_COMMAND__CMD_CS_DEAD, &d.base), 0);
 }
 
-static void heartbeat_plain(uint32_t cs) /* a dead chunkserver heard again is UP */
-{
-    Synod__V1__HeartbeatReq r = SYNOD__V1__HEARTBEAT_REQ__INIT;
-    r.id = cs;
-    r.total_bytes = 1ull << 40;
-    T_EQ(tsvc_call("ChunkControl", "Heartbeat", &r.base, NULL), 0);
-}
-
 static void test_dead_returns(void)
 {
     tsvc_register("127.0.0.1:9201", "dr-a", "");
@@ -239,19 +211,10 @@ static void test_dead_returns(void)
     uint32_t set[4];
     T_EQ(replicas(ino, set), 2);
     /* lease released: a death keeps the version, the copy rejoins when it reports */
-    Synod__V1__ChunkWriteDoneReq wd = SYNOD__V1__CHUNK_WRITE_DONE_REQ__INIT;
-    wd.rid = tsvc_rid();
-    wd.ino = ino;
-    wd.chunk_id = chunk;
-    wd.version = ver;
-    wd.new_size = 10;
-    wd.release_lease = true;
-    Synod__V1__AttrRep *wdr;
-    T_EQ(META("ChunkWriteDone", wd, &wdr), 0);
-    protobuf_c_message_free_unpacked(&wdr->base, NULL);
+    tsvc_write_done_release(ino, chunk, ver, 10);
     dead_cs(set[1]);
     T_EQ(chunk_version(ino), ver);
-    heartbeat_plain(set[1]);
+    T_EQ(tsvc_heartbeat(set[1], 0, NULL, NULL), 0); /* heard again: UP */
     T_EQ(report(set[1], true, true, 1, &chunk, &ver), 0);
     uint32_t now_set[4];
     T_EQ(replicas(ino, now_set), 2);
@@ -269,7 +232,7 @@ static void test_dead_returns(void)
     dead_cs(now_set[1]);
     T_EQ(replicas(ino, set), 0);
     T_CHECK(chunk_version(ino) > v2);
-    heartbeat_plain(now_set[0]);
+    T_EQ(tsvc_heartbeat(now_set[0], 0, NULL, NULL), 0);
     T_EQ(report(now_set[0], true, true, 1, &chunk, &v2), 0);
     T_EQ(replicas(ino, set), 1);
     T_EQ(set[0], now_set[0]);
