@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/util.h"
+#include "fuse-client/open_refs.h"
 #include "meta.pb-c.h"
 
 #define MAX_GROUPS 256
@@ -455,18 +456,29 @@ static void handle_open(struct fs *fs, fuse_ino_t ino, const Synod__V1__Attr *a,
     fi->direct_io = 0;
 }
 
-/* Give the metaserver handle back and drop our pin. */
-static void handle_close(struct fs *fs, struct handle *h)
+/* One open of ino is over (a handle closed, or an Open that failed): after the last one, the leader's
+ * memory open goes (a Release outside the log). A lost Release only keeps an unlinked file until the
+ * session ends; the leader never purges a file this client still holds. */
+static void open_ref_put(struct fs *fs, uint64_t ino)
 {
+    uint64_t seq;
+    if (!oref_put(fs->orefs, ino, &seq))
+        return;
     Synod__V1__ReleaseReq m = SYNOD__V1__RELEASE_REQ__INIT;
-    m.ino = h->n->ino;
-    m.fh = h->meta_fh;
+    m.ino = ino;
+    m.memory = true;
+    m.open_seq = seq;
     ProtobufCMessage *rep;
     int r = mc_call(fs->mc, "Release", &m.base, 0, &rep);
     rpc_message_free(rep);
     if (r)
-        LOG_WARN("%s: release of inode %llu handle %llu failed", err_name(r), (unsigned long long)h->n->ino,
-                 (unsigned long long)h->meta_fh);
+        LOG_WARN("%s: release of inode %llu failed", err_name(r), (unsigned long long)ino);
+}
+
+/* Give the open back and drop our pin. */
+static void handle_close(struct fs *fs, struct handle *h)
+{
+    open_ref_put(fs, h->n->ino);
     itab_unpin(fs->it, h->n);
     free(h);
 }
@@ -483,14 +495,38 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     m.open = true;
     m.open_flags = (uint32_t)fi->flags;
     m.exclusive = (fi->flags & O_EXCL) != 0;
+    m.memory = true;
+    m.open_seq = oref_create_begin(fs->orefs);
     ProtobufCMessage *rep = ask_intr(req, "Mknod", &m.base, 0);
+    const Synod__V1__CreateRep *cr_rep = (const Synod__V1__CreateRep *)rep;
+    oref_create_end(fs->orefs, m.open_seq, rep && cr_rep->attr ? cr_rep->attr->ino : 0);
     if (!rep)
         return;
-    const Synod__V1__CreateRep *cr_rep = (const Synod__V1__CreateRep *)rep;
     if (!cr_rep->attr) {
         rpc_message_free(rep);
         fuse_reply_err(req, EIO);
         return;
+    }
+    if (cr_rep->existed) {
+        /* O_CREAT opened a file another client had just created, which this mount may also hold: a
+         * Release of its other handle could have passed the create's registration, so register again */
+        Synod__V1__OpenReq o = SYNOD__V1__OPEN_REQ__INIT;
+        struct cred cr2;
+        o.cred = cred_of(req, &cr2);
+        o.ino = cr_rep->attr->ino;
+        o.flags = (uint32_t)(fi->flags & ~(O_TRUNC | O_CREAT | O_EXCL));
+        o.memory = true;
+        o.open_seq = oref_open_begin(fs->orefs, o.ino);
+        ProtobufCMessage *orep;
+        int r = mc_call(fs->mc, "Open", &o.base, 0, &orep);
+        rpc_message_free(orep);
+        open_ref_put(fs, o.ino); /* the create's own count stays */
+        if (r) {
+            open_ref_put(fs, o.ino);
+            rpc_message_free(rep);
+            reply_result(req, r);
+            return;
+        }
     }
     handle_open(fs, cr_rep->attr->ino, cr_rep->attr, cr_rep->fh, fi);
     struct fuse_entry_param e;
@@ -523,9 +559,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             return;
         }
     }
+    m.memory = true;
+    m.open_seq = oref_open_begin(fs->orefs, ino);
     ProtobufCMessage *rep = ask_intr(req, "Open", &m.base, 0);
-    if (!rep)
+    if (!rep) {
+        open_ref_put(fs, ino);
         return;
+    }
     const Synod__V1__OpenRep *o = (const Synod__V1__OpenRep *)rep;
     handle_open(fs, ino, o->attr, o->fh, fi);
     if (trunc) /* the chunks' write ends must not bring the old size back */

@@ -29,6 +29,7 @@ struct fs {
     struct mc *mc;
     struct cio *cio;
     struct itab *it;
+    struct oref *orefs;      /* inodes held open (memory opens at the leader, see open_refs.h) */
     double attr_timeout;     /* seconds the kernel may cache attributes */
     double entry_timeout;    /* seconds the kernel may cache names */
     double negative_timeout; /* seconds the kernel may cache "no such name" (0 = never) */

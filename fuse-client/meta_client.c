@@ -42,6 +42,8 @@ struct mc {
     pthread_mutex_t reopen_mu; /* serialises session reopening */
     void (*lost_fn)(void *arg, uint64_t old_session);
     void *lost_arg;
+    uint64_t (*opens_fn)(void *arg, uint64_t **inos, size_t *n);
+    void *opens_arg;
 
     struct mc_config cfg;
     char *client_name;
@@ -354,7 +356,20 @@ static int session_check(struct mc *mc, uint64_t session)
     req.session = session;
     ProtobufCMessage *m;
     int r = call_svc(mc, &synod__v1__meta__descriptor, "SessionKeepalive", &req.base, 0, false, NULL, &m);
+    bool need = r == 0 && ((Synod__V1__SessionKeepaliveRep *)m)->need_opens;
     rpc_message_free(m);
+    if (need && mc->opens_fn) {
+        /* this leader does not know our open files yet (a new leader, a new session): send the whole set;
+         * it purges no unlinked file before every session has */
+        req.opens_report = true;
+        req.open_seq = mc->opens_fn(mc->opens_arg, &req.open_inos, &req.n_open_inos);
+        r = call_svc(mc, &synod__v1__meta__descriptor, "SessionKeepalive", &req.base, 0, false, NULL, &m);
+        rpc_message_free(m);
+        free(req.open_inos);
+        if (r == 0)
+            LOG_INFO("session %llu: told the leader about %zu open files", (unsigned long long)session,
+                     req.n_open_inos);
+    }
     if (r == -ESTALE) {
         if (session_reopen(mc, session) != 0)
             return -EIO;
@@ -488,6 +503,12 @@ void mc_set_session_lost(struct mc *mc, void (*fn)(void *arg, uint64_t old_sessi
 {
     mc->lost_fn = fn;
     mc->lost_arg = arg;
+}
+
+void mc_set_opens_reporter(struct mc *mc, uint64_t (*fn)(void *arg, uint64_t **inos, size_t *n), void *arg)
+{
+    mc->opens_fn = fn;
+    mc->opens_arg = arg;
 }
 
 uint32_t mc_op_timeout_ms(const struct mc *mc)

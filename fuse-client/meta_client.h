@@ -79,6 +79,9 @@ int mc_admin_call(struct mc *mc, const char *method, ProtobufCMessage *req, Prot
 uint64_t mc_session(struct mc *mc);
 /* Called (from the keepalive thread) after the session was lost and a new one opened. */
 void mc_set_session_lost(struct mc *mc, void (*fn)(void *arg, uint64_t old_session), void *arg);
+/* The keepalive thread calls fn when the leader asks for this client's open files (memory opens, see
+ * open_refs.h): fn returns the report's seq and fills *inos (freed by the caller) and *n. */
+void mc_set_opens_reporter(struct mc *mc, uint64_t (*fn)(void *arg, uint64_t **inos, size_t *n), void *arg);
 /* The configured total timeout (ms), for layers that run their own retry loops (chunk I/O). */
 uint32_t mc_op_timeout_ms(const struct mc *mc);
 

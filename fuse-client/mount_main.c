@@ -22,6 +22,7 @@
 #include "common/rpc.h"
 #include "common/util.h"
 #include "fuse-client/fs_ops.h"
+#include "fuse-client/open_refs.h"
 
 #define SYNOD_VERSION "0.1"
 
@@ -253,6 +254,11 @@ static void daemon_done(int status, const char *log_file)
     daemon_pipe = -1;
 }
 
+static uint64_t opens_report(void *arg, uint64_t **inos, size_t *n)
+{
+    return oref_snapshot(arg, inos, n);
+}
+
 static void session_lost(void *arg, uint64_t old_session)
 {
     UNUSED(old_session);
@@ -357,6 +363,8 @@ int main(int argc, char **argv)
     fs.cio = cio_new(fs.mc, &cc);
     mc_set_session_lost(fs.mc, session_lost, fs.cio);
     fs.it = itab_new(fs.cio);
+    fs.orefs = oref_new();
+    mc_set_opens_reporter(fs.mc, opens_report, fs.orefs);
 
     se = fuse_session_new(&args, &fsops_ops, sizeof(fsops_ops), &fs);
     if (!se) {
@@ -392,6 +400,7 @@ out_free:
     itab_free(fs.it);
     cio_free(fs.cio);
     mc_free(fs.mc);
+    oref_free(fs.orefs);
     rpc_client_shutdown();
     free(name);
     fuse_opt_free_args(&args);

@@ -46,7 +46,9 @@
  *   n/q cs chunk            deletion queue: version (4 LE) of a replica chunkserver cs must delete
  *   n/u cs chunk            unknown chunk first seen at (8 LE ns), for the deletion grace period
  *   n/s cs                  ChunkserverRec (cs: 4 bytes BE)
- *   n/o session fh          open handle: ino (8 BE)
+ *   n/o session fh          open handle: ino (8 BE) (logged opens; memory opens live in the leader's ns_opens)
+ *   n/O ino                 orphan: a file with no name left, purged by the leader's OrphanPurge once no
+ *                           session holds it open (empty value)
  *   n/l ino                 LockSet (all flock/fcntl locks on the inode)
  *   n/L session ino         index: session holds locks on ino
  *   n/w session chunk       index: session holds the write lease on chunk
@@ -115,6 +117,9 @@ size_t ns_find_dead_chunkservers(struct kv_txn *txn, int64_t now_ns, int64_t tim
 /* Chunks whose write lease ended before now_ns (leader wall clock): propose LeaseExpire for each, at most
  * `max`. *ids: caller frees. Returns the count. */
 size_t ns_find_expired_leases(struct kv_txn *txn, int64_t now_ns, size_t max, uint64_t **ids);
+/* Up to max orphans (n/O: files with no name left), in inode order, into *out (caller frees). The leader
+ * proposes an OrphanPurge of those no session holds open. */
+size_t ns_orphans(struct kv_txn *txn, size_t max, uint64_t **out);
 /* Re-replication plan: up to `max` ReplStart commands for under-goal chunks, fewest copies first, then for
  * chunks that meet their goal only with a copy on a DECOMMISSIONING chunkserver (drop_after = that one);
  * at most max_repl_per_cs (state parameter) in flight per source and per destination; pending ones older

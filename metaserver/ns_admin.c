@@ -330,7 +330,7 @@ int ns_fsck_run(leveldb_t *db, int64_t now_ns, size_t max_inodes, size_t max_pro
         if (n->ino == NS_ROOT_INO)
             n->refs++; /* the root has no entry */
         if (n->refs == 0) {
-            if (n->nlink > 0 || n->opens == 0)
+            if (n->nlink > 0) /* nlink 0: an orphan awaiting the leader's purge (n/O) */
                 problem(&s, "unreachable", n->ino, 0, "no name reaches it (nlink %u, open %u times)", n->nlink,
                         n->opens);
             continue;

@@ -226,6 +226,11 @@ void ino_purge(struct ns_ctx *c, struct inode *n)
     if (n->has_chunks)
         chunks_drop_from(c, n, 0);
     locks_drop_inode(c, n->ino);
+    if (!S_ISDIR(n->mode)) {
+        nk_init(&k, 'O');
+        nk_u64(&k, n->ino);
+        nk_del(c, &k);
+    }
     n->deleted = true;
     Synod__V1__NsCounters *ctr = ctr_get(c);
     if (ctr->inodes)
@@ -441,19 +446,10 @@ void ns_session_release(struct ns *ns, struct kv_txn *txn, int64_t now_ns, uint6
     ctx_finish(&c, true);
 }
 
-/* Open-handle references: the inode goes when its last name and last handle are gone. Flushes and evicts
- * the cached inode so that session_end can drop any number of handles within one command. */
-void open_ref_drop(struct ns_ctx *c, uint64_t ino)
+/* Write n back now (or delete it) and drop it from the command's cache: for commands that touch any
+ * number of inodes (session end, orphan purge) while the cache holds NS_ICACHE. */
+static void ino_evict(struct ns_ctx *c, struct inode *n)
 {
-    struct inode *n;
-    if (ino_get(c, ino, &n) < 0)
-        return;
-    if (n->opens)
-        n->opens--;
-    ino_dirty(n);
-    if (n->opens == 0 && n->nlink == 0)
-        ino_purge(c, n);
-    /* write back now and evict: keeps the cache bounded */
     for (int i = 0; i < c->nic; i++) {
         if (c->ic[i] == n) {
             struct nkey k;
@@ -468,6 +464,20 @@ void open_ref_drop(struct ns_ctx *c, uint64_t ino)
             break;
         }
     }
+}
+
+/* Logged open-handle references. An inode whose last name and last handle are gone stays an orphan (n/O)
+ * until the leader purges it: memory opens, which apply cannot see, may still hold it. Flushes and evicts
+ * the cached inode so that session_end can drop any number of handles within one command. */
+void open_ref_drop(struct ns_ctx *c, uint64_t ino)
+{
+    struct inode *n;
+    if (ino_get(c, ino, &n) < 0)
+        return;
+    if (n->opens)
+        n->opens--;
+    ino_dirty(n);
+    ino_evict(c, n); /* keeps the cache bounded */
 }
 
 /* --- init --------------------------------------------------------------------------------------------- */
@@ -607,6 +617,7 @@ static int dispatch(struct ns_ctx *c, const Synod__V1__NsCommand *cmd)
     case SYNOD__V1__NS_COMMAND__CMD_LEASE_EXPIRE: return op_lease_expire(c, cmd->lease_expire);
     case SYNOD__V1__NS_COMMAND__CMD_REPLICA_DROP: return op_replica_drop(c, cmd->replica_drop);
     case SYNOD__V1__NS_COMMAND__CMD_FSCK_REPAIR: return op_fsck_repair(c, cmd->fsck_repair);
+    case SYNOD__V1__NS_COMMAND__CMD_ORPHAN_PURGE: return op_orphan_purge(c, cmd->orphan_purge);
     default: return -EINVAL;
     }
 }
@@ -747,4 +758,62 @@ int ns_restore_end(struct ns_restore *r, bool sync)
     leveldb_writebatch_destroy(r->wb);
     free(r);
     return rc;
+}
+
+/* --- orphans ------------------------------------------------------------------------------------------ */
+
+void orphan_add(struct ns_ctx *c, const struct inode *n)
+{
+    struct nkey k;
+    nk_init(&k, 'O');
+    nk_u64(&k, n->ino);
+    nk_put(c, &k, "", 0);
+}
+
+/* Purge each listed orphan that still has no name and no logged handle. The leader checked its memory
+ * opens when it planned the list; an orphan cannot be opened again (no name, and a memory open of an inode
+ * with nlink 0 is refused unless the same session already holds it), so that check still holds here. */
+int op_orphan_purge(struct ns_ctx *c, const Synod__V1__OrphanPurge *r)
+{
+    if (r->n_inos > 4096)
+        return -EINVAL;
+    for (size_t i = 0; i < r->n_inos; i++) {
+        struct nkey k;
+        nk_init(&k, 'O');
+        nk_u64(&k, r->inos[i]);
+        if (nk_get(c, &k, NULL, NULL) < 0)
+            continue; /* purged already (a retry) */
+        struct inode *n;
+        if (ino_get(c, r->inos[i], &n) < 0) {
+            nk_del(c, &k);
+            continue;
+        }
+        if (n->nlink > 0) {
+            nk_del(c, &k); /* not an orphan (cannot happen: an inode with no name gets none back) */
+        } else if (n->opens == 0) {
+            ino_purge(c, n);
+        } else {
+            continue; /* a logged handle still holds it: kept for a later plan (after its Release) */
+        }
+        ino_evict(c, n);
+    }
+    reply_empty(c);
+    return 0;
+}
+
+size_t ns_orphans(struct kv_txn *txn, size_t max, uint64_t **out)
+{
+    uint8_t p[3] = {'n', '/', 'O'};
+    uint64_t *v = xmalloc((max ? max : 1) * sizeof(*v));
+    size_t n = 0;
+    struct kv_iter *it = kv_iter_prefix(txn, (const char *)p, 3);
+    for (; n < max && kv_iter_valid(it); kv_iter_next(it)) {
+        size_t kl;
+        const char *key = kv_iter_key(it, &kl);
+        if (kl == 11)
+            v[n++] = get_be64((const uint8_t *)key + 3);
+    }
+    kv_iter_free(it);
+    *out = v;
+    return n;
 }

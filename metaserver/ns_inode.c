@@ -197,13 +197,14 @@ static void do_truncate(struct ns_ctx *c, struct inode *n, uint64_t size)
     touch_mc(c, n);
 }
 
-static void reply_create(struct ns_ctx *c, const struct inode *n, uint64_t fh)
+static void reply_create(struct ns_ctx *c, const struct inode *n, uint64_t fh, bool existed)
 {
     Synod__V1__Attr a;
     attr_fill(&a, n);
     Synod__V1__CreateRep rep = SYNOD__V1__CREATE_REP__INIT;
     rep.attr = &a;
     rep.fh = fh;
+    rep.existed = existed;
     reply_msg(c, &rep.base);
 }
 
@@ -236,8 +237,8 @@ int op_mknod(struct ns_ctx *c, const Synod__V1__MknodReq *r)
             return rc;
         if ((r->open_flags & O_TRUNC) && S_ISREG(n->mode))
             do_truncate(c, n, 0);
-        uint64_t fh = handle_new(c, n);
-        reply_create(c, n, fh);
+        uint64_t fh = r->memory ? 0 : handle_new(c, n); /* memory: the leader registers it (ns_opens) */
+        reply_create(c, n, fh, true);
         return 0;
     }
     if ((rc = may_access(c->cred, d, MAY_W | MAY_X)))
@@ -249,8 +250,8 @@ int op_mknod(struct ns_ctx *c, const Synod__V1__MknodReq *r)
     if (type == S_IFCHR || type == S_IFBLK)
         n->rdev = r->rdev;
     dirent_put(c, d->ino, r->name, n->ino, n->mode);
-    uint64_t fh = r->open ? handle_new(c, n) : 0;
-    reply_create(c, n, fh);
+    uint64_t fh = r->open && !r->memory ? handle_new(c, n) : 0;
+    reply_create(c, n, fh, false);
     return 0;
 }
 
@@ -335,8 +336,8 @@ static void unref_name(struct ns_ctx *c, struct inode *d, struct inode *n)
     }
     n->nlink--;
     touch_c(c, n);
-    if (n->nlink == 0 && n->opens == 0)
-        ino_purge(c, n);
+    if (n->nlink == 0)
+        orphan_add(c, n); /* purged by the leader once nobody holds it open (memory opens are not here) */
 }
 
 int op_unlink(struct ns_ctx *c, const Synod__V1__UnlinkReq *r)
@@ -786,13 +787,17 @@ int op_open(struct ns_ctx *c, const Synod__V1__OpenReq *r)
     int rc = ino_get(c, r->ino, &n);
     if (rc)
         return rc;
-    if (n->nlink == 0 && !n->opens)
+    /* no name left: only a holder may open it again (/proc/PID/fd/N): a logged handle, or a memory open
+     * of this session that the leader vouches for (held) */
+    if (n->nlink == 0 && !n->opens && !(r->memory && r->held))
         return -ENOENT;
     if ((rc = open_check(c, n, r->flags)))
         return rc;
     if ((r->flags & O_TRUNC) && S_ISREG(n->mode))
         do_truncate(c, n, 0);
-    uint64_t fh = handle_new(c, n);
+    /* memory: no handle here; the leader holds the open in its memory (ns_opens), through the log only
+     * when O_TRUNC makes it a change */
+    uint64_t fh = r->memory ? 0 : handle_new(c, n);
     Synod__V1__Attr a;
     attr_fill(&a, n);
     Synod__V1__OpenRep rep = SYNOD__V1__OPEN_REP__INIT;

@@ -179,8 +179,12 @@ void chunks_set_goal(struct ns_ctx *c, struct inode *n);
 void leases_release_session(struct ns_ctx *c, uint64_t session);
 void locks_release_session(struct ns_ctx *c, uint64_t session);
 void locks_drop_inode(struct ns_ctx *c, uint64_t ino);
-/* release one open handle's reference (close or session end) */
+/* release one logged open handle's reference (close or session end) */
 void open_ref_drop(struct ns_ctx *c, uint64_t ino);
+/* n lost its last name: index it as an orphan (n/O), purged by the leader's OrphanPurge once no session
+ * holds it open (logged handles: n->opens; memory opens: the leader's ns_opens table) */
+void orphan_add(struct ns_ctx *c, const struct inode *n);
+int op_orphan_purge(struct ns_ctx *c, const Synod__V1__OrphanPurge *r);
 
 
 /* chunk table internals shared by ns_chunk.c and ns_cs.c */

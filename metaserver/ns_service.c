@@ -31,6 +31,7 @@
  * the applied state may be read directly (kv_txn on rsm_db) because nothing else writes it.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@
 #include "common/util.h"
 #include "meta.pb-c.h"
 #include "metaserver/meta_plugin.h"
+#include "metaserver/ns_opens.h"
 #include "metaserver/ns_service.h"
 #include "metaserver/ns_service_csmon.h"
 
@@ -53,6 +55,9 @@
 #define DEAD_CHECK_NS (200 * NS_PER_MS)
 #define REPAIR_EVERY_NS (1000 * NS_PER_MS)
 #define REPL_STALE_NS (120 * (int64_t)NS_PER_SEC)
+#define ORPHAN_EVERY_NS (100 * NS_PER_MS)
+#define ORPHAN_SCAN 8192          /* orphans looked at per purge round */
+#define ORPHAN_PURGE_MAX 1024     /* inodes per OrphanPurge command */
 
 struct slot {
     struct nssvc *s;
@@ -64,6 +69,7 @@ struct nssvc {
     struct ns *ns;
     struct rsm *r;
     struct csmon *mon;
+    struct ns_opens *opens; /* memory opens (leader; see ns_opens.h) */
     struct slot slots[NSSVC_MAX_SLOTS];
     rpc_handler_fn meta_h[32], cc_h[8], admin_h[8];
     /* config */
@@ -72,8 +78,10 @@ struct nssvc {
     /* leader state (runtime thread) */
     atomic_bool initialized;
     bool init_inflight;
-    uint64_t last_tick, last_dead, last_repair;
-    int repl_inflight, lease_inflight, dead_inflight, trim_inflight;
+    uint64_t last_tick, last_dead, last_repair, last_orphan;
+    uint64_t term_ballot; /* ballot of the leadership the memory opens belong to */
+    int repl_inflight, lease_inflight, dead_inflight, trim_inflight, orphan_inflight;
+    bool orphan_wait_logged;
 };
 
 static const struct config_key nssvc_keys[] = {
@@ -117,6 +125,8 @@ struct pending {
     struct nssvc *s;
     struct rpc_call *call;
     const ProtobufCMethodDescriptor *md;
+    /* memory opens registered when the command applies (Mknod with open, Open with O_TRUNC) */
+    uint64_t session, ino, open_seq;
 };
 
 static void log_done(void *arg, int err, const uint8_t *reply, size_t len, uint64_t zxid)
@@ -150,7 +160,7 @@ static int submit(struct nssvc *s, Synod__V1__NsCommand__CmdCase cc, const Proto
 static int handle_log(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req, rsm_done_fn done)
 {
     struct pending *p = xmalloc(sizeof(*p));
-    *p = (struct pending){sl->s, call, sl->md};
+    *p = (struct pending){sl->s, call, sl->md, 0, 0, 0};
     int rc = submit(sl->s, sl->m->cmd_case, req, done, p);
     if (rc) {
         free(p);
@@ -215,7 +225,7 @@ static int handle_session_open(struct slot *sl, struct rpc_call *call, const Pro
 {
     const Synod__V1__SessionOpenReq *r = (const Synod__V1__SessionOpenReq *)req;
     struct pending *p = xmalloc(sizeof(*p));
-    *p = (struct pending){sl->s, call, sl->md};
+    *p = (struct pending){sl->s, call, sl->md, 0, 0, 0};
     rsm_session_open(sl->s->r, r->client_name, session_open_done, p);
     return RPC_DEFERRED;
 }
@@ -228,8 +238,11 @@ static int handle_keepalive(struct slot *sl, struct rpc_call *call, const Protob
         fail(sl->s, call, rc);
         return 0;
     }
+    if (r->opens_report)
+        ns_opens_report(sl->s->opens, r->session, r->open_seq, r->open_inos, r->n_open_inos);
     Synod__V1__SessionKeepaliveRep rep = SYNOD__V1__SESSION_KEEPALIVE_REP__INIT;
     rep.lease_ms = rsm_session_lease_ms(sl->s->r);
+    rep.need_opens = !ns_opens_reported(sl->s->opens, r->session);
     rpc_reply(call, &rep.base);
     return 0;
 }
@@ -695,6 +708,131 @@ static int handle_fsck(struct slot *sl, struct rpc_call *call, const ProtobufCMe
 
 /* --- dispatch ---------------------------------------------------------------------------------------- */
 
+/* --- memory opens (ns_opens.h) ------------------------------------------------------------------------ */
+
+/* Mknod with open / Open with O_TRUNC applied: register the open before answering (runtime thread, so
+ * before any later tick can judge the inode an unheld orphan). */
+static void mem_open_done(void *arg, int err, const uint8_t *reply, size_t len, uint64_t zxid)
+{
+    struct pending *p = arg;
+    if (!err) {
+        uint64_t ino = p->ino;
+        if (!ino) {
+            Synod__V1__CreateRep *c = synod__v1__create_rep__unpack(NULL, len, reply);
+            ino = c && c->attr ? c->attr->ino : 0;
+            if (c)
+                synod__v1__create_rep__free_unpacked(c, NULL);
+        }
+        if (ino)
+            ns_opens_register(p->s->opens, p->session, ino, p->open_seq);
+    }
+    log_done(p, err, reply, len, zxid);
+}
+
+static int submit_mem_open(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req, uint64_t ino,
+                           uint64_t open_seq)
+{
+    struct pending *p = xmalloc(sizeof(*p));
+    uint64_t seq;
+    *p = (struct pending){sl->s, call, sl->md, 0, ino, open_seq};
+    nssvc_req_id(req, &p->session, &seq);
+    int rc = submit(sl->s, sl->m->cmd_case, req, mem_open_done, p);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    return RPC_DEFERRED;
+}
+
+/* Open without O_TRUNC: a read under the lease, registered first, so that a tick that runs between the
+ * check and the answer sees it (an orphan found unheld cannot be opened: nlink 0 answers ENOENT). */
+static int handle_open_mem(struct slot *sl, struct rpc_call *call, const Synod__V1__OpenReq *r)
+{
+    struct nssvc *s = sl->s;
+    uint64_t session = r->rid ? r->rid->session : 0;
+    if (!session)
+        return -EINVAL;
+    int rc = rsm_session_touch(s->r, session);
+    if (rc) {
+        fail(s, call, rc);
+        return 0;
+    }
+    bool held;
+    ns_opens_begin(s->opens, session, r->ino, r->open_seq, &held);
+    Synod__V1__OpenReq req = *r; /* `held` is the leader's to say, never the client's */
+    req.held = held;
+    struct readop o;
+    memset(&o, 0, sizeof(o));
+    o.ns = s->ns;
+    rc = nssvc_cmd_build(&o.cmd, sl->m->cmd_case, &req.base, clk_real_ns(), session);
+    if (rc == 0)
+        rc = rsm_read(s->r, false, read_fn, &o);
+    ns_opens_end(s->opens, session, r->ino, rc == 0);
+    if (rc == 0)
+        reply_bytes(call, sl->md->output, o.rep.buf, o.rep.len);
+    else
+        fail(s, call, rc);
+    ns_reply_release(&o.rep);
+    return 0;
+}
+
+static int handle_release_mem(struct slot *sl, struct rpc_call *call, const Synod__V1__ReleaseReq *r)
+{
+    uint64_t session = r->rid ? r->rid->session : 0;
+    if (!session)
+        return -EINVAL;
+    ns_opens_release(sl->s->opens, session, r->ino, r->open_seq);
+    Synod__V1__Empty rep = SYNOD__V1__EMPTY__INIT;
+    rpc_reply(call, &rep.base);
+    return 0;
+}
+
+static void session_close_done(void *arg, int err, const uint8_t *reply, size_t len, uint64_t zxid)
+{
+    struct pending *p = arg;
+    if (!err)
+        ns_opens_session_drop(p->s->opens, p->session);
+    log_done(p, err, reply, len, zxid);
+}
+
+/* Routes that depend on the request, not only the method; -ENOENT when the table's route applies. */
+static int dispatch_special(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req)
+{
+    switch (sl->m->cmd_case) {
+    case SYNOD__V1__NS_COMMAND__CMD_OPEN: {
+        const Synod__V1__OpenReq *r = (const Synod__V1__OpenReq *)req;
+        ((Synod__V1__OpenReq *)r)->held = false; /* set only by handle_open_mem */
+        if (!r->memory)
+            return -ENOENT;
+        if (r->flags & O_TRUNC)
+            return submit_mem_open(sl, call, req, r->ino, r->open_seq);
+        return handle_open_mem(sl, call, r);
+    }
+    case SYNOD__V1__NS_COMMAND__CMD_MKNOD: {
+        const Synod__V1__MknodReq *r = (const Synod__V1__MknodReq *)req;
+        if (!r->memory || !r->open)
+            return -ENOENT;
+        return submit_mem_open(sl, call, req, 0, r->open_seq);
+    }
+    case SYNOD__V1__NS_COMMAND__CMD_RELEASE: {
+        const Synod__V1__ReleaseReq *r = (const Synod__V1__ReleaseReq *)req;
+        return r->memory ? handle_release_mem(sl, call, r) : -ENOENT;
+    }
+    case SYNOD__V1__NS_COMMAND__CMD_SESSION_CLOSE: {
+        const Synod__V1__SessionCloseReq *r = (const Synod__V1__SessionCloseReq *)req;
+        struct pending *p = xmalloc(sizeof(*p));
+        *p = (struct pending){sl->s, call, sl->md, r->session, 0, 0};
+        int rc = submit(sl->s, sl->m->cmd_case, req, session_close_done, p);
+        if (rc) {
+            free(p);
+            return rc;
+        }
+        return RPC_DEFERRED;
+    }
+    default: return -ENOENT;
+    }
+}
+
 static int dispatch(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req)
 {
     struct nssvc *s = sl->s;
@@ -717,6 +855,9 @@ static int dispatch(struct slot *sl, struct rpc_call *call, const ProtobufCMessa
     }
     if (!atomic_load(&s->initialized))
         return -EAGAIN; /* a fresh cluster's root is being created */
+    int rc = dispatch_special(sl, call, req);
+    if (rc != -ENOENT)
+        return rc;
     switch (m->route) {
     case NSSVC_LOG:
         return handle_log(sl, call, req,
@@ -785,6 +926,7 @@ static void sm_session_expired(void *arg, struct kv_txn *txn, const struct rsm_a
 {
     struct nssvc *s = arg;
     ns_session_release(s->ns, txn, ctx->time_ns, session);
+    ns_opens_session_drop(s->opens, session);
 }
 
 /* --- leader duties ----------------------------------------------------------------------------------- */
@@ -928,9 +1070,60 @@ static void repair(struct nssvc *s, struct rsm *r, struct kv_txn *txn)
     }
 }
 
+/* Propose the purge of orphans no session holds open, once every live session has reported its opens to
+ * this leader (ns_opens.h). */
+static void orphan_purge(struct nssvc *s, struct rsm *r, struct kv_txn *txn)
+{
+    uint64_t *inos;
+    size_t n = ns_orphans(txn, ORPHAN_SCAN, &inos);
+    if (n == 0) {
+        free(inos);
+        return;
+    }
+    size_t cap = 256, ns;
+    uint64_t *ids = xmalloc(cap * sizeof(*ids));
+    while ((ns = rsm_session_ids(r, ids, cap)) > cap) {
+        cap = ns;
+        ids = xrealloc(ids, cap * sizeof(*ids));
+    }
+    for (size_t i = 0; i < ns; i++) {
+        if (!ns_opens_reported(s->opens, ids[i])) {
+            if (!s->orphan_wait_logged)
+                LOG_INFO("namespace: %zu+ orphans wait for session %llu to report its open files", n,
+                         (unsigned long long)ids[i]);
+            s->orphan_wait_logged = true;
+            free(ids);
+            free(inos);
+            return;
+        }
+    }
+    free(ids);
+    s->orphan_wait_logged = false;
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < ORPHAN_PURGE_MAX; i++)
+        if (!ns_opens_held(s->opens, inos[i]))
+            inos[k++] = inos[i];
+    if (k) {
+        Synod__V1__OrphanPurge m = SYNOD__V1__ORPHAN_PURGE__INIT;
+        m.n_inos = k;
+        m.inos = inos;
+        propose(s, r, SYNOD__V1__NS_COMMAND__CMD_ORPHAN_PURGE, &m.base, &s->orphan_inflight, 0);
+    }
+    free(inos);
+}
+
 static void sm_leader_tick(void *arg, struct rsm *r, uint64_t now)
 {
     struct nssvc *s = arg;
+    struct rsm_status st;
+    rsm_get_status(r, &st);
+    if (st.ballot != s->term_ballot) {
+        /* a new leadership: opens registered under an earlier one may have been released elsewhere, and
+         * opens made under another leader are unknown: start empty, every session reports again */
+        ns_opens_reset(s->opens);
+        s->term_ballot = st.ballot;
+        s->last_orphan = now;
+    }
     if (!s->last_tick || now - s->last_tick > 500 * NS_PER_MS) {
         /* (again) the serving leader: what a predecessor heard is unknown, so everyone gets a full grace */
         csmon_reset(s->mon);
@@ -947,6 +1140,10 @@ static void sm_leader_tick(void *arg, struct rsm *r, uint64_t now)
     if (now - s->last_repair >= REPAIR_EVERY_NS) {
         s->last_repair = now;
         repair(s, r, txn);
+    }
+    if (now - s->last_orphan >= ORPHAN_EVERY_NS && s->orphan_inflight == 0) {
+        s->last_orphan = now;
+        orphan_purge(s, r, txn);
     }
     kv_txn_abort(txn);
 }
@@ -966,6 +1163,7 @@ static int plugin_create(const struct config *cfg, struct rpc_server *srv, const
 {
     struct nssvc *s = xcalloc(1, sizeof(*s));
     s->ns = ns_new();
+    s->opens = ns_opens_new();
     uint64_t timeout_ms = config_get_duration_ms(cfg, "namespace.cs_timeout");
     s->mon = csmon_new(timeout_ms * NS_PER_MS, 30 * NS_PER_SEC);
     int64_t goal = config_get_int(cfg, "namespace.default_goal");
@@ -974,6 +1172,7 @@ static int plugin_create(const struct config *cfg, struct rpc_server *srv, const
         LOG_ERR("namespace: bad config: default_goal %lld (1..%d), max_repl_per_cs %lld, cs_timeout %llu ms",
                 (long long)goal, NS_MAX_GOAL, (long long)repl, (unsigned long long)timeout_ms);
         csmon_free(s->mon);
+        ns_opens_free(s->opens);
         ns_free(s->ns);
         free(s);
         return -EINVAL;
@@ -1004,6 +1203,7 @@ static void plugin_destroy(void *arg)
     if (!s)
         return;
     csmon_free(s->mon);
+    ns_opens_free(s->opens);
     ns_free(s->ns);
     free(s);
 }

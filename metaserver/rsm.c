@@ -1094,3 +1094,13 @@ void rsm_get_status(const struct rsm *r, struct rsm_status *st)
 }
 
 leveldb_t *rsm_db(const struct rsm *r) { return r->db; }
+
+size_t rsm_session_ids(struct rsm *r, uint64_t *ids, size_t max)
+{
+    pthread_mutex_lock(&r->sess_mu);
+    size_t n = r->n_sess;
+    for (size_t i = 0; i < n && i < max; i++)
+        ids[i] = r->sess[i].id;
+    pthread_mutex_unlock(&r->sess_mu);
+    return n;
+}

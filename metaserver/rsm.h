@@ -123,6 +123,9 @@ void rsm_session_open(struct rsm *r, const char *client, rsm_done_fn done, void 
 /* A keepalive from the client: extends the session's lease on this leader. -EREMOTE if not the leader,
  * -ESTALE if the session is unknown or expired. */
 int rsm_session_touch(struct rsm *r, uint64_t session);
+/* The sessions this node knows (on the serving leader: every live session, expiring ones included): up to
+ * max ids into ids; returns how many there are (may exceed max). */
+size_t rsm_session_ids(struct rsm *r, uint64_t *ids, size_t max);
 /* The session lease length (ms). */
 uint32_t rsm_session_lease_ms(const struct rsm *r);
 

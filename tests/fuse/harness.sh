@@ -65,6 +65,25 @@ fuse_setup() {
   cluster --mount-opts "io_timeout=60,unreachable_timeout=60${FUSE_MOUNT_OPTS:+,$FUSE_MOUNT_OPTS}" mount
 }
 
+# The serving leader as the metaservers themselves say (synodctl status: each one's own role), as a node
+# name meta<i> (the i-th address of $METASERVERS); empty when none leads.
+meta_leader() {
+  local ctl
+  ctl=$(find_built synodctl ops/synodctl) || fail "synodctl is not built in $BUILD"
+  "$ctl" -m "$METASERVERS" --json status 2>/dev/null | python3 -c '
+import json, sys
+addrs = sys.argv[1].split(",")
+try:
+    ms = json.load(sys.stdin)["metaservers"]
+except Exception:
+    sys.exit(0)
+for m in ms:
+    if m.get("role") == "LEADING" and m["addr"] in addrs:
+        print("meta%d" % (addrs.index(m["addr"]) + 1))
+        break
+' "$METASERVERS" || true
+}
+
 mount_extra() {
   local dir=$1 bin i
   bin=$(find_built synod-mount fuse-client)

@@ -12,36 +12,19 @@ SEED=${SEED:-4242}
 OPS=${OPS:-30}
 PROCS=4
 fuse_setup
-# The serving leader as the metaservers themselves say (synodctl status: each one's own role), as a node
-# name meta<i> (the i-th address of $METASERVERS).
-SYNODCTL=$(find_built synodctl ops/synodctl) || fail "synodctl is not built in $BUILD"
-leader() {
-  "$SYNODCTL" -m "$METASERVERS" --json status 2>/dev/null | python3 -c '
-import json, sys
-addrs = sys.argv[1].split(",")
-try:
-    ms = json.load(sys.stdin)["metaservers"]
-except Exception:
-    sys.exit(0)
-for m in ms:
-    if m.get("role") == "LEADING" and m["addr"] in addrs:
-        print("meta%d" % (addrs.index(m["addr"]) + 1))
-        break
-' "$METASERVERS" || true
-}
 # The writers stop before op GATE (a third of the way) until the leader is dead, so every op after it
 # runs across the failover; the old leader is restarted (and catches up) while they are still writing.
 GATE=$((OPS / 3))
 start_writers $GATE
 total=$((PROCS * OPS))
 wait_progress $((PROCS * GATE)) 120 || wfail "writers ended before the gate"
-L=$(leader)
+L=$(meta_leader)
 [[ -n $L ]] || wfail "no metaserver says it is LEADING"
 cluster kill "$L"
 touch "$DATA/progress/gate"
 log "killed leader $L at $(progress)/$total ops; writers resume"
 wait_progress $((PROCS * GATE + PROCS * 3)) 150 || wfail "writers failed with the leader $L dead"
-L2=$(leader)
+L2=$(meta_leader)
 check '[[ -n $L2 && $L2 != "$L" ]]' "a new leader took over from $L"
 cluster restart "$L"
 log "new leader $L2; restarted $L at $(progress)/$total ops"

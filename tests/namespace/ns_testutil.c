@@ -98,6 +98,43 @@ Synod__V1__ReqId *tns_rid(struct tns *t)
     return &rid;
 }
 
+/* The leader's part: OrphanPurge of every orphan but keep[] (the ones it knows are held), inside txn. */
+static size_t purge_in(struct tns *t, struct kv_txn *txn, int64_t now, const uint64_t *keep, size_t nkeep)
+{
+    uint64_t *inos;
+    size_t n = ns_orphans(txn, 1024, &inos), k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool kept = false;
+        for (size_t j = 0; j < nkeep; j++)
+            kept |= keep[j] == inos[i];
+        if (!kept)
+            inos[k++] = inos[i];
+    }
+    if (k) {
+        Synod__V1__OrphanPurge op = SYNOD__V1__ORPHAN_PURGE__INIT;
+        op.n_inos = k;
+        op.inos = inos;
+        Synod__V1__NsCommand cmd = SYNOD__V1__NS_COMMAND__INIT;
+        cmd.cmd_case = SYNOD__V1__NS_COMMAND__CMD_ORPHAN_PURGE;
+        cmd.orphan_purge = &op;
+        cmd.now_ns = now;
+        struct ns_reply rep;
+        T_EQ(ns_apply(t->ns, txn, &cmd, &rep), 0);
+        ns_reply_release(&rep);
+    }
+    free(inos);
+    return n;
+}
+
+size_t t_purge_orphans(struct tns *t, const uint64_t *keep, size_t nkeep)
+{
+    struct kv_txn *txn = kv_txn_begin(t->db);
+    size_t n = purge_in(t, txn, t->now, keep, nkeep);
+    t->now += 1000;
+    T_EQ(kv_txn_commit(txn, NULL, 0, t->sync), 0);
+    return n;
+}
+
 int tns_apply(struct tns *t, Synod__V1__NsCommand *cmd, ProtobufCMessage **reply)
 {
     cmd->now_ns = t->now;
@@ -107,6 +144,8 @@ int tns_apply(struct tns *t, Synod__V1__NsCommand *cmd, ProtobufCMessage **reply
     struct kv_txn *txn = t->txn ? t->txn : kv_txn_begin(t->db);
     struct ns_reply rep;
     int rc = ns_apply(t->ns, txn, cmd, &rep);
+    if (rc == 0 && !t->keep_orphans && cmd->cmd_case != SYNOD__V1__NS_COMMAND__CMD_ORPHAN_PURGE)
+        purge_in(t, txn, cmd->now_ns, NULL, 0);
     if (!t->txn)
         T_EQ(kv_txn_commit(txn, NULL, 0, t->sync), 0);
     if (reply)
@@ -439,6 +478,8 @@ int t_session_end(struct tns *t, uint64_t session, bool expire)
         t->now += 1000;
         if (!t->txn)
             T_EQ(kv_txn_commit(txn, NULL, 0, t->sync), 0);
+        if (!t->keep_orphans && !t->txn)
+            t_purge_orphans(t, NULL, 0);
         return 0;
     }
     Synod__V1__NsCommand cmd = SYNOD__V1__NS_COMMAND__INIT;

@@ -21,6 +21,8 @@ struct tns {
     uint64_t next_session;    /* the harness plays the rsm runtime's session table */
     struct kv_txn *txn;       /* when non-NULL, commands accumulate here (tns_begin/tns_commit) */
     bool sync;                /* synced commits */
+    bool keep_orphans;        /* false: every command is followed by the purge of all orphans (n/O), as a
+                               * leader with no memory opens would do; true: orphans stay (t_purge_orphans) */
 };
 
 struct tcred {
@@ -43,6 +45,8 @@ extern struct tcred *ROOT;
  * protobuf_c_message_free_unpacked) or NULL; reply may be NULL. Returns the command's errno. */
 int tns_apply(struct tns *t, Synod__V1__NsCommand *cmd, ProtobufCMessage **reply);
 Synod__V1__ReqId *tns_rid(struct tns *t);
+/* Apply OrphanPurge of every orphan (n/O) except those in keep[0..nkeep). Returns how many were listed. */
+size_t t_purge_orphans(struct tns *t, const uint64_t *keep, size_t nkeep);
 
 int t_mknod(struct tns *t, struct tcred *cr, uint64_t parent, const char *name, uint32_t mode, uint64_t *ino);
 int t_create(struct tns *t, struct tcred *cr, uint64_t parent, const char *name, uint32_t mode, uint32_t flags,

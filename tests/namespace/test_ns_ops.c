@@ -123,6 +123,62 @@ static void test_unlink_while_open(void)
     tns_close(&t, false);
 }
 
+/* Memory opens: a file that loses its last name stays as an orphan (n/O) until the leader's OrphanPurge,
+ * which never takes one with a logged handle; the leader decides about memory opens (ns_opens). */
+static void test_orphans(void)
+{
+    struct tns t;
+    tns_open(&t);
+    t.keep_orphans = true;
+    uint64_t f, g, h, fh;
+    T_EQ(t_mknod(&t, ROOT, R, "f", S_IFREG | 0644, &f), 0);
+    T_EQ(t_mknod(&t, ROOT, R, "g", S_IFREG | 0644, &g), 0);
+    /* a memory open has no handle in the state */
+    Synod__V1__OpenReq o = SYNOD__V1__OPEN_REQ__INIT;
+    o.rid = tns_rid(&t);
+    o.cred = &ROOT->c;
+    o.ino = f;
+    o.flags = O_RDONLY;
+    o.memory = true;
+    Synod__V1__NsCommand cmd = SYNOD__V1__NS_COMMAND__INIT;
+    cmd.cmd_case = SYNOD__V1__NS_COMMAND__CMD_OPEN;
+    cmd.open = &o;
+    ProtobufCMessage *m;
+    T_EQ(tns_apply(&t, &cmd, &m), 0);
+    T_EQ(((Synod__V1__OpenRep *)m)->fh, 0);
+    protobuf_c_message_free_unpacked(m, NULL);
+    T_EQ(t_unlink(&t, ROOT, R, "f", false), 0);
+    Synod__V1__Attr a;
+    T_EQ(t_getattr(&t, f, &a), 0); /* an orphan: still readable by inode */
+    T_EQ(a.nlink, 0);
+    T_EQ(t_link(&t, ROOT, f, R, "again"), -ENOENT); /* no name comes back */
+    T_EQ(t_open(&t, ROOT, f, O_RDONLY, NULL), -ENOENT);
+    /* the leader keeps what a session holds */
+    T_EQ(t_purge_orphans(&t, &f, 1), 1);
+    T_EQ(t_getattr(&t, f, NULL), 0);
+    T_EQ(t_purge_orphans(&t, NULL, 0), 1);
+    T_EQ(t_getattr(&t, f, NULL), -ENOENT);
+    T_EQ(t_purge_orphans(&t, NULL, 0), 0);
+    /* a logged handle holds it through any purge; after its release it is an orphan again */
+    T_EQ(t_open(&t, ROOT, g, O_RDONLY, &fh), 0);
+    T_EQ(t_rename(&t, ROOT, R, "ng", R, "g", 0), -ENOENT);
+    T_EQ(t_mknod(&t, ROOT, R, "h", S_IFREG | 0644, &h), 0);
+    T_EQ(t_rename(&t, ROOT, R, "h", R, "g", 0), 0); /* g replaced: no name left */
+    T_EQ(t_purge_orphans(&t, NULL, 0), 1);
+    T_EQ(t_getattr(&t, g, NULL), 0);
+    T_EQ(t_release(&t, g, fh), 0);
+    T_EQ(t_getattr(&t, g, NULL), 0);
+    T_EQ(t_purge_orphans(&t, NULL, 0), 1);
+    T_EQ(t_getattr(&t, g, NULL), -ENOENT);
+    /* a hard link keeps it off the orphan list */
+    T_EQ(t_link(&t, ROOT, h, R, "h2"), 0);
+    T_EQ(t_unlink(&t, ROOT, R, "g", false), 0);
+    T_EQ(t_purge_orphans(&t, NULL, 0), 0);
+    T_EQ(t_getattr(&t, h, &a), 0);
+    T_EQ(a.nlink, 1);
+    tns_close(&t, false);
+}
+
 static void test_rename(void)
 {
     struct tns t;
@@ -359,6 +415,7 @@ int main(void)
     T_RUN(test_create_lookup_errors);
     T_RUN(test_unlink_rmdir);
     T_RUN(test_unlink_while_open);
+    T_RUN(test_orphans);
     T_RUN(test_rename);
     T_RUN(test_link_symlink_setattr);
     T_RUN(test_xattr);
