@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/util.h"
+#include "fuse-client/dir_cache.h"
 #include "fuse-client/open_refs.h"
 #include "meta.pb-c.h"
 
@@ -211,6 +212,78 @@ static void call_entry(fuse_req_t req, const char *method, ProtobufCMessage *m)
 
 /* ---- names ------------------------------------------------------------------------------------------ */
 
+void fsops_changed(void *arg, const char *method, const ProtobufCMessage *req)
+{
+    struct fs *fs = arg;
+    if (!fs->dc)
+        return;
+    /* opening and closing change nothing a listing shows (an open with O_TRUNC does) */
+    if (!strcmp(method, "Open") && ((const Synod__V1__OpenReq *)req)->memory &&
+        !(((const Synod__V1__OpenReq *)req)->flags & O_TRUNC))
+        return;
+    if (!strcmp(method, "Release") && ((const Synod__V1__ReleaseReq *)req)->memory)
+        return;
+    dcache_invalidate(fs->dc);
+}
+
+/* Answer a lookup from a cached listing `age_ns` old: the kernel may keep it only for what is left of the
+ * timeouts. An inode this client already knows (open, written) is not answered from a listing: its size
+ * here may be older than what the client itself wrote. */
+static bool lookup_cached(fuse_req_t req, const Synod__V1__Attr *a, uint64_t age_ns)
+{
+    struct fs *fs = FS(req);
+    if (itab_has(fs->it, a->ino))
+        return false;
+    struct fuse_entry_param e;
+    itab_lookup(fs->it, a->ino, a->size);
+    entry_of(fs, a, &e);
+    double age = (double)age_ns / 1e9;
+    e.attr_timeout = MAX(fs->attr_timeout - age, 0.0);
+    e.entry_timeout = MAX(fs->entry_timeout - age, 0.0);
+    if (fuse_reply_entry(req, &e) != 0)
+        itab_forget(fs->it, a->ino, 1);
+    return true;
+}
+
+/* List dir into the fill (Readdir plus, page by page, with the lookup's credentials). */
+static void lookahead_fetch(struct fs *fs, Synod__V1__Cred *cred, uint64_t dir, struct dcache_fill *f)
+{
+    char *after = xstrdup("");
+    bool ok = false;
+    for (;;) {
+        Synod__V1__ReaddirReq m = SYNOD__V1__READDIR_REQ__INIT;
+        m.cred = cred;
+        m.ino = dir;
+        m.after = after;
+        m.max_entries = 4096; /* the server's largest page */
+        m.plus = true;
+        ProtobufCMessage *rep;
+        if (mc_call(fs->mc, "Readdir", &m.base, 0, &rep))
+            break;
+        const Synod__V1__ReaddirRep *p = (const Synod__V1__ReaddirRep *)rep;
+        bool more = true;
+        for (size_t i = 0; i < p->n_entries && more; i++) {
+            const Synod__V1__Dirent *d = p->entries[i];
+            if (d->attr && strcmp(d->name, ".") && strcmp(d->name, ".."))
+                more = dcache_fill_add(f, d->name, d->attr);
+        }
+        bool eof = p->eof || p->n_entries == 0;
+        if (!eof) {
+            free(after);
+            after = xstrdup(p->entries[p->n_entries - 1]->name);
+        }
+        rpc_message_free(rep);
+        if (!more)
+            break;
+        if (eof) {
+            ok = true;
+            break;
+        }
+    }
+    free(after);
+    dcache_fill_end(f, ok);
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = FS(req);
@@ -219,6 +292,14 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     m.cred = cred_of(req, &cr);
     m.parent = parent;
     m.name = (char *)name;
+    uint64_t ck = 0;
+    if (fs->dc) {
+        ck = dcache_cred_key(cr.c.uid, cr.c.gid, cr.c.groups, cr.c.n_groups);
+        Synod__V1__Attr a;
+        uint64_t age;
+        if (dcache_get(fs->dc, parent, ck, name, &a, &age) && lookup_cached(req, &a, age))
+            return;
+    }
     ProtobufCMessage *rep;
     struct rpc_cancel tok;
     int r = mc_call_cancellable(fs->mc, "Lookup", &m.base, MC_CANCEL_INFLIGHT, intr_begin(req, &tok), &rep);
@@ -236,6 +317,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     }
     reply_entry(req, ((Synod__V1__EntryRep *)rep)->attr);
     rpc_message_free(rep);
+    /* many lookups in one directory: list it now (after answering), so the next ones need no RPC */
+    struct dcache_fill *f = fs->dc ? dcache_miss(fs->dc, parent, ck) : NULL;
+    if (f)
+        lookahead_fetch(fs, &cr.c, parent, f);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)

@@ -30,6 +30,7 @@ struct fs {
     struct cio *cio;
     struct itab *it;
     struct oref *orefs;      /* inodes held open (memory opens at the leader, see open_refs.h) */
+    struct dcache *dc;       /* lookup look-ahead from directory listings (dir_cache.h); NULL: off */
     double attr_timeout;     /* seconds the kernel may cache attributes */
     double entry_timeout;    /* seconds the kernel may cache names */
     double negative_timeout; /* seconds the kernel may cache "no such name" (0 = never) */
@@ -38,6 +39,9 @@ struct fs {
     uint32_t readdir_page;   /* entries per Readdir RPC */
 };
 
+/* The meta client's change hook (mc_set_change_hook; arg: the struct fs): a request that may have changed
+ * the namespace makes every cached directory listing stale. */
+void fsops_changed(void *arg, const char *method, const ProtobufCMessage *req);
 /* The operation table; the session's userdata must be a struct fs. */
 extern const struct fuse_lowlevel_ops fsops_ops;
 

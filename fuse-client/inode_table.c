@@ -172,6 +172,14 @@ uint64_t itab_note_size(struct itab *t, uint64_t ino, uint64_t meta_size)
     return s;
 }
 
+bool itab_has(struct itab *t, uint64_t ino)
+{
+    pthread_mutex_lock(&t->mu);
+    bool r = find(t, ino) != NULL;
+    pthread_mutex_unlock(&t->mu);
+    return r;
+}
+
 uint64_t itab_count(struct itab *t)
 {
     pthread_mutex_lock(&t->mu);

@@ -12,6 +12,7 @@
 #ifndef SYNOD_FUSE_INODE_TABLE_H
 #define SYNOD_FUSE_INODE_TABLE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "fuse-client/chunk_io.h"
@@ -43,6 +44,8 @@ void itab_unpin(struct itab *t, struct itab_inode *n);
 /* An attribute reply from the metaserver says ino has `meta_size`: remember it (if the inode is in the
  * table) and return the size this client must report, which also counts its own unflushed writes. */
 uint64_t itab_note_size(struct itab *t, uint64_t ino, uint64_t meta_size);
+/* Is ino in the table (the kernel or a handle references it)? */
+bool itab_has(struct itab *t, uint64_t ino);
 /* Number of entries (tests, statistics). */
 uint64_t itab_count(struct itab *t);
 

@@ -44,6 +44,8 @@ struct mc {
     void *lost_arg;
     uint64_t (*opens_fn)(void *arg, uint64_t **inos, size_t *n);
     void *opens_arg;
+    void (*change_fn)(void *arg, const char *method, const ProtobufCMessage *req);
+    void *change_arg;
 
     struct mc_config cfg;
     char *client_name;
@@ -281,6 +283,8 @@ out:
         if (seq)
             seq_end(mc, seq);
         *slot = saved;
+        if (mc->change_fn) /* a request with a ReqId may have changed the namespace, failed or not */
+            mc->change_fn(mc->change_arg, method, req);
     }
     return r;
 }
@@ -503,6 +507,13 @@ void mc_set_session_lost(struct mc *mc, void (*fn)(void *arg, uint64_t old_sessi
 {
     mc->lost_fn = fn;
     mc->lost_arg = arg;
+}
+
+void mc_set_change_hook(struct mc *mc, void (*fn)(void *arg, const char *method, const ProtobufCMessage *req),
+                        void *arg)
+{
+    mc->change_fn = fn;
+    mc->change_arg = arg;
 }
 
 void mc_set_opens_reporter(struct mc *mc, uint64_t (*fn)(void *arg, uint64_t **inos, size_t *n), void *arg)

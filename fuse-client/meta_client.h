@@ -79,6 +79,10 @@ int mc_admin_call(struct mc *mc, const char *method, ProtobufCMessage *req, Prot
 uint64_t mc_session(struct mc *mc);
 /* Called (from the keepalive thread) after the session was lost and a new one opened. */
 void mc_set_session_lost(struct mc *mc, void (*fn)(void *arg, uint64_t old_session), void *arg);
+/* fn runs after every call of a method that carries a ReqId (a mutation, or a memory Open/Release), on the
+ * calling thread, once the call has ended (whatever its result): for caches of the namespace. */
+void mc_set_change_hook(struct mc *mc, void (*fn)(void *arg, const char *method, const ProtobufCMessage *req),
+                        void *arg);
 /* The keepalive thread calls fn when the leader asks for this client's open files (memory opens, see
  * open_refs.h): fn returns the report's seq and fills *inos (freed by the caller) and *n. */
 void mc_set_opens_reporter(struct mc *mc, uint64_t (*fn)(void *arg, uint64_t **inos, size_t *n), void *arg);

@@ -22,6 +22,7 @@
 #include "common/rpc.h"
 #include "common/util.h"
 #include "fuse-client/fs_ops.h"
+#include "fuse-client/dir_cache.h"
 #include "fuse-client/open_refs.h"
 
 #define SYNOD_VERSION "0.1"
@@ -32,7 +33,7 @@ struct opts {
     double attr_timeout, entry_timeout, negative_timeout;
     double unreachable_timeout, io_timeout, rpc_timeout, loc_ttl, writedone_interval;
     char *readahead, *max_write, *log_file, *log_level, *client_name;
-    unsigned write_inflight, readdir_page, max_threads;
+    unsigned write_inflight, readdir_page, max_threads, lookahead;
     int have_fsname, have_subtype;
 };
 
@@ -53,6 +54,7 @@ static const struct fuse_opt opt_spec[] = {
     O("write_inflight=%u", write_inflight),
     O("readdir_page=%u", readdir_page),
     O("max_threads=%u", max_threads),
+    O("lookahead=%u", lookahead),
     O("log_file=%s", log_file),
     O("log_level=%s", log_level),
     O("client_name=%s", client_name),
@@ -116,6 +118,10 @@ static void usage(const char *prog)
            "                           often (default 1)\n"
            "    readdir_page=N         directory entries per Readdir RPC (default 1024)\n"
            "    max_threads=N          FUSE worker threads at most (default 10)\n"
+           "    lookahead=N            after 8 lookups in one directory within the cache timeouts, list it\n"
+           "                           with attributes and answer the next lookups from the listing (for\n"
+           "                           the rest of the smaller timeout), if it has at most N entries\n"
+           "                           (default 65536, 0 = off)\n"
            "    client_name=NAME       name of this client in the metaserver's session table\n"
            "                           (default synod-mount@HOST)\n"
            "    log_file=PATH          append log lines to PATH (default: stderr; /dev/null once daemonized)\n"
@@ -270,7 +276,8 @@ int main(int argc, char **argv)
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     struct opts o = {.attr_timeout = 1, .entry_timeout = 1, .negative_timeout = 0, .unreachable_timeout = 30,
                      .io_timeout = 30, .rpc_timeout = 5, .loc_ttl = 1, .writedone_interval = 1,
-                     .write_inflight = 4, .readdir_page = 1024, .max_threads = 10};
+                     .write_inflight = 4, .readdir_page = 1024, .max_threads = 10,
+                     .lookahead = 65536};
     if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) != 0)
         return 2;
     const char *prog = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
@@ -364,6 +371,11 @@ int main(int argc, char **argv)
     mc_set_session_lost(fs.mc, session_lost, fs.cio);
     fs.it = itab_new(fs.cio);
     fs.orefs = oref_new();
+    double ttl = MIN(o.attr_timeout, o.entry_timeout);
+    if (o.lookahead && ttl > 0) {
+        fs.dc = dcache_new((uint64_t)(ttl * 1e9), 8, o.lookahead);
+        mc_set_change_hook(fs.mc, fsops_changed, &fs);
+    }
     mc_set_opens_reporter(fs.mc, opens_report, fs.orefs);
 
     se = fuse_session_new(&args, &fsops_ops, sizeof(fsops_ops), &fs);
@@ -401,6 +413,7 @@ out_free:
     cio_free(fs.cio);
     mc_free(fs.mc);
     oref_free(fs.orefs);
+    dcache_free(fs.dc);
     rpc_client_shutdown();
     free(name);
     fuse_opt_free_args(&args);

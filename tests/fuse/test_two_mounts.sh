@@ -20,6 +20,24 @@ truncate -s 1000 "$MNT/shared"
 sleep 1.2
 check '[[ $(stat -c %s "$M2/shared") == 1000 ]]' "second mount sees the truncation"
 check 'cmp -s <(head -c 1000 "$DATA/src") "$M2/shared"' "truncated content"
+# lookup look-ahead (a listing answers lookups after 8 in one directory): stale for at most the cache
+# timeout, and never after a change made through the same mount
+mkdir "$MNT/many"
+for i in $(seq -w 1 40); do echo "$i" >"$MNT/many/f$i"; done
+sleep 1.2
+for i in $(seq -w 1 40); do [[ -f $M2/many/f$i ]] || fail "second mount: many/f$i missing"; done
+check '[[ $(stat -c %a "$M2/many/f30") == 644 ]]' "listed mode"
+chmod 600 "$M2/many/f31"
+check '[[ $(stat -c %a "$M2/many/f31") == 600 ]]' "a change through the same mount is seen at once"
+rm "$M2/many/f32"
+check '[[ ! -e $M2/many/f32 ]]' "an unlink through the same mount is seen at once"
+chmod 640 "$MNT/many/f33"
+echo more >>"$MNT/many/f34"
+rm "$MNT/many/f35"
+sleep 1.2
+check '[[ $(stat -c %a "$M2/many/f33") == 640 ]]' "another mount's chmod seen after the cache timeout"
+check '[[ $(stat -c %s "$M2/many/f34") == 8 ]]' "another mount's append seen after the cache timeout"
+check '[[ ! -e $M2/many/f35 ]]' "another mount's unlink seen after the cache timeout"
 # cluster-wide flock: held through mount 1, refused through mount 2
 (flock -x 9; sleep 4) 9>"$MNT/lockfile" &
 holder=$!

@@ -1,0 +1,51 @@
+/* dir_cache.h - look-ahead for lookups ("statahead"): when a program looks up many names of one directory
+ * in a row (ls -l, find, a backup, stat of every file, opening every file of a directory), synod-mount
+ * fetches the directory's listing with attributes (Readdir plus, 1024 entries per RPC) and answers the
+ * following lookups from it, instead of one Lookup RPC per name.
+ *
+ * Freshness: an entry is used only while the listing is younger than `ttl` (the smaller of the entry and
+ * attribute timeouts), and the kernel is given the remaining time, not the full timeout, so a name or
+ * attribute is never older than what the kernel's own cache could show. Any change made through this
+ * mount (create, unlink, rename, setattr, link, a write completed...) drops every listing at once (a
+ * generation counter). Only positive answers come from a listing; a name it lacks goes to the server.
+ *
+ * Permissions: a listing answers only lookups with the credentials (uid, gid, groups) that fetched it, so
+ * nobody learns names through another user's read permission.
+ *
+ * Thread-safe (one mutex; fetches run on the caller's thread outside it).
+ */
+#ifndef SYNOD_FUSE_DIR_CACHE_H
+#define SYNOD_FUSE_DIR_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.pb-c.h"
+
+struct dcache;
+struct dcache_fill;
+
+/* ttl_ns 0 disables the cache; `trigger`: lookups that went to the server in one directory within ttl
+ * before a listing is fetched; `max_entries`: larger directories are not listed. */
+struct dcache *dcache_new(uint64_t ttl_ns, uint32_t trigger, uint32_t max_entries);
+void dcache_free(struct dcache *c);
+/* The credentials of a request, as one key (uid, gid, groups). */
+uint64_t dcache_cred_key(uint32_t uid, uint32_t gid, const uint32_t *groups, size_t n);
+/* name in dir's fresh listing fetched with cred: copies its attributes to *out and the listing's age. */
+bool dcache_get(struct dcache *c, uint64_t dir, uint64_t cred, const char *name, Synod__V1__Attr *out,
+                uint64_t *age_ns);
+/* A lookup in dir went to the server. Returns a fill to run (this thread fetches the listing: add every
+ * entry, then dcache_fill_end) or NULL. */
+struct dcache_fill *dcache_miss(struct dcache *c, uint64_t dir, uint64_t cred);
+/* Add one entry; false when the directory turned out too large (stop fetching). */
+bool dcache_fill_add(struct dcache_fill *f, const char *name, const Synod__V1__Attr *a);
+/* Install the listing (ok and complete, and nothing changed through this mount since dcache_miss) or drop
+ * it; frees f. */
+void dcache_fill_end(struct dcache_fill *f, bool ok);
+/* Something changed through this mount: every listing is stale. Cheap (an atomic increment). */
+void dcache_invalidate(struct dcache *c);
+/* Listings installed so far (tests, statistics). */
+uint64_t dcache_fills(struct dcache *c);
+
+#endif
