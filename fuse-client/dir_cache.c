@@ -35,6 +35,7 @@ struct dcache {
     uint64_t ttl_ns;
     uint32_t trigger, max_entries;
     atomic_uint_fast64_t gen;
+    atomic_uint_fast64_t changed_ns; /* last dcache_invalidate (monotonic) */
     struct dlist lists[DC_LISTS];
     struct dmiss miss[DC_MISSES];
     uint64_t fills;
@@ -154,7 +155,10 @@ struct dcache_fill *dcache_miss(struct dcache *c, uint64_t dir, uint64_t cred)
         m->count = 0;
     }
     m->count++;
-    if (m->count >= c->trigger && !m->fetching && now >= m->quiet_until) {
+    /* while this mount is changing things, a listing would be stale before its first use: a program
+     * renaming or unlinking every file of a directory must not pay a listing every few calls */
+    bool changing = now - atomic_load(&c->changed_ns) < c->ttl_ns;
+    if (m->count >= c->trigger && !m->fetching && !changing && now >= m->quiet_until) {
         m->fetching = true;
         f = xcalloc(1, sizeof(*f));
         *f = (struct dcache_fill){.c = c, .dir = dir, .cred = cred, .gen = atomic_load(&c->gen)};
@@ -228,6 +232,7 @@ void dcache_fill_end(struct dcache_fill *f, bool ok)
 void dcache_invalidate(struct dcache *c)
 {
     atomic_fetch_add(&c->gen, 1);
+    atomic_store(&c->changed_ns, clk_mono_ns());
 }
 
 uint64_t dcache_fills(struct dcache *c)
