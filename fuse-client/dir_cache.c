@@ -19,14 +19,14 @@ struct dent {
 };
 
 struct dlist {
-    uint64_t dir, cred, gen, fetched_ns;
+    uint64_t dir, cred, gen, fetched_ns, hits;
     struct dent *e;
     size_t n;
 };
 
 struct dmiss {
     uint64_t dir, cred, first_ns, quiet_until;
-    uint32_t count;
+    uint32_t count, wasted; /* wasted: listings in a row dropped before they answered `trigger` lookups */
     bool fetching;
 };
 
@@ -35,7 +35,6 @@ struct dcache {
     uint64_t ttl_ns;
     uint32_t trigger, max_entries;
     atomic_uint_fast64_t gen;
-    atomic_uint_fast64_t changed_ns; /* last dcache_invalidate (monotonic) */
     struct dlist lists[DC_LISTS];
     struct dmiss miss[DC_MISSES];
     uint64_t fills;
@@ -89,6 +88,25 @@ uint64_t dcache_cred_key(uint32_t uid, uint32_t gid, const uint32_t *groups, siz
     return h;
 }
 
+static struct dmiss *miss_find(struct dcache *c, uint64_t dir, uint64_t cred)
+{
+    for (int i = 0; i < DC_MISSES; i++)
+        if (c->miss[i].dir == dir && c->miss[i].cred == cred && c->miss[i].first_ns)
+            return &c->miss[i];
+    return NULL;
+}
+
+/* A listing of (dir, cred) was dropped by a change before it was worth its fetch (a program renaming or
+ * unlinking every file of a directory): wait ttl, 2 ttl, 4 ttl... before the next. Under mu. */
+static void wasted(struct dcache *c, uint64_t dir, uint64_t cred, uint64_t now)
+{
+    struct dmiss *m = miss_find(c, dir, cred);
+    if (!m)
+        return;
+    m->wasted = MIN(m->wasted + 1, 6u);
+    m->quiet_until = now + (c->ttl_ns << (m->wasted - 1));
+}
+
 static int dent_cmp(const void *key, const void *elem)
 {
     return strcmp(key, ((const struct dent *)elem)->name);
@@ -112,6 +130,8 @@ bool dcache_get(struct dcache *c, uint64_t dir, uint64_t cred, const char *name,
         if (!l->e || l->dir != dir || l->cred != cred)
             continue;
         if (l->gen != gen || now - l->fetched_ns >= c->ttl_ns) {
+            if (l->gen != gen && l->hits < c->trigger)
+                wasted(c, dir, cred, now);
             list_clear(l);
             continue;
         }
@@ -120,6 +140,11 @@ bool dcache_get(struct dcache *c, uint64_t dir, uint64_t cred, const char *name,
             *out = d->attr;
             *age_ns = now - l->fetched_ns;
             hit = true;
+            if (++l->hits == c->trigger) {
+                struct dmiss *m = miss_find(c, dir, cred);
+                if (m)
+                    m->wasted = 0;
+            }
         }
     }
     pthread_mutex_unlock(&c->mu);
@@ -133,15 +158,10 @@ struct dcache_fill *dcache_miss(struct dcache *c, uint64_t dir, uint64_t cred)
     uint64_t now = clk_mono_ns();
     struct dcache_fill *f = NULL;
     pthread_mutex_lock(&c->mu);
-    struct dmiss *m = NULL, *oldest = &c->miss[0];
-    for (int i = 0; i < DC_MISSES; i++) {
-        if (c->miss[i].dir == dir && c->miss[i].cred == cred && c->miss[i].first_ns) {
-            m = &c->miss[i];
-            break;
-        }
+    struct dmiss *m = miss_find(c, dir, cred), *oldest = &c->miss[0];
+    for (int i = 0; i < DC_MISSES && !m; i++)
         if (!c->miss[i].fetching && c->miss[i].first_ns < oldest->first_ns)
             oldest = &c->miss[i];
-    }
     if (!m) {
         if (oldest->fetching) {
             pthread_mutex_unlock(&c->mu);
@@ -155,10 +175,7 @@ struct dcache_fill *dcache_miss(struct dcache *c, uint64_t dir, uint64_t cred)
         m->count = 0;
     }
     m->count++;
-    /* while this mount is changing things, a listing would be stale before its first use: a program
-     * renaming or unlinking every file of a directory must not pay a listing every few calls */
-    bool changing = now - atomic_load(&c->changed_ns) < c->ttl_ns;
-    if (m->count >= c->trigger && !m->fetching && !changing && now >= m->quiet_until) {
+    if (m->count >= c->trigger && !m->fetching && now >= m->quiet_until) {
         m->fetching = true;
         f = xcalloc(1, sizeof(*f));
         *f = (struct dcache_fill){.c = c, .dir = dir, .cred = cred, .gen = atomic_load(&c->gen)};
@@ -199,6 +216,8 @@ void dcache_fill_end(struct dcache_fill *f, bool ok)
                 m->quiet_until = now + 10 * c->ttl_ns;
         }
     }
+    if (ok && !f->too_big && f->gen != atomic_load(&c->gen))
+        wasted(c, f->dir, f->cred, now);
     if (ok && !f->too_big && f->gen == atomic_load(&c->gen)) {
         /* the sort order is Readdir's (name bytes); keep it for bsearch even if a page came back unsorted */
         for (size_t i = 1; i < l.n; i++) {
@@ -232,7 +251,6 @@ void dcache_fill_end(struct dcache_fill *f, bool ok)
 void dcache_invalidate(struct dcache *c)
 {
     atomic_fetch_add(&c->gen, 1);
-    atomic_store(&c->changed_ns, clk_mono_ns());
 }
 
 uint64_t dcache_fills(struct dcache *c)

@@ -43,8 +43,9 @@ bool dcache_fill_add(struct dcache_fill *f, const char *name, const Synod__V1__A
 /* Install the listing (ok and complete, and nothing changed through this mount since dcache_miss) or drop
  * it; frees f. */
 void dcache_fill_end(struct dcache_fill *f, bool ok);
-/* Something changed through this mount: every listing is stale, and none is fetched until ttl has passed
- * without a change (a listing fetched during a run of renames or unlinks would never be used). Cheap. */
+/* Something changed through this mount: every listing is stale. Cheap (an atomic increment). A listing
+ * dropped before it answered `trigger` lookups was wasted (a program renaming or unlinking every file of a
+ * directory): the next one for that directory waits ttl, then 2 ttl, 4 ttl... (up to 32 ttl). */
 void dcache_invalidate(struct dcache *c);
 /* Listings installed so far (tests, statistics). */
 uint64_t dcache_fills(struct dcache *c);
