@@ -1,16 +1,25 @@
-/* rsm.c - the replicated state machine runtime: one thread drives the Paxos core over LevelDB and gRPC.
+/* rsm.c - the replicated state machine runtime: one turn at a time drives the Paxos core over LevelDB and gRPC.
  *
- * THE LOOP (runtime thread). Wait until an input is queued or the next tick is due (5 ms, CLOCK_MONOTONIC);
- * take EVERY queued input at once (peer message batches from the Deliver handler, client submissions,
- * snapshot chunks) and feed them; tick the core; pack waiting submissions into as few slots as the batch
- * limits allow and propose them while the core's window has room (batching + pipelining); then run
- * paxos_ready/advance until it has nothing more: send_now goes out first (so followers fsync in parallel
- * with us), the persist records are written in ONE synced WriteBatch (group commit: one fsync for
- * everything that arrived during the previous fsync), send_after follows, and chosen entries are applied
- * (a ready with nothing to persist applies first and sends after, so client replies leave before COMMITs).
- * Outgoing messages are collected per peer and flushed as one asynchronous Deliver per peer, or as the reply
- * of a Deliver held from that peer (inline answers, rsm_net.c); COMMITs are held back briefly because the
- * next ACCEPT carries the commit point anyway. The thread never waits on a peer.
+ * THE LOOP. A turn takes EVERY queued input at once (peer message batches, client submissions, snapshot
+ * chunks) and feeds them; ticks the core (every 5 ms, CLOCK_MONOTONIC); packs waiting submissions into as few
+ * slots as the batch limits allow and proposes them while the core's window has room (batching + pipelining);
+ * then runs paxos_ready/advance until it has nothing more: send_now goes out first (so followers fsync in
+ * parallel with us), the persist records are written in ONE synced WriteBatch (group commit: one fsync for
+ * everything that arrived during the previous fsync), send_after follows, and chosen entries are applied.
+ * On the leader, entries chosen in earlier turns are applied (and their clients answered) before the fsync of
+ * the turn's new slots (apply_before_persist); a ready with nothing to persist applies first and sends after,
+ * so client replies leave before COMMITs. Outgoing messages are collected per peer and flushed as one
+ * asynchronous Deliver per peer, or as the reply of a Deliver held from that peer (inline answers, rsm_net.c);
+ * COMMITs are held back briefly because the next ACCEPT carries the commit point anyway. No turn waits on a
+ * peer.
+ *
+ * WHO RUNS A TURN. Turns are serialised by the runtime lock (run_mu). Paxos messages come in on RPC threads
+ * (the Deliver handler on a follower, the Deliver completion on the leader); such a thread queues them and, if
+ * no turn is running, runs the turn itself (rsm_enqueue_run): a thread hand-off (futex wake and context
+ * switch, expensive on a shared 2-core VM) less at each hop of the commit path. Otherwise, and for client
+ * submissions (their callers may hold locks that completion callbacks take), the runtime thread is woken; it
+ * also runs the timers (tick, held COMMITs). An RPC thread runs one turn and hands anything that arrived
+ * meanwhile to the runtime thread, so it goes back to serving RPCs.
  *
  * APPLY. An entry value is a batch of commands (see rsm_internal.h). One kv_txn per entry: every command of
  * the entry, the runtime's session/reply-cache records and "r/applied" = slot commit in one WriteBatch
@@ -61,13 +70,11 @@ static uint64_t now_us(void) { return clk_mono_ns() / 1000; }
 
 /* ---- input queue ---- */
 
-bool rsm_enqueue(struct rsm *r, struct rsm_input *in)
+/* Push an input; false when refused (see rsm_enqueue). Caller holds r->mu. */
+static bool push_locked(struct rsm *r, struct rsm_input *in)
 {
-    pthread_mutex_lock(&r->mu);
-    if (r->stopping || (in->kind == RSM_IN_MSGS && r->in_bytes + in->bytes > RSM_MAX_QUEUE_BYTES)) {
-        pthread_mutex_unlock(&r->mu);
+    if (r->stopping || (in->kind == RSM_IN_MSGS && r->in_bytes + in->bytes > RSM_MAX_QUEUE_BYTES))
         return false;
-    }
     in->next = NULL;
     if (r->in_tail)
         r->in_tail->next = in;
@@ -75,8 +82,40 @@ bool rsm_enqueue(struct rsm *r, struct rsm_input *in)
         r->in_head = in;
     r->in_tail = in;
     r->in_bytes += in->bytes;
-    pthread_cond_signal(&r->cv);
+    return true;
+}
+
+bool rsm_enqueue(struct rsm *r, struct rsm_input *in)
+{
+    pthread_mutex_lock(&r->mu);
+    bool ok = push_locked(r, in);
+    if (ok)
+        pthread_cond_signal(&r->cv);
     pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+static void turn(struct rsm *r);
+
+bool rsm_enqueue_run(struct rsm *r, struct rsm_input *in)
+{
+    pthread_mutex_lock(&r->mu);
+    bool ok = push_locked(r, in);
+    /* trylock never waits, so taking it under mu cannot deadlock with a turn (run_mu, then mu) */
+    bool run = ok && pthread_mutex_trylock(&r->run_mu) == 0;
+    if (ok && !run)
+        pthread_cond_signal(&r->cv); /* a turn is running: the runtime thread takes over after it */
+    pthread_mutex_unlock(&r->mu);
+    if (!run)
+        return ok;
+    turn(r);
+    /* One turn only (the caller is an RPC thread): what came in meanwhile goes to the runtime thread. Timers
+     * set by this turn (a held COMMIT) do not wake it: it sees them at its next tick at the latest. */
+    pthread_mutex_lock(&r->mu);
+    if (r->in_head)
+        pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_unlock(&r->run_mu);
     return true;
 }
 
@@ -703,6 +742,26 @@ static void publish(struct rsm *r, uint64_t now)
     atomic_store(&r->pub_log_start, paxos_log_start(p));
 }
 
+/* How many of a ready's chosen entries the leader may apply (and answer) before its fsync: those whose slot
+ * is not among the records this ready persists. They were chosen in earlier turns, so they are durable on a
+ * majority and in our own log already (the leader persists a slot in the same ready that sends its ACCEPT,
+ * and counts its own vote only after that); the reply vouches for nothing the fsync still has to make
+ * durable. Under load nearly every turn both proposes new slots and learns older ones chosen: without this
+ * every client reply would wait for the next batch's fsync. Followers (and candidates) keep the core's
+ * order: nobody waits for their applies. */
+static size_t apply_before_persist(struct rsm *r, const struct paxos_ready *rd)
+{
+    if (!rd->n_apply || paxos_state(r->px) != PAXOS_LEADING)
+        return 0;
+    uint64_t lowest = UINT64_MAX;
+    for (size_t i = 0; i < rd->n_entries; i++)
+        lowest = MIN(lowest, rd->entries[i].slot);
+    size_t n = 0;
+    while (n < rd->n_apply && rd->apply[n].slot < lowest) /* apply slots are consecutive and ascending */
+        n++;
+    return n;
+}
+
 static void run_ready(struct rsm *r)
 {
     struct paxos_ready rd;
@@ -711,13 +770,16 @@ static void run_ready(struct rsm *r)
             for (size_t i = 0; i < rd.n_send_now; i++)
                 rsm_net_queue(r, &rd.send_now[i]);
             rsm_net_flush(r); /* before the fsync: peers fsync in parallel with us */
+            size_t early = apply_before_persist(r, &rd);
+            for (size_t i = 0; i < early; i++)
+                apply_entry(r, &rd.apply[i]);
             int rc = rsm_store_persist(r, &rd);
             if (rc != 0)
                 PANIC("paxos persist failed (%d): cannot keep promises, stopping", rc);
             for (size_t i = 0; i < rd.n_send_after; i++)
                 rsm_net_queue(r, &rd.send_after[i]);
             rsm_net_flush(r);
-            for (size_t i = 0; i < rd.n_apply; i++)
+            for (size_t i = early; i < rd.n_apply; i++)
                 apply_entry(r, &rd.apply[i]);
         } else {
             /* Nothing to persist (e.g. the leader learning a commit): apply first, so clients get their
@@ -793,82 +855,94 @@ static void expiry_scan(struct rsm *r, uint64_t now_ns)
     }
 }
 
+/* One loop turn: take every queued input, feed it, tick, propose, run the core until it has nothing more.
+ * Caller holds run_mu. */
+static void turn(struct rsm *r)
+{
+    pthread_mutex_lock(&r->mu);
+    struct rsm_input *in = r->in_head;
+    r->in_head = r->in_tail = NULL;
+    r->in_bytes = 0;
+    pthread_mutex_unlock(&r->mu);
+
+    uint64_t now = now_us();
+    while (in) {
+        struct rsm_input *next = in->next;
+        if (in->kind == RSM_IN_MSGS) {
+            for (size_t i = 0; i < in->n_msgs; i++) {
+                if (in->msgs[i].type == PAXOS_MSG_SNAPSHOT)
+                    snap_trigger(r, in->msgs[i].from, in->msgs[i].log_start);
+                else
+                    paxos_step(r->px, &in->msgs[i], now);
+            }
+            if (in->call) { /* answered by this turn's flush to that peer, or acked empty at its end */
+                rsm_net_hold(r, in->from, in->call);
+                in->call = NULL;
+            }
+            input_free(in, 0);
+        } else if (in->kind == RSM_IN_SUBMIT) {
+            if (r->n_wait >= RSM_MAX_WAIT) {
+                input_free(in, -EAGAIN);
+            } else {
+                wait_push(r, in->sub);
+                free(in);
+            }
+        } else {
+            snap_chunk(r, in->err, in->snap_rep);
+            input_free(in, 0);
+        }
+        in = next;
+    }
+    now = now_us();
+    if (now >= r->next_tick) {
+        paxos_tick(r->px, now);
+        r->next_tick = now + RSM_TICK_US;
+    }
+    uint64_t now_ns = now * 1000;
+    handle_role(r, now_ns);
+    if (r->was_serving) {
+        expiry_scan(r, now_ns);
+        if (r->sm->leader_tick && now_ns >= r->next_sm_tick) {
+            r->sm->leader_tick(r->sm_arg, r, now_ns);
+            r->next_sm_tick = now_ns + 10 * NS_PER_MS;
+        }
+    }
+    propose_waiting(r);
+    run_ready(r);
+    r->next_commit = rsm_net_commits(r, now_us());
+    rsm_net_release(r);
+    handle_role(r, now_ns);
+    maybe_snapshot(r);
+    publish(r, now_us());
+    atomic_store(&r->wake_us, MIN(r->next_tick, r->next_commit));
+}
+
+/* The runtime thread: runs a turn when inputs are queued that no RPC thread took, and for the timers (the tick,
+ * held COMMITs: a COMMIT held by a turn on an RPC thread goes out at the next tick at the latest). */
 static void *rsm_main(void *arg)
 {
     struct rsm *r = arg;
-    uint64_t next_tick = now_us();
-    uint64_t next_sm_tick = 0;
-    uint64_t next_commit = UINT64_MAX; /* a held COMMIT is due (rsm_net_commits) */
     for (;;) {
         pthread_mutex_lock(&r->mu);
         while (!r->in_head && !r->stopping) {
-            uint64_t t = now_us(), wake = MIN(next_tick, next_commit);
+            uint64_t t = now_us(), wake = atomic_load(&r->wake_us);
             if (t >= wake)
                 break;
             uint64_t dl = clk_mono_ns() + (wake - t) * 1000;
             struct timespec ts = { (time_t)(dl / NS_PER_SEC), (long)(dl % NS_PER_SEC) };
             pthread_cond_timedwait(&r->cv, &r->mu, &ts);
         }
-        if (r->stopping) {
-            pthread_mutex_unlock(&r->mu);
-            break;
-        }
-        struct rsm_input *in = r->in_head;
-        r->in_head = r->in_tail = NULL;
-        r->in_bytes = 0;
+        bool stop = r->stopping;
         pthread_mutex_unlock(&r->mu);
-
-        uint64_t now = now_us();
-        while (in) {
-            struct rsm_input *next = in->next;
-            if (in->kind == RSM_IN_MSGS) {
-                for (size_t i = 0; i < in->n_msgs; i++) {
-                    if (in->msgs[i].type == PAXOS_MSG_SNAPSHOT)
-                        snap_trigger(r, in->msgs[i].from, in->msgs[i].log_start);
-                    else
-                        paxos_step(r->px, &in->msgs[i], now);
-                }
-                if (in->call) { /* answered by this turn's flush to that peer, or acked empty at its end */
-                    rsm_net_hold(r, in->from, in->call);
-                    in->call = NULL;
-                }
-                input_free(in, 0);
-            } else if (in->kind == RSM_IN_SUBMIT) {
-                if (r->n_wait >= RSM_MAX_WAIT) {
-                    input_free(in, -EAGAIN);
-                } else {
-                    wait_push(r, in->sub);
-                    free(in);
-                }
-            } else {
-                snap_chunk(r, in->err, in->snap_rep);
-                input_free(in, 0);
-            }
-            in = next;
-        }
-        now = now_us();
-        if (now >= next_tick) {
-            paxos_tick(r->px, now);
-            next_tick = now + RSM_TICK_US;
-        }
-        uint64_t now_ns = now * 1000;
-        handle_role(r, now_ns);
-        if (r->was_serving) {
-            expiry_scan(r, now_ns);
-            if (r->sm->leader_tick && now_ns >= next_sm_tick) {
-                r->sm->leader_tick(r->sm_arg, r, now_ns);
-                next_sm_tick = now_ns + 10 * NS_PER_MS;
-            }
-        }
-        propose_waiting(r);
-        run_ready(r);
-        next_commit = rsm_net_commits(r, now_us());
-        rsm_net_release(r);
-        handle_role(r, now_ns);
-        maybe_snapshot(r);
-        publish(r, now_us());
+        if (stop)
+            break;
+        pthread_mutex_lock(&r->run_mu);
+        turn(r);
+        pthread_mutex_unlock(&r->run_mu);
     }
+    pthread_mutex_lock(&r->run_mu);
     rsm_net_release(r);
+    pthread_mutex_unlock(&r->run_mu);
     return NULL;
 }
 
@@ -912,6 +986,10 @@ int rsm_new(const struct rsm_config *cfg, const struct rsm_sm *sm, void *sm_arg,
     for (size_t i = 0; i < np; i++)
         r->prefixes[i + 1] = sm->prefixes[i];
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->run_mu, NULL);
+    r->next_tick = now_us();
+    r->next_commit = UINT64_MAX;
+    atomic_init(&r->wake_us, r->next_tick);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1023,6 +1101,9 @@ void rsm_free(struct rsm *r)
             break;
         clk_sleep_ns(NS_PER_MS);
     }
+    /* A turn started by a Deliver completion before `stopping` may still be finishing. */
+    pthread_mutex_lock(&r->run_mu);
+    pthread_mutex_unlock(&r->run_mu);
     struct rsm_input *in = r->in_head;
     r->in_head = r->in_tail = NULL;
     while (in) {
@@ -1050,6 +1131,7 @@ void rsm_free(struct rsm *r)
     free(r->res);
     free((char *)r->cfg.data_dir);
     pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->run_mu);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->sess_mu);
     pthread_mutex_destroy(&r->snap_mu);

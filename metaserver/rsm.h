@@ -1,8 +1,8 @@
 /* rsm.h - the replicated state machine runtime of a metaserver: Paxos core + LevelDB + gRPC, and a
  * pluggable deterministic state machine (the POSIX namespace in production, a key-value store in tests).
  *
- * WHAT IT DOES. One struct rsm per process drives the Paxos core (metaserver/paxos.h) on its own thread:
- * it feeds peer messages (the Paxos service, registered on the daemon's RPC server), clock ticks and client
+ * WHAT IT DOES. One struct rsm per process drives the Paxos core (metaserver/paxos.h) in loop turns, on its
+ * own thread or on the RPC thread that delivered Paxos messages (see THREADS): it feeds peer messages (the Paxos service, registered on the daemon's RPC server), clock ticks and client
  * commands into the core; persists the core's records with ONE synced LevelDB WriteBatch per loop turn
  * (group commit) before sending the messages that promise them; and applies chosen entries to the state
  * machine, each entry in one kv_txn committed together with the applied index. Client commands submitted
@@ -27,8 +27,11 @@
  * drops its reply cache. session 0 means "no session" (internal commands from the leader itself).
  *
  * THREADS. rsm_submit, rsm_read, rsm_session_touch and the accessors are thread-safe (RPC workers call them).
- * Completion callbacks and every rsm_sm hook run on the runtime thread: they must not block (answering an
- * RPC with rpc_reply/rpc_fail is fine).
+ * Completion callbacks and every rsm_sm hook run inside a loop turn: one at a time, under the runtime's lock,
+ * on the runtime thread or on the RPC thread (worker or client dispatcher) that delivered Paxos messages and
+ * ran the turn itself. They must not block (answering an RPC with rpc_reply/rpc_fail is fine) and must not
+ * depend on which thread they run on. rsm_submit and rsm_session_open never run a turn on the caller's thread
+ * (only their own early failures, see rsm_submit), so a caller may hold its own locks across them.
  */
 #ifndef SYNOD_RSM_H
 #define SYNOD_RSM_H
@@ -59,7 +62,7 @@ struct rsm_apply_ctx {
     uint64_t seq;
 };
 
-/* The state machine plugged into the runtime. All hooks run on the runtime thread. */
+/* The state machine plugged into the runtime. All hooks run in a loop turn (see THREADS). */
 struct rsm_sm {
     const char *name;
     const char *const *prefixes; /* LevelDB key prefixes it owns (snapshotted and restored); NULL-terminated */
@@ -109,12 +112,13 @@ void rsm_free(struct rsm *r);
 /* Completion of a submitted command: err 0 with the reply bytes (borrowed for the callback), or -errno:
  * -EREMOTE not the leader (see rsm_leader), -EAGAIN leader not serving yet / overloaded (retry),
  * -ECANCELED shutting down, -ESTALE unknown or expired session, or the apply's own -errno. `zxid` is the
- * entry's zxid (0 on failure). Runs on the runtime thread; must not block. */
+ * entry's zxid (0 on failure). Runs in a loop turn (see THREADS); must not block. */
 typedef void (*rsm_done_fn)(void *arg, int err, const uint8_t *reply, size_t len, uint64_t zxid);
 
 /* Submit a command for the log. session/seq for exactly-once (session 0: internal, no dedup); `acked`: every
  * seq < acked of this session has been answered to the client and may be forgotten. The command is copied.
- * `done` is called exactly once, on the runtime thread (possibly before this returns, e.g. -EREMOTE). */
+ * `done` is called exactly once: in a loop turn (see THREADS), or on the calling thread before this returns
+ * when the submission fails at once (-EREMOTE, -EAGAIN, -EMSGSIZE, -ECANCELED). */
 void rsm_submit(struct rsm *r, uint64_t session, uint64_t seq, uint64_t acked, const void *cmd, size_t len,
                 rsm_done_fn done, void *arg);
 

@@ -3,7 +3,8 @@
  * rsm.c is the runtime thread and the public API (queue, group commit, batching, apply, sessions, reads);
  * rsm_store.c is the LevelDB storage adapter (key layout, persist, recovery, snapshots as key ranges);
  * rsm_net.c is the gRPC transport (the Paxos service, struct paxos_msg <-> proto mapping in one place, per-peer
- * batching, snapshot streaming). Everything here runs on the runtime thread unless it says otherwise.
+ * batching, snapshot streaming). Everything here runs in a loop turn (with rsm.run_mu held, on the runtime thread
+ * or on the RPC thread that ran the turn, see rsm_enqueue_run) unless it says otherwise.
  */
 #ifndef SYNOD_RSM_INTERNAL_H
 #define SYNOD_RSM_INTERNAL_H
@@ -129,7 +130,7 @@ struct rsm {
     uint32_t heartbeat_ms, election_ms, lease_ms, session_lease_ms, snapshot_every;
     uint32_t max_batch_cmds, max_batch_bytes;
 
-    /* input queue (any thread -> runtime thread) */
+    /* input queue (any thread -> whoever runs the next turn) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct rsm_input *in_head, *in_tail;
@@ -138,7 +139,14 @@ struct rsm {
     pthread_t thread;
     bool started;
 
-    /* runtime thread only */
+    _Atomic uint64_t wake_us; /* the runtime thread runs a turn by then even without input (CLOCK_MONOTONIC us) */
+
+    /* The runtime lock: a loop turn runs with it held, on the runtime thread or on an RPC thread that queued
+     * Paxos messages and found it free (rsm_enqueue_run). Everything from here up to "published" is under it. */
+    pthread_mutex_t run_mu;
+    uint64_t next_tick, next_sm_tick; /* us / ns, CLOCK_MONOTONIC */
+    uint64_t next_commit;             /* a held COMMIT is due (rsm_net_commits); UINT64_MAX: none */
+
     struct rsm_sub *wait_head, *wait_tail; /* submitted, not yet proposed */
     size_t n_wait;
     struct rsm_pending *pend; /* proposed, FIFO by slot */
@@ -201,7 +209,8 @@ void rsm_snap_take(struct rsm *r, uint64_t index);
 /* ---- rsm_net.c ---- */
 void rsm_net_register(struct rsm *r, struct rpc_server *srv);
 /* Queue a ready's message for its peer (borrowed until rsm_net_flush). A COMMIT is copied and held back for
- * up to RSM_COMMIT_DELAY_US instead: the next ACCEPT or HEARTBEAT to that peer carries the commit point. */
+ * RSM_COMMIT_DELAY_US instead (longer, up to the runtime thread's next tick, when the turn ran on an RPC
+ * thread): the next ACCEPT or HEARTBEAT to that peer carries the commit point. */
 void rsm_net_queue(struct rsm *r, struct paxos_msg *m);
 /* Send the held COMMITs that are due at now_us; returns when the next one is due (UINT64_MAX: none). */
 uint64_t rsm_net_commits(struct rsm *r, uint64_t now_us);
@@ -223,5 +232,9 @@ void rsm_msgs_free(struct paxos_msg *msgs, size_t n);
 /* Queue an input for the runtime thread (any thread). Returns false (input not taken) when the queue is
  * over its limit or the runtime stops. */
 bool rsm_enqueue(struct rsm *r, struct rsm_input *in);
+/* As rsm_enqueue, but when no turn is running, run one on the calling thread at once instead of waking the
+ * runtime thread (one thread hand-off less on the commit path). Only for callers that hold no lock and may
+ * block for a fsync: the Deliver handler and the Deliver completion (rsm_net.c). */
+bool rsm_enqueue_run(struct rsm *r, struct rsm_input *in);
 
 #endif

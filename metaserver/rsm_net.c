@@ -2,23 +2,26 @@
  *
  * Deliver(PaxosBatch): the handler validates the batch (node ids, message types, absurd slots and ballots,
  * sizes), converts it to struct paxos_msg (the ONLY place that maps proto <-> core messages, both
- * directions) and queues it for the runtime thread. Replies travel as messages in the other direction. The
- * runtime collects a loop turn's messages per peer and sends each peer one Deliver (rsm_net_flush) with
+ * directions) and queues it with rsm_enqueue_run: when no loop turn is running, the handler's worker runs one
+ * at once (fsync and answer included) instead of waking the runtime thread. Replies travel as messages in the
+ * other direction. A turn collects its messages per peer and sends each peer one Deliver (rsm_net_flush) with
  * rpc_call_async and reply_inline set: a dead peer fails in milliseconds, a stopped one holds at most
  * RSM_MAX_INFLIGHT calls, after which batches to it are dropped (Paxos tolerates loss: the core retransmits
- * and lagging replicas catch up). The runtime thread never waits for a peer.
+ * and lagging replicas catch up). No turn waits for a peer.
  *
  * Inline answers. A Deliver with reply_inline is deferred: its input carries the call, and after the runtime
  * has fed it, the call is held for that peer (rsm_net_hold); the next flush to that peer in the same loop
  * turn (typically the ACCEPTED / HEARTBEAT_ACK of send_after, i.e. after the fsync) goes out as the call's
  * PaxosAck instead of a Deliver of our own, and every call still held at the end of the turn is acked empty
  * (rsm_net_release). The sender's completion (dispatcher thread) queues the PaxosAck's messages like a
- * Deliver's. That saves a whole RPC per round trip (the follower's call and the leader's worker hop). A
+ * Deliver's, and runs the turn itself when none is running (on the leader: learn the commit, apply, answer the
+ * clients, without a hop to the runtime thread). That saves a whole RPC per round trip (the follower's call and the leader's worker hop). A
  * sender without reply_inline (an older node) is acked at once and answered with Deliver calls.
  *
  * Held COMMITs. A COMMIT (no entries) is copied and held up to RSM_COMMIT_DELAY_US: when an ACCEPT, HEARTBEAT
  * or COMMIT of the same ballot with at least that commit point goes to the peer first, it is dropped (every
- * message carries the commit point); otherwise rsm_net_commits sends it when due. At one request in flight
+ * message carries the commit point); otherwise rsm_net_commits sends it when due (a turn on an RPC thread does
+ * not wake the runtime thread for it: then it goes out at the next tick, within 5 ms). At one request in flight
  * the next ACCEPT follows within a round trip, so followers run one loop turn per write instead of two.
  *
  * SnapshotChunk serves the current local snapshot (a LevelDB snapshot shared by reference count) in
@@ -123,7 +126,7 @@ static int queue_msgs(struct rsm *r, Synod__V1__PaxosMsg *const *msgs, size_t n_
         in->n_msgs = i + 1;
     }
     in->call = call;
-    if (!rsm_enqueue(r, in)) {
+    if (!rsm_enqueue_run(r, in)) {
         in->call = NULL;
         rsm_msgs_free(in->msgs, in->n_msgs);
         free(in);

@@ -21,6 +21,10 @@
  *   rename   f<k> -> r<k> in the same directory, k = 0, 1, ...
  *   unlink   every file created (under its current name), k = 0, 1, ...
  * ops/s = successful ops of all clients / (last client's end - first client's start).
+ * cpu us and cs = CPU time (user + system, in us) and context switches (voluntary + involuntary, every thread)
+ * of the three synod-meta processes during the phase, per successful op, from /proc: the server-side cost of an
+ * op. Context switches per op hardly depend on what else runs on the machine; CPU per op does (it grows by up to
+ * 2-3x on a busy shared 2-core VM, as throughput and latency vary even more), so compare runs at similar load.
  *
  *   bench_meta --meta PATH/synod-meta [--secs 3] [--ops 10000] [--clients 16] [--dir /var/tmp] [--keep]
  */
@@ -31,6 +35,7 @@
 #include "meta.pb-c.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -376,7 +381,55 @@ static void *client_main(void *arg)
     return NULL;
 }
 
+/* CPU time (us) and context switches of every synod-meta thread, from /proc: the server-side cost of a phase. */
+struct usage {
+    uint64_t cpu_us, ctxsw;
+};
+
+static struct usage daemons_usage(void)
+{
+    struct usage u = {0, 0};
+    long hz = sysconf(_SC_CLK_TCK);
+    for (int i = 0; i < NNODES; i++) {
+        if (g_pids[i] <= 0)
+            continue;
+        char path[64], buf[1024];
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)g_pids[i]);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+            buf[n] = 0;
+            fclose(f);
+            const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+            unsigned long ut = 0, st = 0;
+            if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
+                u.cpu_us += (uint64_t)(ut + st) * 1000000u / (uint64_t)hz;
+        }
+        snprintf(path, sizeof(path), "/proc/%d/task", (int)g_pids[i]);
+        DIR *d = opendir(path);
+        for (struct dirent *e; d && (e = readdir(d));) {
+            if (e->d_name[0] == '.')
+                continue;
+            char sp[300];
+            snprintf(sp, sizeof(sp), "/proc/%d/task/%s/status", (int)g_pids[i], e->d_name);
+            FILE *sf = fopen(sp, "r");
+            while (sf && fgets(buf, sizeof(buf), sf)) {
+                unsigned long long v;
+                if (sscanf(buf, "voluntary_ctxt_switches: %llu", &v) == 1 ||
+                    sscanf(buf, "nonvoluntary_ctxt_switches: %llu", &v) == 1)
+                    u.ctxsw += v;
+            }
+            if (sf)
+                fclose(sf);
+        }
+        if (d)
+            closedir(d);
+    }
+    return u;
+}
+
 struct result {
+    double cpu_us_op, cs_op; /* synod-meta CPU time and context switches (all 3 daemons) per op */
     double ops_s, p50_ms, p99_ms;
     uint64_t n, errors, retries, r_eagain, r_eremote;
     int first_err;
@@ -393,12 +446,14 @@ static struct result run_phase(struct client *cl, int n, enum phase ph)
     g_phase = ph;
     pthread_barrier_init(&g_barrier, NULL, (unsigned)n);
     pthread_t th[MAX_CLIENTS];
+    struct usage u0 = daemons_usage();
     for (int i = 0; i < n; i++)
         if (pthread_create(&th[i], NULL, client_main, &cl[i]))
             PANIC("pthread_create");
     for (int i = 0; i < n; i++)
         pthread_join(th[i], NULL);
     pthread_barrier_destroy(&g_barrier);
+    struct usage u1 = daemons_usage();
     struct result r = {0};
     uint64_t t0 = UINT64_MAX, t1 = 0;
     size_t total = 0;
@@ -424,6 +479,8 @@ static struct result run_phase(struct client *cl, int n, enum phase ph)
         r.ops_s = (double)total / ((double)(t1 - t0) / 1e9);
         r.p50_ms = all[total / 2] / 1000.0;
         r.p99_ms = all[(size_t)((double)total * 0.99)] / 1000.0;
+        r.cpu_us_op = (double)(u1.cpu_us - u0.cpu_us) / (double)total;
+        r.cs_op = (double)(u1.ctxsw - u0.ctxsw) / (double)total;
     }
     free(all);
     return r;
@@ -492,8 +549,9 @@ static void loadavg(char *buf, size_t len)
 
 static void print_row(int nclients, enum phase ph, const struct result *r)
 {
-    printf("%7d  %-8s %10.0f %9.3f %9.3f %8llu %7llu %7llu", nclients, phase_names[ph], r->ops_s, r->p50_ms,
-           r->p99_ms, (unsigned long long)r->n, (unsigned long long)r->errors, (unsigned long long)r->retries);
+    printf("%7d  %-8s %10.0f %9.3f %9.3f %8llu %7llu %7llu %8.0f %6.1f", nclients, phase_names[ph], r->ops_s,
+           r->p50_ms, r->p99_ms, (unsigned long long)r->n, (unsigned long long)r->errors,
+           (unsigned long long)r->retries, r->cpu_us_op, r->cs_op);
     if (r->retries)
         printf("  (retries: %llu EAGAIN, %llu EREMOTE, %llu other)", (unsigned long long)r->r_eagain,
                (unsigned long long)r->r_eremote, (unsigned long long)(r->retries - r->r_eagain - r->r_eremote));
@@ -557,8 +615,8 @@ int main(int argc, char **argv)
     printf("leader: node %d (%s, pid %d); data in %s; per phase %d ops per client or %.1f s; loadavg at "
            "start: %s\n\n",
            leader, g_addrs[leader], (int)g_pids[leader], g_dir, g_ops, g_secs, la);
-    printf("%7s  %-8s %10s %9s %9s %8s %7s %7s\n", "clients", "op", "ops/s", "p50 ms", "p99 ms", "ops", "errors",
-           "retries");
+    printf("%7s  %-8s %10s %9s %9s %8s %7s %7s %8s %6s\n", "clients", "op", "ops/s", "p50 ms", "p99 ms", "ops",
+           "errors", "retries", "cpu us", "cs");
 
     int counts[2] = {1, many};
     struct result res[2][PH_COUNT];
