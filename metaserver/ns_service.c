@@ -27,7 +27,8 @@
  * (drop_after = source) without waiting for them; Fsck scans a LevelDB snapshot on the RPC worker (the
  * runtime thread keeps applying) and, with repair, answers once its FsckRepair command is applied.
  *
- * Threads: handlers run on RPC workers; done callbacks, hooks and the tick on the runtime thread, where
+ * Threads: handlers run on RPC workers; done callbacks, hooks and the tick inside the runtime's loop turns
+ * (one at a time, on the runtime thread or on the RPC thread that delivered Paxos messages: rsm.h), where
  * the applied state may be read directly (kv_txn on rsm_db) because nothing else writes it.
  */
 #include <errno.h>
@@ -282,7 +283,7 @@ static void heartbeat_done(void *arg, int err, const uint8_t *reply, size_t len,
         fail(p->s, p->call, err);
     } else {
         csmon_logged(p->s->mon, p->id, clk_mono_ns(), &p->st);
-        /* runtime thread: the applied state is read directly, this entry included */
+        /* inside a turn: the applied state is read directly, this entry included */
         Synod__V1__HeartbeatRep rep = SYNOD__V1__HEARTBEAT_REP__INIT;
         rep.report_wanted = m->report_wanted;
         struct kv_txn *txn = kv_txn_begin(rsm_db(p->s->r));
@@ -710,7 +711,7 @@ static int handle_fsck(struct slot *sl, struct rpc_call *call, const ProtobufCMe
 
 /* --- memory opens (ns_opens.h) ------------------------------------------------------------------------ */
 
-/* Mknod with open / Open with O_TRUNC applied: register the open before answering (runtime thread, so
+/* Mknod with open / Open with O_TRUNC applied: register the open before answering (inside the turn, so
  * before any later tick can judge the inode an unheld orphan). */
 static void mem_open_done(void *arg, int err, const uint8_t *reply, size_t len, uint64_t zxid)
 {
