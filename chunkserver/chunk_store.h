@@ -1,8 +1,8 @@
 /* chunk_store.h - the chunk store: compressed, checksummed, crash-safe 64 MiB chunks on local data dirs.
  *
- * WORKLOAD. The chunkserver's data service calls this from several threads: 1 MiB plain writes on the chain
- * head (merge partial blocks, compress), verbatim stored-block writes on the other replicas, plain or
- * stored-form reads, a sync on client fsync/close, version bumps and deletes from metaserver commands, a
+ * WORKLOAD. The chunkserver's data service calls this from several threads: plain writes of partly covered
+ * blocks on every replica of a chain (merge, encode; 4 KiB random writes are all of this kind), verbatim
+ * writes of whole blocks the head encoded (cstore_encode_block), plain or stored-form reads, a sync on client fsync/close, version bumps and deletes from metaserver commands, a
  * full chunk listing on (re)connect, and a throttled background scrub.
  *
  * ON-DISK FORMAT (one sparse file per chunk).
@@ -136,9 +136,17 @@ void cstore_thread_release(void);
  * usable, -ENOSPC, or another -errno. Not durable until cstore_sync(). */
 int cstore_create(struct cstore *s, uint64_t id, uint32_t version);
 
+/* Encode one block of raw_len (1..CSTORE_BLOCK_SIZE) bytes for storage into dst (capacity >=
+ * codec_bound(raw_len)): compressed with `codec`, or raw when it does not pay. A whole block is judged from
+ * two 4 KiB samples first, and stored raw without a full zstd attempt unless one shrinks by 1/8. Returns 0
+ * or a codec error (-EINVAL for a bad length). Thread-safe with one codec per thread; CPU only. */
+int cstore_encode_block(struct codec *codec, const void *src, size_t raw_len, void *dst, size_t *out_len,
+                        enum codec_flag *out_flag);
+
 /* Write plain data buf[0..len) at byte offset inside the chunk (offset + len <= CSTORE_CHUNK_SIZE, else
  * -EINVAL). Partial blocks are merged with the existing content (holes read as zeros); every touched block
- * is compressed at the store's level (whole blocks straight from buf) and stored with its CRC. Not durable
+ * is encoded at the store's level with cstore_encode_block (whole blocks straight from buf) and stored with
+ * its CRC. Not durable
  * until cstore_sync(). On error some leading blocks may have been written; every block stays readable as
  * its old or new content. -EBADMSG if a partially overwritten block's old content is corrupt. */
 int cstore_write(struct cstore *s, uint64_t id, uint32_t version, uint64_t offset, const void *buf, size_t len);

@@ -1,19 +1,27 @@
 /* cs_service.c - the ChunkData service: chain write (head and replicas), read, copy and fsync.
  *
- * WRITE PATH. The client sends plain data to the head with the CRC32C of that data. The head checks the
- * CRC, then produces the stored form of every touched block itself: blocks the write covers whole are
- * compressed here with a per-thread codec (no read-back; incompressible blocks are recognised from two
- * small samples, see encode_block), partially covered edge blocks (at most two) are
- * merged by cstore_write and their stored form read back with cstore_read_stored. The head then starts
- * forwarding all stored blocks (one lent buffer, zero copy) as WriteBlocks to the next replica, and stores
- * the whole blocks locally with cstore_write_stored while the chain works in parallel. Every replica stores
- * the blocks verbatim (the store re-checks every block CRC before writing) and forwards the same receive
- * buffer to the rest of the chain. A call is answered when its local step and its forward are done, so the
- * head's answer means every replica has the data (in its page cache; Fsync makes it durable everywhere).
+ * WRITE PATH. The client sends plain data to the head with the CRC32C of that data: one run of bytes, or a
+ * batch of runs in one chunk (WriteReq.ranges; the client batches small writes while its pipeline is
+ * full). The head checks the CRC. Blocks a run covers whole are encoded here once with a per-thread codec
+ * (incompressible blocks are recognised from two small samples, see cstore_encode_block); the at most two
+ * partly covered edge blocks of each run stay plain ranges. The head forwards the stored whole blocks and
+ * the plain ranges as one WriteBlocks (one lent buffer) to the next replica, then stores its own part while
+ * the chain works in parallel: the ranges with cstore_write (merged into its copy of the block), the whole
+ * blocks with cstore_write_stored. Every replica does the same with what it receives (the store re-checks
+ * every block CRC, the service every range CRC, before writing) and forwards the same receive buffer. A
+ * 4 KiB write thus moves 4 KiB per hop (the head used to merge edge blocks, read them back and forward
+ * whole 64 KiB blocks: 16x the bytes on every hop). A call is answered when its local step and its forward are done, so
+ * the head's answer means every replica has the data (in its page cache; Fsync makes it durable
+ * everywhere).
  *
  * Before any of this, a Write passes the head's block gate (below): it runs only when no earlier write
  * touching one of its blocks is still in flight, else it is parked and resumed later, so every replica
- * applies the writes of one block in the head's order.
+ * applies (merges) the writes of one block in the head's order.
+ *
+ * READ. Stored form (the blocks as stored, the client checks and decodes them), plain bytes, or plain
+ * bytes with plain_crc: the store checks the CRC of every stored block the bytes come from, and the reply
+ * carries the CRC32C of the bytes returned, so a small read is checked end to end without shipping 64 KiB
+ * blocks.
  *
  * Each chained call is a `struct hop`: three references (the handler's local step, the forward's
  * completion, the release of the lent buffer); the last one to drop answers the call. See cs_service.h for
@@ -64,14 +72,15 @@ struct cs_service {
 
 /* ---- the block gate: one head write per block in flight ---------------------------------------------- *
  *
- * The head forwards the merged stored form of partly covered blocks, and whole blocks verbatim. If two
- * writes touching one block were in flight at once, a downstream replica could apply them in the other
- * order than the head did (the two WriteBlocks are independent calls, run on any worker) and keep the
- * older content: replicas would diverge with valid CRCs, invisible to the scrubber. Whole blocks commute
- * only when they hold the same bytes, so every touched block counts, not just the edges.
+ * The head forwards plain ranges of partly covered blocks (each replica merges them) and whole blocks
+ * verbatim. If two writes touching one block were in flight at once, a downstream replica could apply
+ * them in the other order than the head did (the two WriteBlocks are independent calls, run on any
+ * worker): overlapping bytes, or a range and a whole block, would end differently there, and replicas
+ * would diverge with valid CRCs, invisible to the scrubber (cs_chain_overlap_bytes fails without the
+ * gate). Every touched block counts; a batched write holds one span per run.
  *
- * So the head admits writes per block range in arrival order: every Write holds a `gate` (chunk id, first
- * and last block) from before its merge until its hop is answered, i.e. until every replica answered it
+ * So the head admits writes per block range in arrival order: every Write holds a `gate` (chunk id, and
+ * the first and last block of each run) from before its local step until its hop is answered, i.e. until every replica answered it
  * (or the chain failed, after which the client drops the failed replica and the version moves on). A write
  * whose range intersects an earlier gate of the same chunk, running or itself waiting, is PARKED: its call
  * is deferred (no worker held: a worker blocked here could be the one the earlier write's chain needs on
@@ -85,11 +94,18 @@ struct cs_service {
  * Gates live in one list under one mutex: writes in flight on a head number in the tens, and the scan is
  * a few comparisons each. */
 
+struct span {
+    uint32_t first, last; /* block range, inclusive */
+};
+
 struct gate {
     struct gate *prev, *next; /* arrival order, svc->gate_mu */
     struct gate *ready_next;  /* svc->ready queue */
     uint64_t chunk_id;
-    uint32_t first, last; /* block range, inclusive */
+    uint32_t first, last; /* bounds of the spans */
+    size_t nspan;         /* >= 1; several for a batched write (one per run, ascending, disjoint) */
+    struct span *spans;   /* &one, or an array of its own */
+    struct span one;
     bool parked;
     /* a parked write */
     struct rpc_call *call;
@@ -219,36 +235,6 @@ static void wire_blocks_destroy(struct wire_blocks *w)
     free(w->ptrs);
 }
 
-/* Encode one whole block for the chain. Incompressible data (already-compressed media, encrypted data,
- * random bench data) is common and zstd spends real CPU discovering it: two 4 KiB samples (start and
- * middle) are tried first, and unless one shrinks by at least 1/8 the block is stored raw without a full
- * attempt. Barely compressible data (fio's default buffers shrink to ~92 %) cost the chain head 65 % of its
- * CPU in zstd for a few percent of disk; such blocks are now stored raw. A block that only compresses
- * outside the samples is stored raw: a lost compression opportunity, never an error. */
-#define SAMPLE 4096u
-#define SAMPLE_WORTH (SAMPLE - SAMPLE / 8) /* a sample must encode to at most this to try the block */
-static int encode_block(struct codec *codec, const uint8_t *src, uint8_t *dst, size_t *out_len,
-                        enum codec_flag *out_flag)
-{
-    static const size_t at[] = {0, CSTORE_BLOCK_SIZE / 2};
-    bool shrinks = false;
-    for (size_t i = 0; i < ARRAY_SIZE(at) && !shrinks; i++) {
-        size_t n;
-        enum codec_flag f;
-        int r = codec_encode(codec, src + at[i], SAMPLE, dst, SAMPLE, &n, &f);
-        if (r)
-            return r;
-        shrinks = f != CODEC_RAW && n <= SAMPLE_WORTH;
-    }
-    if (!shrinks) {
-        memcpy(dst, src, CSTORE_BLOCK_SIZE);
-        *out_len = CSTORE_BLOCK_SIZE;
-        *out_flag = CODEC_RAW;
-        return 0;
-    }
-    return codec_encode(codec, src, CSTORE_BLOCK_SIZE, dst, CSTORE_BLOCK_SIZE, out_len, out_flag);
-}
-
 /* ---- a chained call ---------------------------------------------------------------------------------- */
 
 enum hop_kind { HOP_WRITE, HOP_FSYNC };
@@ -303,7 +289,25 @@ static void hop_local(struct hop *h, int r, const char *what)
 
 static bool gate_overlaps(const struct gate *a, const struct gate *b)
 {
-    return a->chunk_id == b->chunk_id && a->first <= b->last && b->first <= a->last;
+    if (a->chunk_id != b->chunk_id || a->first > b->last || b->first > a->last)
+        return false;
+    for (size_t i = 0, j = 0; i < a->nspan && j < b->nspan;) { /* both ascending: one merge walk */
+        const struct span *x = &a->spans[i], *y = &b->spans[j];
+        if (x->last < y->first)
+            i++;
+        else if (y->last < x->first)
+            j++;
+        else
+            return true;
+    }
+    return false;
+}
+
+static void gate_free(struct gate *g)
+{
+    if (g->spans != &g->one)
+        free(g->spans);
+    free(g);
 }
 
 /* The nearest earlier gate that g must wait for, or NULL. */
@@ -352,7 +356,7 @@ static void gate_leave(struct cs_service *svc, struct gate *g)
     gate_unlink_locked(svc, g);
     gate_wake_locked(svc);
     pthread_mutex_unlock(&svc->gate_mu);
-    free(g);
+    gate_free(g);
 }
 
 /* Answer a write that never ran (expired or shut down) and free its gate, which is no longer listed. */
@@ -361,7 +365,7 @@ static void gate_fail(struct gate *g, int err, const char *why)
     char d[200];
     snprintf(d, sizeof(d), "write %s on block %u of chunk %016" PRIx64, why, g->block, g->chunk_id);
     rpc_fail(g->call, err, d);
-    free(g);
+    gate_free(g);
 }
 
 /* Record a replica that failed a write we headed once the chain had started: some replicas may hold the
@@ -531,6 +535,57 @@ static int adopt_version(struct cs_service *svc, bool create, uint64_t id, uint3
     return -ESTALE;
 }
 
+struct range {
+    uint64_t off, len;
+};
+
+/* The runs of a Write: [offset, offset+length), or its `ranges` (a batched write), with their bytes in
+ * data in order. Checks what the wire contract promises: a batch has offset and length 0, at most
+ * CS_MAX_RUNS non-empty runs inside the chunk, ascending, no two in one block, adding up to data. Caller
+ * frees *out. */
+static int write_runs(const Synod__V1__WriteReq *req, struct range **out, size_t *n, char *why, size_t whylen)
+{
+    if (req->n_ranges == 0) {
+        if (check_range(req->offset, req->length, why, whylen))
+            return -EINVAL;
+        if (req->data.len != req->length) {
+            snprintf(why, whylen, "length %u but %zu data bytes", req->length, req->data.len);
+            return -EINVAL;
+        }
+        *out = xmalloc(sizeof(**out));
+        (*out)[0] = (struct range){req->offset, req->length};
+        *n = req->length ? 1 : 0;
+        return 0;
+    }
+    if (req->offset || req->length || req->n_ranges > CS_MAX_RUNS) {
+        snprintf(why, whylen, "batched write with offset/length set or %zu runs (at most %u)", req->n_ranges,
+                 CS_MAX_RUNS);
+        return -EINVAL;
+    }
+    struct range *r = xmalloc(req->n_ranges * sizeof(*r));
+    uint64_t sum = 0;
+    for (size_t i = 0; i < req->n_ranges; i++) {
+        const Synod__V1__PlainRange *w = req->ranges[i];
+        if (!w || w->length == 0 || w->offset > CSTORE_CHUNK_SIZE || w->length > CSTORE_CHUNK_SIZE - w->offset ||
+            (i && w->offset / CSTORE_BLOCK_SIZE <= (r[i - 1].off + r[i - 1].len - 1) / CSTORE_BLOCK_SIZE)) {
+            snprintf(why, whylen, "run %zu of a batched write is empty, outside the chunk, out of order or in "
+                     "the block of the one before", i);
+            free(r);
+            return -EINVAL;
+        }
+        r[i] = (struct range){w->offset, w->length};
+        sum += w->length;
+    }
+    if (sum != req->data.len || sum > CS_MAX_IO) {
+        snprintf(why, whylen, "runs add up to %" PRIu64 " bytes but data has %zu", sum, req->data.len);
+        free(r);
+        return -EINVAL;
+    }
+    *out = r;
+    *n = req->n_ranges;
+    return 0;
+}
+
 /* The head's write once its gate (may be NULL for an empty write) admits it: merge, forward, store. Runs
  * on a worker, or on the resumer for a write that was parked. Always answers through the hop. */
 static int write_run(struct cs_service *svc, struct rpc_call *call, const Synod__V1__WriteReq *req, struct gate *g)
@@ -544,76 +599,96 @@ static int write_run(struct cs_service *svc, struct rpc_call *call, const Synod_
         return RPC_DEFERRED;
     }
 
-    /* Produce the stored form of every touched block: edge blocks merged by the store, whole ones here. */
-    const uint8_t *src = req->data.data;
-    uint64_t off = req->offset, end = req->offset + req->length;
-    uint32_t first = (uint32_t)(off / CSTORE_BLOCK_SIZE);
-    uint32_t nb = req->length ? (uint32_t)((end - 1) / CSTORE_BLOCK_SIZE) - first + 1 : 0;
-    struct cstore_block *blocks = xmalloc((nb ? nb : 1) * sizeof(*blocks));
-    uint8_t *buf = xmalloc(nb ? (size_t)nb * CSTORE_BLOCK_SIZE : 1);
-    size_t n = 0, len = 0;
-    size_t whole_first = 0, whole_n = 0, whole_off = 0, whole_len = 0;
+    /* Blocks a run covers whole are encoded here once and travel in stored form. The at most two partly
+     * covered edge blocks of each run travel as plain ranges that every replica merges into its own copy:
+     * forwarding the merged block would cost a read-back here and 64 KiB per hop for a 4 KiB write, and
+     * the gate already keeps each block's writes in one order along the chain. */
+    char why[200];
+    struct range *runs;
+    size_t nruns;
+    r = write_runs(req, &runs, &nruns, why, sizeof(why));
+    ASSERT(r == 0); /* checked by h_write */
+    struct cstore_block *blocks = xmalloc((req->data.len / CSTORE_BLOCK_SIZE + 1) * sizeof(*blocks));
+    struct range *rg = xmalloc((2 * nruns + 1) * sizeof(*rg));
+    const uint8_t **rsrc = xmalloc((2 * nruns + 1) * sizeof(*rsrc));
+    uint8_t *buf = xmalloc(req->data.len + 1); /* stored whole blocks are never longer than their input */
+    size_t nwhole = 0, nrg = 0, len = 0;
+    uint64_t max_end = nruns ? runs[nruns - 1].off + runs[nruns - 1].len : 0; /* runs ascend */
     struct codec *codec = thread_codec(svc);
-    for (uint32_t i = 0; i < nb && !r; i++) {
-        uint32_t b = first + i;
-        uint64_t bs = (uint64_t)b * CSTORE_BLOCK_SIZE, be = bs + CSTORE_BLOCK_SIZE;
-        uint64_t ws = MAX(bs, off), we = MIN(be, end);
-        if (ws == bs && we == be) {
-            if (whole_n == 0) {
-                whole_first = n;
-                whole_off = len;
-            }
+    const uint8_t *src = req->data.data;
+    for (size_t k = 0; k < nruns && !r; src += runs[k].len, k++) {
+        uint64_t off = runs[k].off, end = off + runs[k].len;
+        uint64_t ws = (off + CSTORE_BLOCK_SIZE - 1) / CSTORE_BLOCK_SIZE * CSTORE_BLOCK_SIZE; /* whole blocks */
+        uint64_t we = end / CSTORE_BLOCK_SIZE * CSTORE_BLOCK_SIZE;
+        if (ws >= we) /* none: one plain range */
+            ws = we = end;
+        if (off < ws) {
+            rsrc[nrg] = src;
+            rg[nrg++] = (struct range){off, ws - off};
+        }
+        for (uint64_t bs = ws; bs < we && !r; bs += CSTORE_BLOCK_SIZE) {
             size_t slen;
             enum codec_flag fl;
-            r = encode_block(codec, src + (ws - off), buf + len, &slen, &fl);
-            if (r)
-                break;
-            blocks[n++] = (struct cstore_block){.index = b, .raw_len = CSTORE_BLOCK_SIZE, .stored_len = (uint32_t)slen,
-                                                .crc = crc32c(0, buf + len, slen), .flags = fl};
+            r = cstore_encode_block(codec, src + (bs - off), CSTORE_BLOCK_SIZE, buf + len, &slen, &fl);
+            blocks[nwhole++] = (struct cstore_block){.index = (uint32_t)(bs / CSTORE_BLOCK_SIZE),
+                                                     .raw_len = CSTORE_BLOCK_SIZE, .stored_len = (uint32_t)slen,
+                                                     .crc = crc32c(0, buf + len, slen), .flags = fl};
             len += slen;
-            whole_n++;
-            whole_len += slen;
-            continue;
         }
-        r = cstore_write(svc->store, req->chunk_id, req->version, ws, src + (ws - off), (size_t)(we - ws));
-        if (r)
-            break;
-        size_t got_n = 0, got_len = 0;
-        uint32_t next = 0;
-        r = cstore_read_stored(svc->store, req->chunk_id, req->version, b, 1, &blocks[n], 1, buf + len,
-                               (size_t)nb * CSTORE_BLOCK_SIZE - len, &got_n, &got_len, &next, NULL);
-        n += got_n;
-        len += got_len;
+        if (we < end) {
+            rsrc[nrg] = src + (we - off);
+            rg[nrg++] = (struct range){we, end - we};
+        }
     }
+    free(runs);
     if (r) {
         hop_local(h, r, "write");
-        free(blocks);
-        free(buf);
-        hop_put(h);
-        return RPC_DEFERRED;
+        goto out_free;
+    }
+    size_t stored_len = len;
+    Synod__V1__PlainRange *rmsg = xmalloc((nrg + 1) * sizeof(*rmsg)), **rptr = xmalloc((nrg + 1) * sizeof(*rptr));
+    for (size_t i = 0; i < nrg; i++) {
+        synod__v1__plain_range__init(&rmsg[i]);
+        rmsg[i].offset = rg[i].off;
+        rmsg[i].length = (uint32_t)rg[i].len;
+        rmsg[i].crc = crc32c(0, rsrc[i], rg[i].len);
+        rptr[i] = &rmsg[i];
+        if (req->n_chain) /* into the lent buffer, after the stored blocks */
+            memcpy(buf + len, rsrc[i], rg[i].len);
+        len += rg[i].len;
     }
 
     h->owned = buf;
+    buf = NULL;
     if (req->n_chain) {
         Synod__V1__WriteBlocksReq fw = SYNOD__V1__WRITE_BLOCKS_REQ__INIT;
         struct wire_blocks wb;
-        wire_blocks_init(&wb, blocks, n);
+        wire_blocks_init(&wb, blocks, nwhole);
         fw.chunk_id = req->chunk_id;
         fw.version = req->version;
-        fw.n_blocks = n;
+        fw.n_blocks = nwhole;
         fw.blocks = wb.ptrs;
+        fw.n_ranges = nrg;
+        fw.ranges = rptr;
         fw.n_chain = req->n_chain - 1;
         fw.chain = req->chain + 1;
         fw.create = req->create;
-        fw.chunk_len = end;
-        hop_forward(h, req->chain[0], "WriteBlocks", &fw.base, buf, len);
+        fw.chunk_len = max_end;
+        hop_forward(h, req->chain[0], "WriteBlocks", &fw.base, h->owned, len);
         wire_blocks_destroy(&wb);
     }
-    if (whole_n)
-        r = cstore_write_stored(svc->store, req->chunk_id, req->version, blocks + whole_first, whole_n,
-                                buf + whole_off, whole_len);
+    free(rmsg);
+    free(rptr);
+    for (size_t i = 0; i < nrg && !r; i++)
+        r = cstore_write(svc->store, req->chunk_id, req->version, rg[i].off, rsrc[i], (size_t)rg[i].len);
+    if (nwhole && !r)
+        r = cstore_write_stored(svc->store, req->chunk_id, req->version, blocks, nwhole, h->owned, stored_len);
     hop_local(h, r, "write");
+out_free:
+    free(buf);
     free(blocks);
+    free(rg);
+    free(rsrc);
     hop_put(h);
     return RPC_DEFERRED;
 }
@@ -623,24 +698,31 @@ static int h_write(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
     struct cs_service *svc = arg;
     const Synod__V1__WriteReq *req = (const Synod__V1__WriteReq *)m;
     char why[200];
-    if (check_range(req->offset, req->length, why, sizeof(why)) ||
-        check_chain(req->chain, req->n_chain, why, sizeof(why)))
+    struct range *runs;
+    size_t nruns;
+    if (check_chain(req->chain, req->n_chain, why, sizeof(why)) ||
+        write_runs(req, &runs, &nruns, why, sizeof(why)))
         return bad_request(call, why);
-    if (req->data.len != req->length) {
-        snprintf(why, sizeof(why), "length %u but %zu data bytes", req->length, req->data.len);
-        return bad_request(call, why);
-    }
     if (crc32c(0, req->data.data, req->data.len) != req->crc) {
+        free(runs);
         rpc_fail(call, -EBADMSG, "crc mismatch on the plain data received by the head");
         return 0;
     }
-    if (req->length == 0)
+    if (nruns == 0) {
+        free(runs);
         return write_run(svc, call, req, NULL); /* touches no block */
+    }
 
     struct gate *g = xcalloc(1, sizeof(*g));
     g->chunk_id = req->chunk_id;
-    g->first = (uint32_t)(req->offset / CSTORE_BLOCK_SIZE);
-    g->last = (uint32_t)((req->offset + req->length - 1) / CSTORE_BLOCK_SIZE);
+    g->nspan = nruns;
+    g->spans = nruns == 1 ? &g->one : xmalloc(nruns * sizeof(*g->spans));
+    for (size_t i = 0; i < nruns; i++)
+        g->spans[i] = (struct span){(uint32_t)(runs[i].off / CSTORE_BLOCK_SIZE),
+                                    (uint32_t)((runs[i].off + runs[i].len - 1) / CSTORE_BLOCK_SIZE)};
+    g->first = g->spans[0].first;
+    g->last = g->spans[nruns - 1].last;
+    free(runs);
     pthread_mutex_lock(&svc->gate_mu);
     g->prev = svc->gates_tail;
     if (svc->gates_tail)
@@ -734,20 +816,65 @@ static void *resumer_main(void *arg)
 
 /* ---- WriteBlocks (replicas) -------------------------------------------------------------------------- */
 
+/* The plain ranges of a WriteBlocks, validated: each inside the chunk, non-empty, its bytes (after the
+ * stored blocks' in data) matching its CRC. *out_len = their total length. */
+static int ranges_from_wire(Synod__V1__PlainRange *const *in, size_t n, const uint8_t *data, size_t data_len,
+                            struct range **out, size_t *out_len, char *why, size_t whylen)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        const Synod__V1__PlainRange *w = in[i];
+        if (!w || w->length == 0 || w->offset > CSTORE_CHUNK_SIZE || w->length > CSTORE_CHUNK_SIZE - w->offset ||
+            w->length > data_len - total) {
+            snprintf(why, whylen, "plain range %zu is malformed or overruns the data", i);
+            return -EINVAL;
+        }
+        total += w->length;
+    }
+    struct range *r = xmalloc((n ? n : 1) * sizeof(*r));
+    const uint8_t *p = data + (data_len - total);
+    for (size_t i = 0; i < n; i++) {
+        if (crc32c(0, p, in[i]->length) != in[i]->crc) {
+            snprintf(why, whylen, "crc mismatch on plain range %zu (%u bytes at %" PRIu64 ")", i, in[i]->length,
+                     in[i]->offset);
+            free(r);
+            return -EBADMSG;
+        }
+        r[i] = (struct range){in[i]->offset, in[i]->length};
+        p += in[i]->length;
+    }
+    *out = r;
+    *out_len = total;
+    return 0;
+}
+
 static int h_write_blocks(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
 {
     struct cs_service *svc = arg;
     const Synod__V1__WriteBlocksReq *req = (const Synod__V1__WriteBlocksReq *)m;
     char why[200];
     struct cstore_block *blocks;
-    if (check_chain(req->chain, req->n_chain, why, sizeof(why)) ||
-        blocks_from_wire(req->blocks, req->n_blocks, req->data.len, &blocks, why, sizeof(why)))
+    struct range *ranges;
+    size_t plain_len;
+    if (check_chain(req->chain, req->n_chain, why, sizeof(why)))
         return bad_request(call, why);
+    int r = ranges_from_wire(req->ranges, req->n_ranges, req->data.data, req->data.len, &ranges, &plain_len, why,
+                             sizeof(why));
+    if (r) {
+        rpc_fail(call, r, why);
+        return 0;
+    }
+    size_t stored_len = req->data.len - plain_len;
+    if (blocks_from_wire(req->blocks, req->n_blocks, stored_len, &blocks, why, sizeof(why))) {
+        free(ranges);
+        return bad_request(call, why);
+    }
     struct hop *h = hop_new(svc, call, HOP_WRITE, req->chunk_id, req->version);
-    int r = adopt_version(svc, req->create, req->chunk_id, req->version);
+    r = adopt_version(svc, req->create, req->chunk_id, req->version);
     if (r) {
         hop_local(h, r, "create");
         free(blocks);
+        free(ranges);
         hop_put(h);
         return RPC_DEFERRED;
     }
@@ -761,9 +888,15 @@ static int h_write_blocks(struct rpc_call *call, const ProtobufCMessage *m, void
     }
     if (req->n_blocks)
         r = cstore_write_stored(svc->store, req->chunk_id, req->version, blocks, req->n_blocks, req->data.data,
-                                req->data.len);
+                                stored_len);
+    const uint8_t *p = req->data.data + stored_len;
+    for (size_t i = 0; i < req->n_ranges && !r; i++) {
+        r = cstore_write(svc->store, req->chunk_id, req->version, ranges[i].off, p, (size_t)ranges[i].len);
+        p += ranges[i].len;
+    }
     hop_local(h, r, "write");
     free(blocks);
+    free(ranges);
     hop_put(h);
     return RPC_DEFERRED;
 }
@@ -873,6 +1006,11 @@ static int h_read(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
             size_t n = req->offset >= clen ? 0 : (size_t)MIN((uint64_t)req->length, clen - req->offset);
             Synod__V1__ReadRep rep = SYNOD__V1__READ_REP__INIT;
             rep.chunk_len = clen;
+            if (req->plain_crc) {
+                /* cstore_read verified every stored block these bytes come from; the client checks this */
+                rep.data_crc = crc32c(0, buf, n);
+                rep.has_data_crc = true;
+            }
             reply_bulk(call, &rep.base, buf, n);
         } else {
             free(buf);

@@ -2,8 +2,10 @@
  *
  * The service is a thin, validating adapter between the RPC layer and the chunk store. Every request field
  * is checked before the store sees it (offset + length inside the chunk, length == data.len, at most
- * CS_MAX_IO bytes per call, block descriptors, chain length <= CS_MAX_CHAIN, non-empty addresses) and a bad
- * request is answered -EINVAL with a detail naming the field; nothing off the network is asserted.
+ * CS_MAX_IO bytes per call, block descriptors, the runs of a batched write and the plain ranges of a
+ * WriteBlocks, chain length <= CS_MAX_CHAIN, non-empty addresses) and a bad request is answered -EINVAL
+ * with a detail naming the field (a plain range whose CRC fails: -EBADMSG); nothing off the network is
+ * asserted.
  *
  * FAILURE NAMING. Write, WriteBlocks and Fsync travel a chain of replicas. A reply message exists only on
  * success (the contract's rule); a failure is the RPC's errno plus the detail
@@ -20,7 +22,9 @@
  * holding a worker, and resumed in arrival order by the service's resumer thread once they are free; if
  * it is still waiting shortly before its deadline it fails with EBUSY and a detail naming the block and
  * no replica ("write waited until its deadline for a write in flight on block N of chunk X"), which the
- * client retries. Replicas apply WriteBlocks in the order the head sends them, so they cannot diverge.
+ * client retries. Each replica merges the plain ranges of partly covered blocks into its own copy, so a
+ * block's writes must reach every replica one at a time, in the head's order; the gate ensures exactly
+ * that, and replicas cannot diverge.
  *
  * THREADS. Handlers run on RPC worker threads. Chain hops are asynchronous: a node starts the forward, does
  * its local store step in parallel, and the call is answered (deferred) when both are done AND the layer
@@ -36,6 +40,7 @@
 
 #define CS_MAX_IO (16u << 20)  /* bytes per Write / Read call */
 #define CS_MAX_CHAIN 8         /* replicas after the head */
+#define CS_MAX_RUNS 64u        /* runs of one batched Write (WriteReq.ranges) */
 #define CS_COPY_PAGE_BLOCKS 64 /* default Copy page (4 MiB raw at most) */
 #define CS_COPY_MAX_BLOCKS 256
 

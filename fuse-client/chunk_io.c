@@ -1,9 +1,12 @@
 /* chunk_io.c - synod-mount's data path (contract in chunk_io.h).
  *
- * Locks of a cio_file: `op_mu` serialises the write side (buffer, chunk opening, flush) and is held across
- * RPCs; `mu` protects the shared state (chunk table, in-flight and failed write lists, sizes, read-ahead
- * slots) and is only held briefly, because the RPC dispatcher thread takes it in write completions. Order:
- * op_mu before mu. Readers take only `mu`, so reads run in parallel with each other and with writes.
+ * Locks of a cio_file: `op_mu` serialises the write side (open piece, complete pieces waiting to be sent,
+ * chunk opening, flush) and is held across RPCs; `mu` protects the shared state (chunk table, in-flight
+ * and failed write lists, sizes, read-ahead slots) and is only held briefly, because the RPC dispatcher
+ * thread takes it in write completions. Order: op_mu before mu. Readers take only `mu`, so reads run in
+ * parallel with each other and with writes. A write holds op_mu only to copy its bytes and hand complete
+ * pieces on (it waits only when the waiting pieces are over their budget), so writers of one file queue
+ * on op_mu for microseconds, not for chain round trips.
  *
  * Per chunk (struct cchunk): the location (chunk id, version, replicas; valid until loc_until) and, under
  * op_mu, the write lease (wopen, lease_until, the session generation it was taken in, fresh); under
@@ -62,12 +65,33 @@ struct cchunk {
     bool fresh; /* placed by our open and no write has succeeded yet: writes carry create */
 };
 
+/* A run of bytes in the file. */
+struct wrun {
+    uint64_t off;
+    uint32_t len;
+};
+
+/* A buffered piece of one run that is complete but not yet sent (op_mu). */
+struct pend {
+    struct pend *next;
+    uint64_t off;
+    uint32_t len;
+    uint8_t *data;
+    bool pooled; /* data is a buf_get buffer (else a malloc of len bytes) */
+};
+
+/* A write sent to a chain head: one run, or a batch of runs in one chunk (ascending, no two in one block)
+ * with their bytes concatenated in data. */
 struct wreq {
     struct cio_file *f;
     atomic_int refs;
-    uint64_t index, off;
-    uint32_t len;
+    uint64_t index;
+    struct wrun *runs; /* &one, or an array of its own */
+    struct wrun one;
+    uint32_t nruns;
+    uint32_t len; /* bytes in data */
     uint8_t *data;
+    bool pooled; /* data is a buf_get buffer (else a malloc of len bytes) */
     uint64_t chunk_id;
     uint32_t version;
     uint32_t head;
@@ -100,13 +124,17 @@ struct cio_file {
     uint64_t local_end;  /* end of local writes not yet completed (0 = none) */
     int err;             /* sticky write error */
     /* write buffer (op_mu) */
-    uint8_t *wbuf;
+    uint8_t *wbuf; /* the open piece: contiguous writes extend it */
     uint64_t wb_off;
     size_t wb_len;
+    struct pend *pend, **pend_tail; /* complete pieces waiting for room in flight, FIFO */
+    unsigned npend;
+    uint64_t pend_bytes;
     uint64_t last_done;
     /* in flight and failed writes (mu) */
     struct wreq *inflight;
     unsigned ninflight;
+    uint64_t inflight_bytes;
     struct wreq *failed, **failed_tail;
     /* read-ahead (mu): slots of RA_SLOT bytes fetched in the background, see "read-ahead" below */
     struct ra_slot *ra;
@@ -246,6 +274,7 @@ struct cio_file *cio_file_new(struct cio *c, uint64_t ino, uint64_t size)
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
     f->failed_tail = &f->failed;
+    f->pend_tail = &f->pend;
     f->last_done = clk_mono_ns();
     return f;
 }
@@ -258,7 +287,12 @@ static void wreq_put(struct wreq *w)
 {
     if (atomic_fetch_sub(&w->refs, 1) == 1) {
         struct cio_file *f = w->f;
-        buf_put(f->c, w->data);
+        if (w->pooled)
+            buf_put(f->c, w->data);
+        else
+            free(w->data);
+        if (w->runs != &w->one)
+            free(w->runs);
         free(w);
         pthread_mutex_lock(&f->mu);
         f->nwreq--;
@@ -276,8 +310,13 @@ void cio_file_free(struct cio_file *f)
         pthread_cond_wait(&f->cv, &f->mu);
     ra_drop_locked(f, 0);
     pthread_mutex_unlock(&f->mu);
-    if (f->wb_len || f->failed)
+    if (f->wb_len || f->failed || f->pend)
         LOG_ERR("inode %llu: freed with unflushed writes (dropped)", (unsigned long long)f->ino);
+    for (struct pend *p = f->pend, *n; p; p = n) {
+        n = p->next;
+        p->pooled ? buf_put(f->c, p->data) : free(p->data);
+        free(p);
+    }
     for (struct wreq *w = f->failed, *n; w; w = n) {
         n = w->next;
         wreq_put(w);
@@ -480,6 +519,7 @@ struct seg {
     uint8_t *dst;
     struct loc loc;
     uint32_t ri;     /* replica index used */
+    bool plain;      /* asked for plain bytes with their CRC (read_req) */
     int err;
     ProtobufCMessage *rep;
 };
@@ -496,21 +536,56 @@ static void read_done(int err, ProtobufCMessage *reply, const struct rpc_status 
     pthread_mutex_unlock(&s->wait->mu);
 }
 
+/* The Read for a segment: the stored form of the blocks it touches, checked and decoded here, or for a
+ * segment marked plain exactly its bytes with their CRC32C (the chunkserver verifies the blocks' stored
+ * CRCs). */
 static void read_req(const struct seg *s, Synod__V1__ReadReq *req)
 {
     synod__v1__read_req__init(req);
-    uint64_t b0 = s->coff / CIO_BLOCK_SIZE * CIO_BLOCK_SIZE;
-    uint64_t b1 = MIN((s->coff + s->len + CIO_BLOCK_SIZE - 1) / CIO_BLOCK_SIZE * CIO_BLOCK_SIZE, CIO_CHUNK_SIZE);
     req->chunk_id = s->loc.chunk_id;
     req->version = s->loc.version;
+    if (s->plain) {
+        req->offset = s->coff;
+        req->length = s->len;
+        req->plain_crc = true;
+        return;
+    }
+    uint64_t b0 = s->coff / CIO_BLOCK_SIZE * CIO_BLOCK_SIZE;
+    uint64_t b1 = MIN((s->coff + s->len + CIO_BLOCK_SIZE - 1) / CIO_BLOCK_SIZE * CIO_BLOCK_SIZE, CIO_CHUNK_SIZE);
     req->offset = b0;
     req->length = (uint32_t)(b1 - b0);
     req->stored_form = true;
 }
 
+/* Whether a direct read asks for plain bytes: when the blocks it touches are at least twice its length, a
+ * stored-form read would move and check mostly bytes nobody wants (a 4 KiB random read fetched a whole
+ * 64 KiB block: 16x the bytes through the chunkserver's socket, the RPC layer's receive copy and the CRC
+ * here). Larger reads keep the stored form, which spares the chunkserver the decompression. */
+static bool want_plain(uint64_t coff, uint32_t len)
+{
+    uint64_t b0 = coff / CIO_BLOCK_SIZE * CIO_BLOCK_SIZE;
+    uint64_t b1 = (coff + len + CIO_BLOCK_SIZE - 1) / CIO_BLOCK_SIZE * CIO_BLOCK_SIZE;
+    return b1 - b0 >= 2 * (uint64_t)len;
+}
+
+/* Check and copy a plain ReadRep into s->dst: -EBADMSG when its CRC does not match, -EPROTO when it has no
+ * CRC (a chunkserver that predates plain_crc: the caller retries in stored form). */
+static int seg_plain(struct seg *s, const Synod__V1__ReadRep *rep)
+{
+    if (!rep->has_data_crc)
+        return -EPROTO;
+    if (rep->data.len > s->len || rep->n_blocks || crc32c(0, rep->data.data, rep->data.len) != rep->data_crc)
+        return -EBADMSG;
+    memcpy(s->dst, rep->data.data, rep->data.len);
+    memset(s->dst + rep->data.len, 0, s->len - rep->data.len); /* past the chunk's end */
+    return 0;
+}
+
 /* Verify and decode a ReadRep into s->dst. -EBADMSG on any checksum or format problem. */
 static int seg_decode(struct cio *c, struct seg *s, const Synod__V1__ReadRep *rep)
 {
+    if (s->plain)
+        return seg_plain(s, rep);
     struct tls *t = tls_get(c);
     uint64_t lo = s->coff, hi = s->coff + s->len;
     /* Bytes no block covers (holes inside the chunk, past its end) read as zeros. Rather than clearing
@@ -557,6 +632,7 @@ static int seg_read_sync(struct cio_file *f, struct seg *s, uint32_t skip, struc
     uint64_t deadline = deadline_after(c->cfg.io_timeout_ms);
     uint32_t backoff = 20;
     int last = -EIO;
+    s->plain = false; /* the failover path uses the stored form, which every chunkserver serves */
     for (int round = 0;; round++) {
         if (round > 0) {
             loc_drop(f, s->index);
@@ -642,6 +718,7 @@ static int read_range(struct cio_file *f, uint64_t off, size_t len, uint8_t *dst
             continue;
         }
         s->ri = atomic_fetch_add(&c->rr, 1) % s->loc.nrep;
+        s->plain = want_plain(s->coff, s->len);
         Synod__V1__ReadReq req;
         read_req(s, &req);
         pthread_mutex_lock(&w.mu);
@@ -660,11 +737,10 @@ out_wait:
         if (s->ri == UINT32_MAX) /* hole, or never sent */
             continue;
         int e = s->err;
-        if (e == 0) {
+        if (e == 0)
             e = seg_decode(c, s, (Synod__V1__ReadRep *)s->rep);
-            if (e == -EBADMSG)
-                report_bad(f, s->loc.chunk_id, s->loc.version, s->loc.rep[s->ri].id, e);
-        }
+        if (e == -EBADMSG) /* found here, or by the chunkserver in its stored copy (it reports that too) */
+            report_bad(f, s->loc.chunk_id, s->loc.version, s->loc.rep[s->ri].id, e);
         read_rep_free(s->rep);
         s->rep = NULL;
         if (e && r == 0 && rpc_cancel_triggered(cancel)) {
@@ -999,21 +1075,50 @@ int cio_read_cancellable(struct cio_file *f, uint64_t off, size_t len, void *buf
 
 /* ---- writes ----------------------------------------------------------------------------------------- */
 
-/* Whether [off, end) shares a 64 KiB block with a write in flight or failed. Block granularity, not byte:
- * the head chunkserver forwards the merged stored form of a partly written block, so two writes touching
- * one block in flight at once could reach a downstream replica in the other order and leave it holding
- * the first merge (the second write's bytes lost on that replica only). */
-static bool overlaps_inflight(struct cio_file *f, uint64_t off, uint64_t end)
+/* Whether [off, end) and [o2, o2 + len2) share a 64 KiB block. */
+static bool same_block(uint64_t off, uint64_t end, uint64_t o2, uint32_t len2)
 {
     off -= off % CIO_BLOCK_SIZE;
     end = (end + CIO_BLOCK_SIZE - 1) / CIO_BLOCK_SIZE * CIO_BLOCK_SIZE;
-    for (struct wreq *w = f->inflight; w; w = w->next)
-        if (w->off < end && off < w->off + w->len)
-            return true;
-    for (struct wreq *w = f->failed; w; w = w->next)
-        if (w->off < end && off < w->off + w->len)
+    return o2 < end && off < o2 + len2;
+}
+
+static bool wreq_touches(const struct wreq *w, uint64_t off, uint64_t end)
+{
+    for (uint32_t i = 0; i < w->nruns; i++)
+        if (same_block(off, end, w->runs[i].off, w->runs[i].len))
             return true;
     return false;
+}
+
+/* Whether [off, end) shares a 64 KiB block with a write in flight or failed. Block granularity, not byte:
+ * a failed write is replayed later, so it must not be overtaken by a later write of the same bytes; and
+ * the head admits one write per block at a time anyway (its gate), so waiting here costs nothing more. */
+static bool overlaps_inflight(struct cio_file *f, uint64_t off, uint64_t end)
+{
+    for (struct wreq *w = f->inflight; w; w = w->next)
+        if (wreq_touches(w, off, end))
+            return true;
+    for (struct wreq *w = f->failed; w; w = w->next)
+        if (wreq_touches(w, off, end))
+            return true;
+    return false;
+}
+
+/* Whether a Write of len bytes may go out now; mu held: fewer than max_inflight Writes and at most
+ * max_inflight MiB in flight for the file (a file with nothing in flight always has room). Depth for small
+ * writes comes from batching instead (pump): each write is acknowledged once buffered, small ones pile up
+ * while the Writes in flight travel and then share one chain round trip. That round trip (three RPCs,
+ * each several thread hand-offs) costs the daemons ~1.5 ms of CPU on the shared 2-core VM whatever its
+ * size, so random 4 KiB writes were CPU-bound at one write per round trip; letting 64 single writes fly
+ * instead of 4 gained little for the same reason. */
+#define MAX_PIECES 64u /* complete pieces waiting to be sent (pend_full) */
+#define MAX_RUNS 32u   /* runs of one batched Write (the chunkserver takes up to 64) */
+#define SMALL_PIECE CIO_BLOCK_SIZE /* pieces up to this size wait in their own copy (wbuf_send) */
+static bool room_locked(const struct cio_file *f, size_t len)
+{
+    return f->ninflight == 0 || (f->ninflight < f->c->cfg.max_inflight &&
+                                 f->inflight_bytes + len <= (uint64_t)f->c->cfg.max_inflight * CIO_MAX_IO);
 }
 
 /* Open chunk `index` for writing (or renew its lease); op_mu held. Fills *out. */
@@ -1093,15 +1198,30 @@ static size_t chain_fill(const struct loc *l, Synod__V1__ChunkserverAddr *chain,
     return l->nrep ? l->nrep - 1 : 0;
 }
 
+/* A Write of w's runs (chunk offsets; a batch goes as `ranges`, whose storage rmsg/rptr has room for
+ * w->nruns each). */
 static void fill_write(Synod__V1__WriteReq *req, Synod__V1__ChunkserverAddr *chain, Synod__V1__ChunkserverAddr **pchain,
-                       const struct loc *l, uint64_t coff, const uint8_t *data, uint32_t len, bool create)
+                       const struct loc *l, const struct wreq *w, Synod__V1__PlainRange *rmsg,
+                       Synod__V1__PlainRange **rptr, bool create)
 {
     synod__v1__write_req__init(req);
     req->chunk_id = l->chunk_id;
     req->version = l->version;
-    req->offset = coff;
-    req->length = len;
-    req->crc = crc32c(0, data, len);
+    uint64_t base = w->index * CIO_CHUNK_SIZE;
+    if (w->nruns == 1) {
+        req->offset = w->runs[0].off - base;
+        req->length = w->len;
+    } else {
+        for (uint32_t i = 0; i < w->nruns; i++) {
+            synod__v1__plain_range__init(&rmsg[i]);
+            rmsg[i].offset = w->runs[i].off - base;
+            rmsg[i].length = w->runs[i].len;
+            rptr[i] = &rmsg[i];
+        }
+        req->n_ranges = w->nruns;
+        req->ranges = rptr;
+    }
+    req->crc = crc32c(0, w->data, w->len);
     req->create = create;
     req->n_chain = chain_fill(l, chain, pchain);
     req->chain = pchain;
@@ -1133,8 +1253,9 @@ static void write_done(int err, ProtobufCMessage *reply, const struct rpc_status
     *pp = w->next;
     w->next = NULL;
     f->ninflight--;
+    f->inflight_bytes -= w->len;
     if (err == 0) {
-        written(f, w->index, w->off + w->len);
+        written(f, w->index, w->runs[w->nruns - 1].off + w->runs[w->nruns - 1].len);
         pthread_cond_broadcast(&f->cv);
         pthread_mutex_unlock(&f->mu);
         wreq_put(w);
@@ -1172,18 +1293,18 @@ static bool fatal_write_err(int err)
            err == -EPERM || err == -EACCES || err == -EISDIR;
 }
 
-/* Send one piece synchronously until it is stored on the whole (current) chain; op_mu held. The data is
- * copied by the RPC layer. Handles failed replicas, stale versions and missing chunks. */
-static int write_sync(struct cio_file *f, uint64_t index, uint64_t off, const uint8_t *data, uint32_t len,
-                      int first_err, const char *first_detail, uint32_t first_head, uint32_t first_version)
+/* Send a failed write again synchronously until it is stored on the whole (current) chain; op_mu held.
+ * Handles failed replicas, stale versions and missing chunks. */
+static int write_sync(struct cio_file *f, const struct wreq *w)
 {
     struct cio *c = f->c;
+    uint64_t index = w->index;
     uint64_t deadline = deadline_after(c->cfg.io_timeout_ms);
     uint32_t backoff = 20;
-    int err = first_err;
+    int err = w->err;
     char detail[256];
-    snprintf(detail, sizeof(detail), "%s", first_detail ? first_detail : "");
-    uint32_t head = first_head, version = first_version;
+    snprintf(detail, sizeof(detail), "%s", w->detail);
+    uint32_t head = w->head, version = w->version;
     uint64_t chunk_id = 0;
     unsigned forced = 0;
     for (;;) {
@@ -1223,8 +1344,9 @@ static int write_sync(struct cio_file *f, uint64_t index, uint64_t off, const ui
         Synod__V1__WriteReq req;
         Synod__V1__ChunkserverAddr chain[MAX_REPL];
         Synod__V1__ChunkserverAddr *pchain[MAX_REPL];
-        fill_write(&req, chain, pchain, &l, off - index * CIO_CHUNK_SIZE, data, len, create);
-        struct rpc_payload pl = {.data = data, .len = len};
+        Synod__V1__PlainRange rmsg[MAX_RUNS], *rptr[MAX_RUNS];
+        fill_write(&req, chain, pchain, &l, w, rmsg, rptr, create);
+        struct rpc_payload pl = {.data = w->data, .len = w->len};
         ProtobufCMessage *m;
         struct rpc_status st;
         err = rpc_call(rpc_channel_get(l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Write", &req.base, &pl,
@@ -1232,7 +1354,7 @@ static int write_sync(struct cio_file *f, uint64_t index, uint64_t off, const ui
         rpc_message_free(m);
         if (err == 0) {
             pthread_mutex_lock(&f->mu);
-            written(f, index, off + len);
+            written(f, index, w->runs[w->nruns - 1].off + w->runs[w->nruns - 1].len);
             pthread_mutex_unlock(&f->mu);
             return 0;
         }
@@ -1259,7 +1381,7 @@ static int drain(struct cio_file *f)
     for (struct wreq *w = list, *n; w; w = n) {
         n = w->next;
         if (rc == 0) {
-            int r = write_sync(f, w->index, w->off, w->data, w->len, w->err, w->detail, w->head, w->version);
+            int r = write_sync(f, w);
             if (r)
                 rc = r;
         }
@@ -1274,35 +1396,19 @@ static int drain(struct cio_file *f)
     return rc;
 }
 
-/* Send the write buffer asynchronously; op_mu held. */
-static int wbuf_send(struct cio_file *f)
+/* Send pieces ps[0..n) (all in chunk `index`, ascending, no two in one block, none touching a write in
+ * flight) as one asynchronous Write; takes the pieces. op_mu held. */
+static int send_pieces(struct cio_file *f, uint64_t index, struct pend **ps, uint32_t n)
 {
     struct cio *c = f->c;
-    if (!f->wb_len)
-        return 0;
-    uint64_t off = f->wb_off, index = off / CIO_CHUNK_SIZE;
-    uint32_t len = (uint32_t)f->wb_len;
-    uint8_t *data = f->wbuf;
-    f->wbuf = NULL;
-    f->wb_len = 0;
-    /* Never overlap a write in flight; bound the writes in flight; replay failures first. */
-    pthread_mutex_lock(&f->mu);
-    while (f->ninflight >= c->cfg.max_inflight || (f->ninflight && overlaps_inflight(f, off, off + len)))
-        pthread_cond_wait(&f->cv, &f->mu);
-    bool failed = f->failed != NULL;
-    pthread_mutex_unlock(&f->mu);
-    if (failed) {
-        int r = drain(f);
-        if (r) {
-            buf_put(c, data);
-            return r;
-        }
-    }
     struct loc l;
     bool create;
     int r = chunk_open(f, index, false, &l, &create);
     if (r) {
-        buf_put(c, data);
+        for (uint32_t i = 0; i < n; i++) {
+            ps[i]->pooled ? buf_put(c, ps[i]->data) : free(ps[i]->data);
+            free(ps[i]);
+        }
         pthread_mutex_lock(&f->mu);
         if (!f->err)
             f->err = r;
@@ -1311,30 +1417,150 @@ static int wbuf_send(struct cio_file *f)
     }
     struct wreq *w = xcalloc(1, sizeof(*w));
     w->f = f;
-    pthread_mutex_lock(&f->mu);
-    f->nwreq++;
-    pthread_mutex_unlock(&f->mu);
     atomic_init(&w->refs, 2); /* the payload release and the completion */
     w->index = index;
-    w->off = off;
-    w->len = len;
-    w->data = data;
+    w->nruns = n;
+    w->runs = n == 1 ? &w->one : xmalloc(n * sizeof(*w->runs));
+    for (uint32_t i = 0; i < n; i++) {
+        w->runs[i] = (struct wrun){ps[i]->off, ps[i]->len};
+        w->len += ps[i]->len;
+    }
+    if (n == 1) { /* its buffer travels as it is */
+        w->data = ps[0]->data;
+        w->pooled = ps[0]->pooled;
+        free(ps[0]);
+    } else {
+        w->data = xmalloc(w->len);
+        for (uint32_t i = 0, pos = 0; i < n; pos += ps[i]->len, i++) {
+            memcpy(w->data + pos, ps[i]->data, ps[i]->len);
+            ps[i]->pooled ? buf_put(c, ps[i]->data) : free(ps[i]->data);
+            free(ps[i]);
+        }
+    }
     w->chunk_id = l.chunk_id;
     w->version = l.version;
     w->head = l.rep[0].id;
     Synod__V1__WriteReq req;
     Synod__V1__ChunkserverAddr chain[MAX_REPL];
     Synod__V1__ChunkserverAddr *pchain[MAX_REPL];
-    fill_write(&req, chain, pchain, &l, off - index * CIO_CHUNK_SIZE, data, len, create);
+    Synod__V1__PlainRange rmsg[MAX_RUNS], *rptr[MAX_RUNS];
+    fill_write(&req, chain, pchain, &l, w, rmsg, rptr, create);
     pthread_mutex_lock(&f->mu);
+    f->nwreq++;
     w->next = f->inflight;
     f->inflight = w;
     f->ninflight++;
+    f->inflight_bytes += w->len;
     pthread_mutex_unlock(&f->mu);
-    struct rpc_payload pl = {.data = data, .len = len, .release = write_released, .ctx = w};
+    struct rpc_payload pl = {.data = w->data, .len = w->len, .release = write_released, .ctx = w};
     rpc_call_async(rpc_channel_get(l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Write", &req.base, &pl,
                    c->cfg.rpc_timeout_ms, write_done, w);
     return 0;
+}
+
+/* Whether the complete pieces waiting to be sent are more than the file may buffer besides its writes in
+ * flight (the same budget again), so the writer must wait for room. */
+static bool pend_full(const struct cio_file *f)
+{
+    return f->npend >= MAX_PIECES || f->pend_bytes > (uint64_t)f->c->cfg.max_inflight * CIO_MAX_IO;
+}
+
+static int pend_cmp(const void *a, const void *b)
+{
+    const struct pend *x = *(struct pend *const *)a, *y = *(struct pend *const *)b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Send complete pieces while there is room in flight; op_mu held. The oldest waiting piece goes first,
+ * together with every other waiting piece of its chunk (up to MAX_RUNS runs and CIO_MAX_IO bytes) in one
+ * batched Write: while the pipeline is full, small writes pile up here and then share one chain round
+ * trip, whose cost (three RPCs, each several thread hand-offs) dwarfs the bytes of a 4 KiB write. With
+ * `all` (flush) or while the waiting pieces exceed their budget, waits for room until everything (or
+ * enough) is sent. Per block the order is the order of the writes: a piece waits while an older waiting
+ * piece or a write in flight touches one of its blocks, so the runs of a batch never share a block (the
+ * chunkserver refuses such a batch). Failed writes are replayed first. */
+static int pump(struct cio_file *f, bool all)
+{
+    while (f->pend) {
+        pthread_mutex_lock(&f->mu);
+        if (f->failed) { /* checked under the same hold as the selection: none may overtake a replay */
+            pthread_mutex_unlock(&f->mu);
+            int r = drain(f);
+            if (r)
+                return r;
+            continue;
+        }
+        struct pend *batch[MAX_RUNS];
+        uint32_t n = 0;
+        uint64_t bytes = 0, index = f->pend->off / CIO_CHUNK_SIZE;
+        for (struct pend *p = f->pend; p && n < MAX_RUNS; p = p->next) {
+            bool ok = p->off / CIO_CHUNK_SIZE == index && bytes + p->len <= CIO_MAX_IO &&
+                      !overlaps_inflight(f, p->off, p->off + p->len);
+            /* An older waiting piece in one of its blocks goes first (and never in the same batch). */
+            for (const struct pend *q = f->pend; ok && q != p; q = q->next)
+                ok = !same_block(p->off, p->off + p->len, q->off, q->len);
+            if (!ok)
+                continue;
+            batch[n++] = p;
+            bytes += p->len;
+        }
+        bool go = n > 0 && room_locked(f, bytes);
+        if (!go) {
+            bool wait = all || pend_full(f);
+            if (wait)
+                pthread_cond_wait(&f->cv, &f->mu); /* a completion makes room or ends an overlap */
+            pthread_mutex_unlock(&f->mu);
+            if (!wait)
+                return 0;
+            continue;
+        }
+        pthread_mutex_unlock(&f->mu);
+        /* Unlink the batch (pieces are only touched under op_mu, which we hold). */
+        for (uint32_t i = 0; i < n; i++) {
+            struct pend **pp = &f->pend;
+            while (*pp != batch[i])
+                pp = &(*pp)->next;
+            *pp = batch[i]->next;
+            f->npend--;
+            f->pend_bytes -= batch[i]->len;
+        }
+        f->pend_tail = &f->pend;
+        while (*f->pend_tail)
+            f->pend_tail = &(*f->pend_tail)->next;
+        qsort(batch, n, sizeof(batch[0]), pend_cmp);
+        int r = send_pieces(f, index, batch, n);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+
+/* Close the open piece: it joins the waiting pieces, which go out as room allows (pump); op_mu held. */
+static int wbuf_send(struct cio_file *f)
+{
+    if (!f->wb_len)
+        return 0;
+    uint64_t off = f->wb_off;
+    uint32_t len = (uint32_t)f->wb_len;
+    f->wb_len = 0;
+    /* A small piece waits in a copy of its own size and the 1 MiB buffer stays for the next one: 64 small
+     * pieces must not pin 64 MiB. */
+    struct pend *p = xcalloc(1, sizeof(*p));
+    p->off = off;
+    p->len = len;
+    p->pooled = len > SMALL_PIECE;
+    if (p->pooled) {
+        p->data = f->wbuf;
+        f->wbuf = NULL;
+    } else {
+        p->data = xmalloc(len);
+        memcpy(p->data, f->wbuf, len);
+    }
+    *f->pend_tail = p;
+    f->pend_tail = &p->next;
+    f->npend++;
+    f->pend_bytes += len;
+    return pump(f, false);
 }
 
 /* Every chunk record of the file (records live until the file is freed); caller frees the array. */
@@ -1477,16 +1703,22 @@ static int fsync_all(struct cio_file *f)
     return rc;
 }
 
-/* Wait until no write of the file is in flight, or `cancel` fires (-EINTR); op_mu held, nothing sent. */
-static int wait_idle(struct cio_file *f, unsigned below, struct rpc_cancel *cancel)
+static bool idle_locked(const struct cio_file *f, size_t room_for)
+{
+    return room_for ? room_locked(f, room_for) : f->ninflight == 0;
+}
+
+/* Wait until no write of the file is in flight (room_for == 0) or there is room for a piece of room_for
+ * bytes, or `cancel` fires (-EINTR); op_mu held, nothing sent. */
+static int wait_idle(struct cio_file *f, size_t room_for, struct rpc_cancel *cancel)
 {
     struct rpc_cancel_hook hook;
     if (!rpc_cancel_hook_add(cancel, &hook, wake_file, f))
         return -EINTR;
     pthread_mutex_lock(&f->mu);
-    while (f->ninflight > below && !rpc_cancel_triggered(cancel))
+    while (!idle_locked(f, room_for) && !rpc_cancel_triggered(cancel))
         pthread_cond_wait(&f->cv, &f->mu);
-    int r = f->ninflight > below ? -EINTR : 0;
+    int r = idle_locked(f, room_for) ? 0 : -EINTR;
     pthread_mutex_unlock(&f->mu);
     rpc_cancel_hook_del(cancel, &hook);
     return r;
@@ -1505,6 +1737,8 @@ static int flush_locked(struct cio_file *f, bool fsync, bool release, struct rpc
             return r0;
     }
     int r = wbuf_send(f);
+    if (!r)
+        r = pump(f, true);
     int r2 = drain(f);
     r = r ? r : r2;
     if (fsync) {
@@ -1514,7 +1748,7 @@ static int flush_locked(struct cio_file *f, bool fsync, bool release, struct rpc
     r2 = write_done_all(f, release);
     r = r ? r : r2;
     pthread_mutex_lock(&f->mu);
-    if (!f->ninflight && !f->failed && !f->wb_len) {
+    if (!f->ninflight && !f->failed && !f->wb_len && !f->pend) {
         bool dirty = false;
         for (int b = 0; b < NBUCKETS && !dirty; b++)
             for (struct cchunk *ch = f->buckets[b]; ch; ch = ch->next)
@@ -1602,9 +1836,10 @@ int cio_write_at(struct cio_file *f, uint64_t *off, bool append, const void *buf
                  struct rpc_cancel *cancel)
 {
     pthread_mutex_lock(&f->op_mu);
-    /* The one interruptible wait of a write (see flush_locked): room in flight, before any byte is taken. */
-    if (cancel) {
-        int r = wait_idle(f, f->c->cfg.max_inflight - 1, cancel);
+    /* The one interruptible wait of a write (see flush_locked): room in flight when the pieces waiting to be
+     * sent are over their budget, before any byte is taken. */
+    if (cancel && pend_full(f)) {
+        int r = wait_idle(f, 1, cancel);
         if (r) {
             pthread_mutex_unlock(&f->op_mu);
             return r;

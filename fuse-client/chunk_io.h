@@ -7,21 +7,28 @@
  *
  * READS. Locations come from ChunkLocations (a range of chunks per call; the reply also carries the file
  * size) and are cached for loc_ttl_ms, dropped on any error. A read is split into pieces of at most 1 MiB
- * inside one chunk, sent in parallel (asynchronous RPCs) in STORED form to one up-to-date replica each
- * (rotating, so readers spread over replicas); the client checks every block's CRC32C of the stored bytes,
- * decompresses it (one codec per thread) and zero-fills holes. A piece that fails (error, CRC mismatch,
- * undecodable block) is retried on the next replica; a bad block is reported with BadReplica. A stale
+ * inside one chunk, sent in parallel (asynchronous RPCs) to one up-to-date replica each (rotating, so
+ * readers spread over replicas), in STORED form: the client checks every block's CRC32C of the stored
+ * bytes, decompresses it (one codec per thread) and zero-fills holes. A piece smaller than half the blocks
+ * it touches (a 4 KiB random read) asks for exactly its plain bytes with their CRC32C instead (plain_crc:
+ * the chunkserver checks the stored blocks' CRCs, the client the CRC of what arrives). A piece that fails
+ * (error, CRC mismatch on either side, undecodable block) is retried in stored form on the next replica;
+ * a bad block is reported with BadReplica. A stale
  * version (ESTALE/ENOENT) refreshes the locations. A sequential reader gets the next `readahead` bytes
  * fetched in the background in 1 MiB slots (bounded per file, dropped on write, truncate and invalidation);
  * other reads fetch exactly what they ask for and start no read-ahead.
  *
- * WRITES. Writes are buffered per file into one contiguous run inside one chunk, up to 1 MiB, and sent
- * when full, at a chunk boundary, on a non-contiguous write, or on flush. Sending: ChunkOpenWrite gives the
- * chunk (allocated or version-bumped) and a write lease, renewed when half spent; the data goes to
- * replicas[0] with the other replicas as the chain and the CRC32C of the plain data, asynchronously (up to
- * max_inflight per file, so different chunks and consecutive pieces travel in parallel). A write never
- * overlaps a write still in flight (it waits), so a failed write can be replayed without undoing a later
- * one. A failed write names the failed replica ("failed=<id>:<errno>"): the client reports it
+ * WRITES. Writes are buffered per file into one contiguous piece inside one chunk, up to 1 MiB (ending on
+ * a 1 MiB file boundary), which is complete when full or on a non-contiguous write, and then waits to be
+ * sent (flush sends everything). Sending: ChunkOpenWrite gives the chunk (allocated or version-bumped) and
+ * a write lease, renewed when half spent; the data goes to replicas[0] with the other replicas as the
+ * chain and the CRC32C of the plain data, asynchronously (up to max_inflight Writes and max_inflight MiB
+ * in flight per file, so different chunks and consecutive pieces travel in parallel). While that is full,
+ * complete pieces wait (up to 64 pieces or max_inflight MiB; beyond that the writer blocks), and the
+ * waiting pieces of one chunk then leave together as one batched Write (up to 32 runs): small random
+ * writes share chain round trips. Per 64 KiB block writes go out in order and never two at once (a piece
+ * waits for an older waiting piece or a write in flight touching one of its blocks), so a failed write
+ * can be replayed without undoing a later one. A failed write names the failed replica ("failed=<id>:<errno>"): the client reports it
  * (BadReplica), reopens the chunk (new version without that replica) and resends, until io_timeout_ms.
  * Errors that retrying cannot fix (ENOSPC, EFBIG...) stick to the file and are returned by the next write,
  * flush or fsync, as the kernel does for write-back errors.
@@ -53,7 +60,7 @@ struct cio_config {
     uint32_t rpc_timeout_ms;  /* one data RPC; 0 = 10000 */
     uint32_t loc_ttl_ms;      /* location cache lifetime; 0 = 1000 */
     uint32_t readahead;       /* bytes fetched ahead of a sequential reader, in the background (0 = off) */
-    uint32_t max_inflight;    /* write RPCs in flight per file; 0 = 4 */
+    uint32_t max_inflight;    /* write RPCs (and MiB of data) in flight per file; 0 = 4 */
     uint32_t writedone_ms;    /* ChunkWriteDone at least this often while writing; 0 = 1000 */
 };
 
@@ -101,7 +108,8 @@ int cio_write_at(struct cio_file *f, uint64_t *off, bool append, const void *buf
                  struct rpc_cancel *cancel);
 int cio_flush_cancellable(struct cio_file *f, bool fsync, bool release, struct rpc_cancel *cancel);
 /* Buffer and send len bytes at off. Returns 0 (the data is buffered or in flight) or a sticky -errno from
- * an earlier write of this file. Blocks when the file has max_inflight writes in flight. */
+ * an earlier write of this file. Blocks only when the pieces waiting to be sent (64, or max_inflight MiB)
+ * are full. */
 int cio_write(struct cio_file *f, uint64_t off, const void *buf, size_t len);
 /* Push everything written: wait for writes in flight, Fsync the chains if `fsync`, ChunkWriteDone for
  * every written chunk (returning the leases if `release`); the size in the replies becomes the file's known

@@ -238,6 +238,66 @@ int tk_write_timeout(const char *head, const char *const *chain, size_t nchain, 
     return r;
 }
 
+int tk_write_runs(const char *head, const char *const *chain, size_t nchain, uint64_t id, uint32_t version,
+                  const uint64_t *offs, const uint32_t *lens, size_t nruns, const void *data, bool create,
+                  struct rpc_status *st)
+{
+    Synod__V1__WriteReq req = SYNOD__V1__WRITE_REQ__INIT;
+    Synod__V1__PlainRange *msgs = xcalloc(nruns + 1, sizeof(*msgs)), **ptrs = xcalloc(nruns + 1, sizeof(*ptrs));
+    size_t len = 0;
+    for (size_t i = 0; i < nruns; i++) {
+        synod__v1__plain_range__init(&msgs[i]);
+        msgs[i].offset = offs[i];
+        msgs[i].length = lens[i];
+        ptrs[i] = &msgs[i];
+        len += lens[i];
+    }
+    req.chunk_id = id;
+    req.version = version;
+    req.n_ranges = nruns;
+    req.ranges = ptrs;
+    req.crc = crc32c(0, data, len);
+    req.create = create;
+    req.chain = chain_msgs(chain, nchain);
+    req.n_chain = nchain;
+    struct rpc_payload p = {.data = data, .len = len, .release = NULL};
+    ProtobufCMessage *rep = NULL;
+    int r = rpc_call(rpc_channel_get(head), &synod__v1__chunk_data__descriptor, "Write", &req.base, len ? &p : NULL,
+                     tk_timeout_ms, &rep, st);
+    rpc_message_free(rep);
+    chain_free(req.chain, nchain);
+    free(msgs);
+    free(ptrs);
+    return r;
+}
+
+int tk_read_crc(const char *addr, uint64_t id, uint32_t version, uint64_t off, size_t len, void *out)
+{
+    Synod__V1__ReadReq req = SYNOD__V1__READ_REQ__INIT;
+    req.chunk_id = id;
+    req.version = version;
+    req.offset = off;
+    req.length = (uint32_t)len;
+    req.plain_crc = true;
+    Synod__V1__ReadRep *rep = NULL;
+    int r = rpc_call(rpc_channel_get(addr), &synod__v1__chunk_data__descriptor, "Read", &req.base, NULL,
+                     tk_timeout_ms, (ProtobufCMessage **)&rep, NULL);
+    if (r)
+        return r;
+    T_CHECK(rep->data.len <= len && rep->n_blocks == 0);
+    if (!rep->has_data_crc || crc32c(0, rep->data.data, rep->data.len) != rep->data_crc) {
+        r = -EBADMSG;
+    } else {
+        memset(out, 0, len);
+        if (rep->data.len)
+            memcpy(out, rep->data.data, rep->data.len);
+    }
+    if (rep->data.len == 0)
+        rep->data.data = NULL; /* see read_rep_free in fuse-client/chunk_io.c */
+    rpc_message_free(&rep->base);
+    return r;
+}
+
 int tk_fsync(const char *head, const char *const *chain, size_t nchain, uint64_t id, uint32_t version,
              struct rpc_status *st)
 {

@@ -59,6 +59,14 @@ int tk_write(const char *head, const char *const *chain, size_t nchain, uint64_t
 /* tk_write with its own deadline (tk_timeout_ms is shared by all threads). */
 int tk_write_timeout(const char *head, const char *const *chain, size_t nchain, uint64_t id, uint32_t version,
                      uint64_t off, const void *data, size_t len, bool create, int64_t timeout_ms, struct rpc_status *st);
+/* A batched Write (WriteReq.ranges): runs [offs[i], offs[i] + lens[i]) inside the chunk, their bytes
+ * concatenated in data (sum of lens bytes). Sent as given (tests also send malformed batches). */
+int tk_write_runs(const char *head, const char *const *chain, size_t nchain, uint64_t id, uint32_t version,
+                  const uint64_t *offs, const uint32_t *lens, size_t nruns, const void *data, bool create,
+                  struct rpc_status *st);
+/* A plain read with plain_crc: fills out[0..len) (zero-filled past the chunk's end) after checking that the
+ * reply carries data_crc and that it matches. Returns 0, -EBADMSG on a missing or wrong CRC, or -errno. */
+int tk_read_crc(const char *addr, uint64_t id, uint32_t version, uint64_t off, size_t len, void *out);
 int tk_fsync(const char *head, const char *const *chain, size_t nchain, uint64_t id, uint32_t version,
              struct rpc_status *st);
 /* Read [off, off+len) into out (zero-filled past the chunk's end); stored form is decoded and CRC-checked

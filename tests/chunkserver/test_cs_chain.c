@@ -15,8 +15,14 @@
  * overlap:   240 rounds (fixed seed) of two concurrent Writes through the head touching one 64 KiB block
  *            with disjoint bytes (one ends inside it, the other starts inside it, either possibly with
  *            whole blocks on its far side): afterwards every replica, plain and stored form, equals the
- *            reference with both writes' bytes. Without the head's per-block write gate a replica can
- *            apply the two merged blocks in the other order and keep the older merge.
+ *            reference with both writes' bytes. (Before the head forwarded partly covered blocks as
+ *            plain ranges, a replica without the gate could keep the older merged block.)
+ * overlap_bytes: 120 rounds of two concurrent Writes whose bytes overlap in one block: whichever the head
+ *            admits first, every replica must apply them in the same order (each round's bytes equal one
+ *            of the two orders, and the three replicas are identical). Without the head's per-block gate
+ *            the replicas may apply the two ranges in different orders and diverge.
+ * batch:     150 batched Writes (WriteReq.ranges, 1..64 runs) and plain reads with a CRC (plain_crc) from
+ *            every replica; malformed batches are refused with EINVAL before anything is written.
  * overlap_wait: the last replica is stopped while a write is in flight; an overlapping write with a
  *            later deadline waits (parked) and completes after the replica resumes; one with a short
  *            deadline fails EBUSY naming the block and no replica, and succeeds when retried.
@@ -411,6 +417,68 @@ static void test_overlap(void)
     stop3();
 }
 
+static void test_overlap_bytes(void)
+{
+    start3();
+    const char *chain[] = {cs[1].addr, cs[2].addr};
+    enum { ROUNDS = 120 };
+    size_t span = (size_t)(2 * ROUNDS + 2) * BLK;
+    uint8_t *ab = xcalloc(1, span), *ba = xcalloc(1, span), *da = xmalloc(2 * BLK), *db = xmalloc(2 * BLK);
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 3);
+    struct ov_writer w[2] = {{.bar = &bar, .chain = chain, .data = da, .timeout_ms = 20000},
+                             {.bar = &bar, .chain = chain, .data = db, .timeout_ms = 20000}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        T_EQ(pthread_create(&th[i], NULL, ov_writer_main, &w[i]), 0);
+    uint64_t seed = 0xb17e5;
+    const uint64_t id = 0x380;
+    ab[0] = ba[0] = 1;
+    T_EQ(tk_write(cs[0].addr, chain, 2, id, 1, 0, ab, 1, true, NULL), 0);
+    uint64_t rounds_ab = 0;
+    for (int j = 0; j < ROUNDS; j++) {
+        uint64_t bs = (2 * (uint64_t)j + 1) * BLK;
+        /* two ranges inside one block that share bytes, sometimes one spilling into the next block */
+        uint64_t a_off = bs + util_rand_next(&seed) % (BLK / 2), a_len = 1 + util_rand_next(&seed) % (BLK / 2);
+        uint64_t b_off = a_off + util_rand_next(&seed) % a_len, b_len = 1 + util_rand_next(&seed) % BLK;
+        w[0].id = w[1].id = id;
+        w[0].off = a_off;
+        w[0].len = (size_t)a_len;
+        w[1].off = b_off;
+        w[1].len = (size_t)b_len;
+        tk_fill(da, a_len, seed + 1, false);
+        tk_fill(db, b_len, seed + 2, j % 2 == 0);
+        memcpy(ab + a_off, da, a_len); /* A then B */
+        memcpy(ab + b_off, db, b_len);
+        memcpy(ba + b_off, db, b_len); /* B then A */
+        memcpy(ba + a_off, da, a_len);
+        pthread_barrier_wait(&bar); /* go */
+        pthread_barrier_wait(&bar); /* both answered */
+        for (int i = 0; i < 2; i++)
+            if (w[i].r)
+                T_FAIL("round %d write %c: %d %s", j, 'A' + i, w[i].r, w[i].st.detail);
+        /* Which order the head chose shows on replica 0; the others must match it. */
+        uint8_t got[2 * BLK];
+        T_EQ(tk_read(cs[0].addr, id, 1, bs, 2 * BLK, false, got), 0);
+        bool is_ab = memcmp(got, ab + bs, 2 * BLK) == 0;
+        T_CHECK(is_ab || memcmp(got, ba + bs, 2 * BLK) == 0);
+        memcpy(is_ab ? ba + bs : ab + bs, got, 2 * BLK); /* the reference follows the head's order */
+        rounds_ab += is_ab;
+    }
+    check_chunk(id, ab, span); /* every replica, plain and stored form */
+    fprintf(stderr, "overlap_bytes: %llu of %d rounds applied A first\n", (unsigned long long)rounds_ab, ROUNDS);
+    w[0].quit = w[1].quit = true;
+    pthread_barrier_wait(&bar);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&bar);
+    free(ab);
+    free(ba);
+    free(da);
+    free(db);
+    stop3();
+}
+
 static void *ov_once(void *arg)
 {
     struct ov_writer *w = arg;
@@ -478,9 +546,106 @@ static void test_overlap_wait(void)
     stop3();
 }
 
+/* Batched writes (WriteReq.ranges, what the client sends when small writes pile up) and the plain reads
+ * with a CRC (what it uses for small reads). 150 batches of 1..64 runs (seed fixed), runs of 1 byte to
+ * three blocks, partial and whole blocks mixed, compressible or not: every replica must end equal to the
+ * reference, read in plain, stored and plain+CRC form. Then every malformed batch is refused before
+ * anything is written. Without batch support the head answers EINVAL (its length is not the data's). */
+static void test_batch(void)
+{
+    start3();
+    const char *chain[] = {cs[1].addr, cs[2].addr};
+    enum { BLOCKS = 160, BATCHES = 150, MAXRUNS = 64 };
+    size_t span = (size_t)BLOCKS * BLK;
+    uint8_t *ref = xcalloc(1, span), *data = xmalloc(MAXRUNS * 3 * BLK), *got = xmalloc(span);
+    uint64_t offs[MAXRUNS];
+    uint32_t lens[MAXRUNS];
+    uint64_t seed = 0xba7c4;
+    const uint64_t id = 0x500;
+    ref[0] = 7;
+    T_EQ(tk_write(cs[0].addr, chain, 2, id, 1, 0, ref, 1, true, NULL), 0);
+    for (int k = 0; k < BATCHES; k++) {
+        size_t n = 1 + util_rand_next(&seed) % MAXRUNS, len = 0, i = 0;
+        uint64_t b = util_rand_next(&seed) % 4; /* next free block */
+        for (; i < n && b < BLOCKS; i++) {
+            uint64_t bs = b * BLK, off, end;
+            switch (util_rand_next(&seed) % 4) {
+            case 0: /* 4 KiB, the random-write case */
+                off = bs + util_rand_next(&seed) % (BLK - 4096 + 1);
+                end = off + 4096;
+                break;
+            case 1: /* anywhere within the block */
+                off = bs + util_rand_next(&seed) % BLK;
+                end = off + 1 + util_rand_next(&seed) % (bs + BLK - off);
+                break;
+            default: /* into the next one or two blocks, maybe covering one whole */
+                off = bs + util_rand_next(&seed) % BLK;
+                end = off + 1 + util_rand_next(&seed) % (2 * BLK); /* not inside MIN: evaluated twice */
+                end = MIN(end, (uint64_t)span);
+                break;
+            }
+            offs[i] = off;
+            lens[i] = (uint32_t)(end - off);
+            tk_fill(data + len, lens[i], seed, util_rand_next(&seed) % 3 == 0);
+            memcpy(ref + off, data + len, lens[i]);
+            len += lens[i];
+            b = (end - 1) / BLK + 1 + util_rand_next(&seed) % 3; /* never the block of the run before */
+        }
+        int r = tk_write_runs(cs[0].addr, chain, 2, id, 1, offs, lens, i, data, false, NULL);
+        if (r)
+            T_FAIL("batch %d of %zu runs: %d", k, i, r);
+    }
+    check_chunk(id, ref, span);
+    for (int c = 0; c < 3; c++) {
+        T_EQ(tk_read_crc(cs[c].addr, id, 1, 0, span, got), 0);
+        T_MEMEQ(got, ref, span);
+        for (int j = 0; j < 50; j++) { /* small reads at random places, as the client sends them */
+            uint64_t off = util_rand_next(&seed) % (span - 4096);
+            T_EQ(tk_read_crc(cs[c].addr, id, 1, off, 4096, got), 0);
+            T_MEMEQ(got, ref + off, 4096);
+        }
+    }
+    /* Past the chunk's end: nothing sent, and the CRC is that of nothing. */
+    T_EQ(tk_read_crc(cs[1].addr, id, 1, span + 10 * BLK, 4096, got), 0);
+    T_CHECK(got[0] == 0 && got[4095] == 0);
+
+    /* Malformed batches: refused with EINVAL, nothing written anywhere. */
+    memset(data, 0xee, 3 * BLK);
+    struct {
+        uint64_t offs[2];
+        uint32_t lens[2];
+    } bad[] = {
+        {{5 * BLK + 10, 2 * BLK}, {100, 100}},      /* out of order */
+        {{5 * BLK + 10, 5 * BLK + 9000}, {100, 100}}, /* two runs in one block */
+        {{5 * BLK, 6 * BLK - 1}, {BLK, 2}},         /* the second starts in the first's last block */
+        {{5 * BLK, 6 * BLK}, {0, 100}},             /* empty run */
+        {{5 * BLK, 64 * MiB - 10}, {100, 100}},     /* past the chunk */
+    };
+    for (size_t j = 0; j < ARRAY_SIZE(bad); j++) {
+        struct rpc_status st;
+        T_EQ(tk_write_runs(cs[0].addr, chain, 2, id, 1, bad[j].offs, bad[j].lens, 2, data, false, &st), -EINVAL);
+    }
+    uint64_t o1 = 5 * BLK;
+    uint32_t l1 = 100;
+    uint64_t too_many[65];
+    uint32_t ones[65];
+    for (int j = 0; j < 65; j++) {
+        too_many[j] = (uint64_t)j * BLK;
+        ones[j] = 1;
+    }
+    T_EQ(tk_write_runs(cs[0].addr, chain, 2, id, 1, too_many, ones, 65, data, false, NULL), -EINVAL);
+    T_EQ(tk_write(cs[0].addr, chain, 2, id, 1, o1, data, l1, false, NULL), 0); /* a plain write still works */
+    memcpy(ref + o1, data, l1);
+    check_chunk(id, ref, span);
+    free(ref);
+    free(data);
+    free(got);
+    stop3();
+}
+
 int main(int argc, char **argv)
 {
     static const struct tk_test tests[] = {{"basic", test_basic}, {"kill", test_kill}, {"stall", test_stall}, {"version", test_version}, {"errors", test_errors}, {"overlap", test_overlap},
-                                              {"overlap_wait", test_overlap_wait}, {NULL, NULL}};
+                                              {"overlap_wait", test_overlap_wait}, {"batch", test_batch}, {"overlap_bytes", test_overlap_bytes}, {NULL, NULL}};
     return tk_main(argc, argv, tests);
 }

@@ -8,8 +8,9 @@
  *           from both replicas. Writes straight to the full node fail with ENOSPC only (or fit), it keeps
  *           serving reads, and after a restart on the same full dir every acknowledged byte reads back
  *           CRC-checked (stored form): a full disk leaves no corrupt state.
- * corrupt_read: scrubber off; a byte flipped in a synced block is found by a client read (EBADMSG): the
- *           chunk reaches the metaserver double in a heartbeat's lost list. The metaserver's answer (drop
+ * corrupt_read: scrubber off; a byte flipped in a synced block is found by a client read (EBADMSG), in
+ *           stored form and by a 4 KiB plain_crc read of other bytes of that block (the chunkserver checks
+ *           the whole stored block before it answers with the range and its CRC): the chunk reaches the metaserver double in a heartbeat's lost list. The metaserver's answer (drop
  *           the replica, re-replicate) is played by hand: CMD_REPLICATE from a healthy replica at the
  *           bumped version replaces the corrupt copy, which then reads back intact.
  * faildir:  two data dirs, the second an ext4 file system on a loop device; after a real fault (the
@@ -185,7 +186,12 @@ static void test_corrupt_read(void)
     T_EQ(flipped, 1);
     close(fd);
     free(path);
-    /* A client read finds it: EBADMSG (the client reads another replica), and the chunk is reported. */
+    /* A client read finds it: EBADMSG (the client reads another replica), and the chunk is reported. A
+     * small read with plain_crc, which returns only the bytes asked for, verifies the whole stored block
+     * first: EBADMSG too, also for bytes the flipped one is not among. */
+    T_EQ(tk_read_crc(p.addr, 0x61, 2, 5 * 65536 + 40000, 4096, got), -EBADMSG);
+    T_EQ(tk_read_crc(p.addr, 0x61, 2, 4 * 65536, 4096, got), 0); /* the block before is fine */
+    T_MEMEQ(got, buf + 4 * 65536, 4096);
     T_EQ(tk_read(p.addr, 0x61, 2, 5 * 65536, 100, true, got), -EBADMSG);
     uint64_t id = 0x61;
     T_CHECK(fm_wait(&fm, fm_has_lost, &id, WAIT_MS));
