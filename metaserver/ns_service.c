@@ -83,6 +83,7 @@ struct nssvc {
     uint64_t term_ballot; /* ballot of the leadership the memory opens belong to */
     int repl_inflight, lease_inflight, dead_inflight, trim_inflight, orphan_inflight;
     bool orphan_wait_logged;
+    uint64_t orphan_wait_since; /* monotonic: since when a session has not reported (0: none) */
 };
 
 static const struct config_key nssvc_keys[] = {
@@ -1073,14 +1074,9 @@ static void repair(struct nssvc *s, struct rsm *r, struct kv_txn *txn)
 
 /* Propose the purge of orphans no session holds open, once every live session has reported its opens to
  * this leader (ns_opens.h). */
-static void orphan_purge(struct nssvc *s, struct rsm *r, struct kv_txn *txn)
+static void orphan_purge(struct nssvc *s, struct rsm *r, struct kv_txn *txn, uint64_t now)
 {
-    uint64_t *inos;
-    size_t n = ns_orphans(txn, ORPHAN_SCAN, &inos);
-    if (n == 0) {
-        free(inos);
-        return;
-    }
+    /* the sessions first (memory only): while one has not reported, the orphans are not even scanned */
     size_t cap = 256, ns;
     uint64_t *ids = xmalloc(cap * sizeof(*ids));
     while ((ns = rsm_session_ids(r, ids, cap)) > cap) {
@@ -1089,17 +1085,23 @@ static void orphan_purge(struct nssvc *s, struct rsm *r, struct kv_txn *txn)
     }
     for (size_t i = 0; i < ns; i++) {
         if (!ns_opens_reported(s->opens, ids[i])) {
-            if (!s->orphan_wait_logged)
-                LOG_INFO("namespace: %zu+ orphans wait for session %llu to report its open files", n,
+            /* normal for a keepalive period after a session opens or a leader starts; said once if long */
+            if (!s->orphan_wait_since)
+                s->orphan_wait_since = now;
+            if (!s->orphan_wait_logged && now - s->orphan_wait_since > 30 * NS_PER_SEC) {
+                LOG_WARN("namespace: no orphan purged for 30 s: session %llu has not reported its open files",
                          (unsigned long long)ids[i]);
-            s->orphan_wait_logged = true;
+                s->orphan_wait_logged = true;
+            }
             free(ids);
-            free(inos);
             return;
         }
     }
     free(ids);
+    s->orphan_wait_since = 0;
     s->orphan_wait_logged = false;
+    uint64_t *inos;
+    size_t n = ns_orphans(txn, ORPHAN_SCAN, &inos);
     size_t k = 0;
     for (size_t i = 0; i < n && k < ORPHAN_PURGE_MAX; i++)
         if (!ns_opens_held(s->opens, inos[i]))
@@ -1144,7 +1146,7 @@ static void sm_leader_tick(void *arg, struct rsm *r, uint64_t now)
     }
     if (now - s->last_orphan >= ORPHAN_EVERY_NS && s->orphan_inflight == 0) {
         s->last_orphan = now;
-        orphan_purge(s, r, txn);
+        orphan_purge(s, r, txn, now);
     }
     kv_txn_abort(txn);
 }

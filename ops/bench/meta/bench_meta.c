@@ -342,6 +342,7 @@ static void *client_main(void *arg)
      * reads do not touch the session, and a lease of 10 s would lapse over two long read phases */
     Synod__V1__SessionKeepaliveReq ka = SYNOD__V1__SESSION_KEEPALIVE_REQ__INIT;
     ka.session = c->session;
+    ka.opens_report = true; /* like synod-mount: this client's open files (none), so the leader may purge */
     uint64_t last_ka = clk_mono_ns();
     if (ph == PH_RENAME || ph == PH_UNLINK)
         mcall(c, "SessionKeepalive", &ka.base, NULL);
