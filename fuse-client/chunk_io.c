@@ -134,6 +134,7 @@ struct cio_file {
     /* in flight and failed writes (mu) */
     struct wreq *inflight;
     unsigned ninflight;
+    uint64_t ndone; /* writes completed (or failed) so far: a waiter for room sees one end */
     uint64_t inflight_bytes;
     struct wreq *failed, **failed_tail;
     /* read-ahead (mu): slots of RA_SLOT bytes fetched in the background, see "read-ahead" below */
@@ -576,7 +577,8 @@ static int seg_plain(struct seg *s, const Synod__V1__ReadRep *rep)
         return -EPROTO;
     if (rep->data.len > s->len || rep->n_blocks || crc32c(0, rep->data.data, rep->data.len) != rep->data_crc)
         return -EBADMSG;
-    memcpy(s->dst, rep->data.data, rep->data.len);
+    if (rep->data.len) /* none at all past the chunk's end (data.data is NULL then) */
+        memcpy(s->dst, rep->data.data, rep->data.len);
     memset(s->dst + rep->data.len, 0, s->len - rep->data.len); /* past the chunk's end */
     return 0;
 }
@@ -1253,6 +1255,7 @@ static void write_done(int err, ProtobufCMessage *reply, const struct rpc_status
     *pp = w->next;
     w->next = NULL;
     f->ninflight--;
+    f->ndone++;
     f->inflight_bytes -= w->len;
     if (err == 0) {
         written(f, w->index, w->runs[w->nruns - 1].off + w->runs[w->nruns - 1].len);
@@ -1475,8 +1478,8 @@ static int pend_cmp(const void *a, const void *b)
  * together with every other waiting piece of its chunk (up to MAX_RUNS runs and CIO_MAX_IO bytes) in one
  * batched Write: while the pipeline is full, small writes pile up here and then share one chain round
  * trip, whose cost (three RPCs, each several thread hand-offs) dwarfs the bytes of a 4 KiB write. With
- * `all` (flush) or while the waiting pieces exceed their budget, waits for room until everything (or
- * enough) is sent. Per block the order is the order of the writes: a piece waits while an older waiting
+ * `all` (flush), waits for room until everything is sent; otherwise sends what fits and returns (a writer
+ * over the budget waits in cio_write_at). Per block the order is the order of the writes: a piece waits while an older waiting
  * piece or a write in flight touches one of its blocks, so the runs of a batch never share a block (the
  * chunkserver refuses such a batch). Failed writes are replayed first. */
 static int pump(struct cio_file *f, bool all)
@@ -1506,7 +1509,10 @@ static int pump(struct cio_file *f, bool all)
         }
         bool go = n > 0 && room_locked(f, bytes);
         if (!go) {
-            bool wait = all || pend_full(f);
+            /* Only flush waits here. A writer over the budget waits before it takes any byte, where an
+             * interrupt can still stop it (cio_write_at): a wait here, after its piece joined the queue,
+             * could not be interrupted (it hung an interrupted write for as long as the chain was stuck). */
+            bool wait = all;
             if (wait)
                 pthread_cond_wait(&f->cv, &f->mu); /* a completion makes room or ends an overlap */
             pthread_mutex_unlock(&f->mu);
@@ -1724,6 +1730,22 @@ static int wait_idle(struct cio_file *f, size_t room_for, struct rpc_cancel *can
     return r;
 }
 
+/* Wait until a write in flight ends (or none is in flight), or `cancel` fires (-EINTR); op_mu held. */
+static int wait_done(struct cio_file *f, struct rpc_cancel *cancel)
+{
+    struct rpc_cancel_hook hook;
+    if (!rpc_cancel_hook_add(cancel, &hook, wake_file, f))
+        return -EINTR;
+    pthread_mutex_lock(&f->mu);
+    uint64_t d = f->ndone;
+    while (f->ndone == d && f->ninflight && !rpc_cancel_triggered(cancel))
+        pthread_cond_wait(&f->cv, &f->mu);
+    int r = f->ndone != d || !f->ninflight ? 0 : -EINTR;
+    pthread_mutex_unlock(&f->mu);
+    rpc_cancel_hook_del(cancel, &hook);
+    return r;
+}
+
 /* The interrupt rule of the write side: an interrupted write, flush or fsync returns -EINTR only while it
  * has sent nothing itself (it may have been waiting for writes sent earlier, which go on and whose errors
  * stay sticky); from its first send on it completes, bounded by io_timeout_ms like any write. So the
@@ -1836,10 +1858,13 @@ int cio_write_at(struct cio_file *f, uint64_t *off, bool append, const void *buf
                  struct rpc_cancel *cancel)
 {
     pthread_mutex_lock(&f->op_mu);
-    /* The one interruptible wait of a write (see flush_locked): room in flight when the pieces waiting to be
-     * sent are over their budget, before any byte is taken. */
-    if (cancel && pend_full(f)) {
-        int r = wait_idle(f, 1, cancel);
+    /* The one wait of a write, interruptible (see flush_locked): room in flight when the pieces waiting to be
+     * sent are over their budget, before any byte is taken. So the queue exceeds its budget by at most one
+     * write's pieces. */
+    while (pend_full(f)) {
+        int r = wait_done(f, cancel);
+        if (!r)
+            r = pump(f, false); /* what fits now (earlier writes' pieces: this call has sent nothing of its own) */
         if (r) {
             pthread_mutex_unlock(&f->op_mu);
             return r;

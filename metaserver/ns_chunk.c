@@ -367,7 +367,8 @@ static int cand_cmp(const void *pa, const void *pb)
 size_t placement_pick(struct cs_cand *v, size_t n, const uint32_t *exclude, size_t nexcl, size_t want,
                       uint32_t max_busy, uint32_t *out)
 {
-    qsort(v, n, sizeof(*v), cand_cmp); /* total order (id last): deterministic */
+    if (n > 1) /* (v may be NULL when no chunkserver is a candidate) */
+        qsort(v, n, sizeof(*v), cand_cmp); /* total order (id last): deterministic */
     size_t got = 0;
     const char *labels[64];
     size_t nlabels = 0;
