@@ -37,6 +37,8 @@ static const struct config_key keys[] = {
     {"copy_rate", CONFIG_SIZE, "100M",
      "re-replication pull rate in bytes per second, shared by all copies (0 = unlimited)"},
     {"max_open", CONFIG_INT, "1024", "chunk files kept open"},
+    {"writeback", CONFIG_DURATION, "2s",
+     "sync chunks in the background once unsynced this long (0 = only on fsync and eviction)"},
     {"log_level", CONFIG_STR, "info", "error, warn, info or debug"},
     {NULL},
 };
@@ -99,7 +101,8 @@ int main(int argc, char **argv)
 
     struct cstore_config sc = {.dirs = (const char *const *)dirs, .ndirs = ndirs,
                                .level = (int)config_get_int(cfg, "zstd_level"),
-                               .max_open = (unsigned)config_get_int(cfg, "max_open")};
+                               .max_open = (unsigned)config_get_int(cfg, "max_open"),
+                               .writeback_ms = (unsigned)config_get_duration_ms(cfg, "writeback")};
     r = cstore_open(&sc, &store);
     if (r) {
         LOG_ERR("%s: cannot open the chunk store", err_name(r));

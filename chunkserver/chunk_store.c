@@ -4,7 +4,9 @@
  * and reading its index ("loading") is lazy and cached in an LRU of at most max_open chunks. Chunks with
  * unsynced writes are not simply closed (their durability bookkeeping lives only in memory): when clean
  * chunks do not bring the cache under max_open, the least recently used unsynced one is synced by the
- * thread dropping a reference, then evicted (chunk_put_evict).
+ * thread dropping a reference, then evicted (chunk_put_evict). So that writers rarely pay for that, a
+ * background thread (writeback_ms > 0) syncs chunks left unsynced for writeback_ms, and the least recently
+ * used unsynced ones at once while more than half of max_open are unsynced (cstore_writeback).
  *
  * Locks: s->mu guards the map, the LRU, refcounts, the lost list and dir failure; each chunk has a rwlock
  * guarding its loaded state. Order: a chunk lock may be held while taking s->mu, never the reverse (the
@@ -16,6 +18,7 @@
  * sync. The write-target rule and the sync-time invalidation are described in the header.
  */
 #include "chunkserver/chunk_store.h"
+#include "chunkserver/cs_stop.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -31,6 +34,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/errors.h"
 #include "common/log.h"
@@ -84,12 +88,15 @@ struct chunk {
     unsigned ndirty;
     bool need_load_sync; /* fdatasync before the first write after loading */
     bool need_dir_sync;  /* created or renamed since the last sync */
-    bool evict_syncing;  /* under s->mu: being synced by chunk_put_evict */
+    bool evict_syncing;  /* under s->mu: being synced by chunk_put_evict or the writeback */
+    _Atomic uint64_t dirty_since; /* monotonic ns when it last became unsynced (0: synced); a hint */
+    uint64_t wseq;                /* under lock: bumped by every write, create and rename (see writeback) */
     bool evict_failed;   /* under s->mu: that sync failed; not tried again until a sync succeeds */
 };
 
 struct dir {
     char *path;
+    int sync_fd; /* the directory, open for syncfs (-1 if it could not be opened) */
     _Atomic bool failed;
     _Atomic int inject_err;
 };
@@ -107,6 +114,12 @@ struct cstore {
     uint64_t rng; /* placement */
     struct cstore_lost *lost;
     size_t nlost, lost_cap;
+    _Atomic uint64_t evict_syncs, writeback_syncs; /* syncs done by chunk_put_evict / cstore_writeback */
+    /* the writeback thread (writeback_ms > 0) */
+    unsigned writeback_ms;
+    bool wb_running;
+    pthread_t wb_thread;
+    struct cs_stop wb_stop;
 };
 
 /* ---- per-thread context --------------------------------------------------------------------------- */
@@ -592,9 +605,18 @@ static int chunk_get(struct cstore *s, uint64_t id, uint32_t version, struct chu
 enum lock_mode { CHUNK_RD, CHUNK_WR, CHUNK_WR_NOLOAD };
 
 static int chunk_sync_locked(struct cstore *s, struct chunk *c);
+static void chunk_synced_locked(struct cstore *s, struct chunk *c);
 static int chunk_lock(struct cstore *s, struct chunk *c, enum lock_mode mode, uint32_t version);
 
 static bool chunk_unsynced(const struct chunk *c) { return c->ndirty != 0 || c->need_dir_sync; }
+
+/* c was written, created or renamed: something to sync (chunk write lock held). */
+static void mark_unsynced(struct chunk *c)
+{
+    c->wseq++;
+    if (!atomic_load(&c->dirty_since))
+        atomic_store(&c->dirty_since, clk_mono_ns() | 1);
+}
 
 /* Drop a reference; frees dead chunks and evicts clean loaded chunks beyond max_open. If that is not
  * enough (the LRU tail holds chunks written but never synced, e.g. files written and closed without
@@ -630,6 +652,7 @@ static void chunk_put_evict(struct cstore *s, struct chunk *c, bool may_sync)
     if (r == 0) {
         r = chunk_sync_locked(s, unsynced);
         pthread_rwlock_unlock(&unsynced->lock);
+        atomic_fetch_add(&s->evict_syncs, 1);
     }
     if (r && r != -ENOENT)
         LOG_WARN("%s: " CHUNK_FMT ": sync to evict it from the open-file cache; it stays open", err_name(r),
@@ -823,6 +846,7 @@ static int block_store(struct cstore *s, struct chunk *c, uint32_t b, const void
         st->dirty = 1;
         c->ndirty++;
     }
+    mark_unsynced(c);
     uint64_t end = (uint64_t)b * BS + raw_len;
     if (end > atomic_load(&c->length))
         atomic_store(&c->length, end);
@@ -1074,6 +1098,16 @@ static int chunk_sync_locked(struct cstore *s, struct chunk *c)
         r = cs_fsync_subdir(s, c);
     if (r)
         return r;
+    chunk_synced_locked(s, c);
+    return 0;
+}
+
+/* Everything written to c is durable (fdatasync and dir fsync, or a syncfs begun after its last write):
+ * every dirty block's current slot becomes its durable one and the other slot is dropped. Caller holds the
+ * loaded chunk's write lock. */
+static void chunk_synced_locked(struct cstore *s, struct chunk *c)
+{
+    int r = 0;
     c->need_dir_sync = false;
     c->need_load_sync = false;
     static const uint8_t zero[ENTRY_SIZE];
@@ -1099,11 +1133,10 @@ static int chunk_sync_locked(struct cstore *s, struct chunk *c)
         if (r) /* durability is done; cleanup failures only cost space */
             break;
     }
-    if (r && !atomic_load(&c->dead)) {
+    if (r && !atomic_load(&c->dead))
         LOG_WARN("%s: " CHUNK_FMT ": dropping obsolete slots after sync", err_name(r), c->id, c->version);
-        r = 0;
-    }
-    return r;
+    if (c->ndirty == 0)
+        atomic_store(&c->dirty_since, 0);
 }
 
 int cstore_sync(struct cstore *s, uint64_t id, uint32_t version)
@@ -1120,6 +1153,107 @@ int cstore_sync(struct cstore *s, uint64_t id, uint32_t version)
     }
     chunk_release(s, c);
     return r;
+}
+
+/* syncfs of the file system holding dir d (the fd opened at cstore_open), or -errno. */
+static int dir_syncfs(struct cstore *s, int d)
+{
+    if (atomic_load(&s->dirs[d].failed) || s->dirs[d].sync_fd < 0)
+        return -EBADF;
+    int r = io_injected(s, d);
+    if (r == 0 && syncfs(s->dirs[d].sync_fd) < 0)
+        r = -errno;
+    return r;
+}
+
+unsigned cstore_writeback(struct cstore *s, uint64_t older_than_ns, unsigned max)
+{
+    enum { BATCH = 256 };
+    struct chunk *pick[BATCH];
+    uint64_t seq[BATCH];
+    unsigned n = 0, synced = 0;
+    max = MIN(max, (unsigned)BATCH);
+    uint64_t now = clk_mono_ns();
+    uint64_t cutoff = now > older_than_ns ? now - older_than_ns : 0;
+    pthread_mutex_lock(&s->mu);
+    unsigned unsynced = 0;
+    for (struct chunk *x = s->lru_head; x; x = x->lru_next)
+        unsynced += atomic_load(&x->dirty_since) != 0;
+    /* Under pressure (more than half the cache unsynced) the least recently used go first whatever their
+     * age, so that writers find clean chunks to evict. Chunks in use (refs) are left to their users. */
+    bool pressure = unsynced > s->max_open / 2;
+    for (struct chunk *x = s->lru_tail; x && n < max; x = x->lru_prev) {
+        uint64_t since = atomic_load(&x->dirty_since);
+        if (!since || x->refs || x->evict_syncing || x->evict_failed || atomic_load(&x->dead))
+            continue;
+        if (since > cutoff && !pressure)
+            continue;
+        x->refs++;
+        x->evict_syncing = true; /* one syncer per chunk */
+        pick[n++] = x;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!n)
+        return 0;
+    /* Each chunk's write sequence before the syncfs: a chunk written meanwhile is left for the next pass,
+     * everything written before the syncfs began is durable once it returns. One syncfs per data dir
+     * covers the whole batch (one device flush instead of two per chunk: data and directory). */
+    for (unsigned i = 0; i < n; i++) {
+        pthread_rwlock_rdlock(&pick[i]->lock);
+        seq[i] = pick[i]->wseq;
+        pthread_rwlock_unlock(&pick[i]->lock);
+    }
+    enum { NOT_YET = 1 };
+    int *dres = xmalloc(s->ndirs * sizeof(*dres));
+    for (size_t d = 0; d < s->ndirs; d++)
+        dres[d] = NOT_YET;
+    for (unsigned i = 0; i < n; i++)
+        if (dres[pick[i]->dir] == NOT_YET)
+            dres[pick[i]->dir] = dir_syncfs(s, pick[i]->dir);
+    for (unsigned i = 0; i < n; i++) {
+        struct chunk *x = pick[i];
+        int r = chunk_lock(s, x, CHUNK_WR_NOLOAD, CSTORE_ANY_VERSION);
+        if (r == 0) {
+            if (x->fd >= 0 && chunk_unsynced(x)) {
+                if (dres[x->dir] == 0 && x->wseq == seq[i])
+                    chunk_synced_locked(s, x);
+                else if (dres[x->dir] != 0) /* the syncfs failed: the chunk's own sync names the culprit */
+                    r = chunk_sync_locked(s, x);
+            }
+            synced += r == 0 && !chunk_unsynced(x);
+            pthread_rwlock_unlock(&x->lock);
+        }
+        if (r && r != -ENOENT)
+            LOG_WARN("%s: " CHUNK_FMT ": background sync failed; left to the next fsync", err_name(r), x->id,
+                     x->version);
+        pthread_mutex_lock(&s->mu);
+        x->evict_syncing = false;
+        x->evict_failed = r != 0 && r != -ENOENT; /* like an eviction sync: not retried until a sync succeeds */
+        pthread_mutex_unlock(&s->mu);
+        chunk_put_evict(s, x, false); /* evicts the clean tail beyond max_open */
+    }
+    free(dres);
+    atomic_fetch_add(&s->writeback_syncs, synced);
+    return synced;
+}
+
+static void *writeback_main(void *arg)
+{
+    struct cstore *s = arg;
+    uint64_t age = (uint64_t)s->writeback_ms * NS_PER_MS;
+    uint64_t period_ms = MIN((uint64_t)s->writeback_ms / 2, 250) + 1;
+    while (!cs_stop_sleep_ms(&s->wb_stop, period_ms)) {
+        while (cstore_writeback(s, age, 256) == 256 && !cs_stop_raised(&s->wb_stop))
+            ; /* a backlog: keep going, one batch at a time */
+    }
+    cstore_thread_release();
+    return NULL;
+}
+
+void cstore_sync_counts(const struct cstore *s, uint64_t *evict_syncs, uint64_t *writeback_syncs)
+{
+    *evict_syncs = atomic_load(&s->evict_syncs);
+    *writeback_syncs = atomic_load(&s->writeback_syncs);
 }
 
 int cstore_set_version(struct cstore *s, uint64_t id, uint32_t version, uint32_t new_version)
@@ -1145,6 +1279,8 @@ int cstore_set_version(struct cstore *s, uint64_t id, uint32_t version, uint32_t
         pthread_mutex_unlock(&s->mu);
         r = cs_fsync_subdir(s, c);
         c->need_dir_sync = r != 0;
+        if (r)
+            mark_unsynced(c);
     }
 out_release:
     chunk_release(s, c);
@@ -1268,6 +1404,7 @@ int cstore_create(struct cstore *s, uint64_t id, uint32_t version)
     for (uint32_t b = 0; b < NB; b++)
         c->bs[b].durable = -1;
     c->need_dir_sync = true;
+    mark_unsynced(c);
     pthread_mutex_lock(&s->mu);
     if (!atomic_load(&c->dead))
         lru_push_head(s, c);
@@ -1414,7 +1551,17 @@ int cstore_open(const struct cstore_config *cfg, struct cstore **out)
             dir_fail(s, (int)d, r, "scan");
         }
     }
+    for (size_t d = 0; d < s->ndirs; d++)
+        s->dirs[d].sync_fd = open(s->dirs[d].path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     LOG_INFO("chunk store open: %zu chunks on %zu dirs, zstd level %d", s->nchunks, s->ndirs, s->level);
+    cs_stop_init(&s->wb_stop);
+    s->writeback_ms = cfg->writeback_ms;
+    if (s->writeback_ms) {
+        int r = pthread_create(&s->wb_thread, NULL, writeback_main, s);
+        if (r)
+            PANIC("chunk store cannot start its writeback thread: %s", strerror(r));
+        s->wb_running = true;
+    }
     *out = s;
     return 0;
 }
@@ -1423,6 +1570,11 @@ void cstore_close(struct cstore *s)
 {
     if (!s)
         return;
+    if (s->wb_running) {
+        cs_stop_raise(&s->wb_stop);
+        pthread_join(s->wb_thread, NULL);
+    }
+    cs_stop_destroy(&s->wb_stop);
     for (size_t i = 0; i < s->nbuckets; i++) {
         for (struct chunk *c = s->buckets[i], *next; c; c = next) {
             next = c->hnext;
@@ -1430,8 +1582,11 @@ void cstore_close(struct cstore *s)
             chunk_free(c);
         }
     }
-    for (size_t d = 0; d < s->ndirs; d++)
+    for (size_t d = 0; d < s->ndirs; d++) {
+        if (s->dirs[d].sync_fd >= 0)
+            close(s->dirs[d].sync_fd);
         free(s->dirs[d].path);
+    }
     free(s->dirs);
     free(s->buckets);
     free(s->lost);

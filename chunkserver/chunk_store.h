@@ -77,6 +77,9 @@ struct cstore_config {
     size_t ndirs;            /* >= 1 */
     int level;               /* zstd level for plain writes; 0 means CODEC_DEFAULT_LEVEL */
     unsigned max_open;       /* open chunk files / loaded indexes to cache; 0 means 1024 */
+    unsigned writeback_ms;   /* > 0: a background thread syncs chunks left unsynced this long (and the least
+                              * recently used unsynced ones while more than max_open / 2 are), so that
+                              * evicting from the open-file cache rarely syncs on a writer's path; 0: off */
 };
 
 /* A stored block, as in proto StoredBlock; its bytes live in a separate buffer, concatenated in order. */
@@ -128,6 +131,13 @@ int cstore_open(const struct cstore_config *cfg, struct cstore **out);
 /* Close files and free the store. Does NOT sync (callers sync what they acknowledge). No operation may be
  * running. NULL is a no-op. */
 void cstore_close(struct cstore *s);
+/* One writeback pass (what the writeback_ms thread runs): sync up to `max` (<= 64) unused loaded chunks that
+ * have been unsynced for at least older_than_ns, least recently used first; while more than max_open / 2
+ * loaded chunks are unsynced, regardless of age. Then evict the clean ones beyond max_open. Returns how
+ * many it synced. A failed sync is logged and the chunk left for its next fsync (as an eviction sync). */
+unsigned cstore_writeback(struct cstore *s, uint64_t older_than_ns, unsigned max);
+/* Syncs done so far to evict a chunk on some operation's path, and by cstore_writeback. */
+void cstore_sync_counts(const struct cstore *s, uint64_t *evict_syncs, uint64_t *writeback_syncs);
 /* Free the calling thread's codec and scratch buffers now (they are otherwise freed at thread exit). */
 void cstore_thread_release(void);
 

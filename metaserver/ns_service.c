@@ -158,11 +158,13 @@ static int submit(struct nssvc *s, Synod__V1__NsCommand__CmdCase cc, const Proto
     return 0;
 }
 
-/* Submit the slot's command and answer from `done` (log_done or a wrapper of it). */
-static int handle_log(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req, rsm_done_fn done)
+/* Submit the slot's command and answer from `done`: log_done, or a wrapper of it that uses the pending's
+ * session, ino and open_seq. */
+static int handle_log(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req, rsm_done_fn done,
+                      uint64_t session, uint64_t ino, uint64_t open_seq)
 {
     struct pending *p = xmalloc(sizeof(*p));
-    *p = (struct pending){sl->s, call, sl->md, 0, 0, 0};
+    *p = (struct pending){sl->s, call, sl->md, session, ino, open_seq};
     int rc = submit(sl->s, sl->m->cmd_case, req, done, p);
     if (rc) {
         free(p);
@@ -734,16 +736,9 @@ static void mem_open_done(void *arg, int err, const uint8_t *reply, size_t len, 
 static int submit_mem_open(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req, uint64_t ino,
                            uint64_t open_seq)
 {
-    struct pending *p = xmalloc(sizeof(*p));
-    uint64_t seq;
-    *p = (struct pending){sl->s, call, sl->md, 0, ino, open_seq};
-    nssvc_req_id(req, &p->session, &seq);
-    int rc = submit(sl->s, sl->m->cmd_case, req, mem_open_done, p);
-    if (rc) {
-        free(p);
-        return rc;
-    }
-    return RPC_DEFERRED;
+    uint64_t session, seq;
+    nssvc_req_id(req, &session, &seq);
+    return handle_log(sl, call, req, mem_open_done, session, ino, open_seq);
 }
 
 /* Open without O_TRUNC: a read under the lease, registered first, so that a tick that runs between the
@@ -822,14 +817,7 @@ static int dispatch_special(struct slot *sl, struct rpc_call *call, const Protob
     }
     case SYNOD__V1__NS_COMMAND__CMD_SESSION_CLOSE: {
         const Synod__V1__SessionCloseReq *r = (const Synod__V1__SessionCloseReq *)req;
-        struct pending *p = xmalloc(sizeof(*p));
-        *p = (struct pending){sl->s, call, sl->md, r->session, 0, 0};
-        int rc = submit(sl->s, sl->m->cmd_case, req, session_close_done, p);
-        if (rc) {
-            free(p);
-            return rc;
-        }
-        return RPC_DEFERRED;
+        return handle_log(sl, call, req, session_close_done, r->session, 0, 0);
     }
     default: return -ENOENT;
     }
@@ -863,7 +851,7 @@ static int dispatch(struct slot *sl, struct rpc_call *call, const ProtobufCMessa
     switch (m->route) {
     case NSSVC_LOG:
         return handle_log(sl, call, req,
-                          m->cmd_case == SYNOD__V1__NS_COMMAND__CMD_CS_REGISTER ? register_done : log_done);
+                          m->cmd_case == SYNOD__V1__NS_COMMAND__CMD_CS_REGISTER ? register_done : log_done, 0, 0, 0);
     case NSSVC_READ: return handle_read(sl, call, req);
     case NSSVC_SESSION_OPEN: return handle_session_open(sl, call, req);
     case NSSVC_KEEPALIVE: return handle_keepalive(sl, call, req);

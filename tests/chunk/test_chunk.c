@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "chunk_test.h"
+#include "common/clock.h"
 #include "common/codec.h"
 #include "common/crc32c.h"
 #include "tests/test.h"
@@ -716,6 +717,20 @@ static int open_fds(void)
     return n;
 }
 
+/* Whether chunk id (v1) had its block 0 slot A entry zeroed on disk: only a sync drops an obsolete slot. */
+static bool slot_a_dropped(uint64_t id)
+{
+    static const uint8_t zero[32];
+    char *path = chunk_file(g_dir, id, 1);
+    int fd = open(path, O_RDONLY);
+    T_CHECK(fd >= 0);
+    uint8_t e[32];
+    T_EQ(pread(fd, e, sizeof(e), CT_TABLE_OFF(0)), (ssize_t)sizeof(e));
+    close(fd);
+    free(path);
+    return memcmp(e, zero, sizeof(e)) == 0;
+}
+
 /* 64 chunks written twice each and never synced, with max_open 4: the store syncs and closes the least
  * recently used ones, so the process keeps at most about max_open chunk files open; every evicted chunk
  * was really synced (its obsolete first slot was dropped, which only a sync does); data reads back, and
@@ -742,18 +757,9 @@ static void test_evict(void)
     fprintf(stderr, "peak chunk files open: %d (max_open %d)\n", peak, MAX_OPEN);
     T_CHECK(peak <= MAX_OPEN + 2);
     /* Evicted chunks were synced: slot A's entry of block 0 (the first write) is zeroed on disk. */
-    static const uint8_t zero[32];
-    for (uint64_t id = 1; id <= N - 2 * MAX_OPEN; id++) {
-        char *path = chunk_file(g_dir, id, 1);
-        int fd = open(path, O_RDONLY);
-        T_CHECK(fd >= 0);
-        uint8_t e[32];
-        T_EQ(pread(fd, e, sizeof(e), CT_TABLE_OFF(0)), (ssize_t)sizeof(e));
-        close(fd);
-        if (memcmp(e, zero, sizeof(e)) != 0)
+    for (uint64_t id = 1; id <= N - 2 * MAX_OPEN; id++)
+        if (!slot_a_dropped(id))
             T_FAIL("chunk %llu was evicted without a sync (slot A entry still valid)", (unsigned long long)id);
-        free(path);
-    }
     for (uint64_t id = 1; id <= N; id++) {
         rng = id * 1000;
         ct_fill_random(&rng, b, BS);
@@ -771,6 +777,83 @@ static void test_evict(void)
     free(got);
 }
 
+/* ---- writeback: chunks left unsynced are synced in the background ---------------------------------- */
+
+
+/* Two writes of block 0 of chunk id: the first one's slot is obsolete from the next sync on. */
+static void write_twice(struct cstore *s, uint64_t id, uint8_t *buf)
+{
+    uint64_t rng = id;
+    T_EQ(cstore_create(s, id, 1), 0);
+    ct_fill_random(&rng, buf, BS);
+    T_EQ(cstore_write(s, id, 1, 0, buf, BS), 0);
+    rng = id * 1000;
+    ct_fill_random(&rng, buf, BS);
+    T_EQ(cstore_write(s, id, 1, 0, buf, BS), 0);
+}
+
+/* One pass syncs (syncfs + bookkeeping) exactly the chunks old enough, or, under pressure (more than
+ * max_open / 2 unsynced), every unused one; with the thread on, a writer of more chunks than max_open
+ * never syncs another chunk on its own path. */
+static void test_writeback(void)
+{
+    uint8_t *buf = xmalloc(BS), *got = xmalloc(BS);
+    uint64_t ev, wb;
+    {
+        struct cstore_config cfg = { .dirs = (const char *const[]){ g_dir }, .ndirs = 1, .max_open = 64 };
+        struct cstore *s;
+        T_EQ(cstore_open(&cfg, &s), 0);
+        for (uint64_t id = 1; id <= 8; id++)
+            write_twice(s, id, buf);
+        T_EQ(cstore_writeback(s, 3600 * NS_PER_SEC, 64), 0u); /* nothing is an hour old, no pressure */
+        T_CHECK(!slot_a_dropped(1));
+        T_EQ(cstore_writeback(s, 0, 64), 8u);
+        for (uint64_t id = 1; id <= 8; id++)
+            T_CHECK(slot_a_dropped(id));
+        T_EQ(cstore_writeback(s, 0, 64), 0u); /* all clean now */
+        for (uint64_t id = 9; id <= 48; id++) /* 40 unsynced > 64 / 2: pressure, whatever their age */
+            write_twice(s, id, buf);
+        T_EQ(cstore_writeback(s, 3600 * NS_PER_SEC, 64), 40u);
+        T_CHECK(slot_a_dropped(48));
+        cstore_sync_counts(s, &ev, &wb);
+        T_EQ(ev, 0u);
+        T_EQ(wb, 48u);
+        cstore_close(s);
+    }
+    {
+        enum { MAX_OPEN = 4, N = 32 };
+        struct cstore_config cfg = { .dirs = (const char *const[]){ g_dir }, .ndirs = 1, .max_open = MAX_OPEN,
+                                     .writeback_ms = 20 };
+        struct cstore *s;
+        T_EQ(cstore_open(&cfg, &s), 0);
+        for (uint64_t id = 101; id < 101 + N; id++) {
+            write_twice(s, id, buf);
+            /* wait for the thread to sync it (bounded): then no eviction ever needs a sync */
+            for (int i = 0; i < 1000; i++) {
+                cstore_sync_counts(s, &ev, &wb);
+                if (wb >= id - 100)
+                    break;
+                usleep(10000);
+            }
+            T_EQ(wb, id - 100);
+        }
+        cstore_sync_counts(s, &ev, &wb);
+        fprintf(stderr, "writeback thread: %llu background syncs, %llu eviction syncs\n", (unsigned long long)wb,
+                (unsigned long long)ev);
+        T_EQ(ev, 0u);
+        for (uint64_t id = 101; id < 101 + N; id++) {
+            T_CHECK(slot_a_dropped(id));
+            uint64_t rng = id * 1000;
+            ct_fill_random(&rng, buf, BS);
+            T_EQ(cstore_read(s, id, 1, 0, got, BS, NULL), 0);
+            T_MEMEQ(got, buf, BS);
+        }
+        cstore_close(s);
+    }
+    free(buf);
+    free(got);
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
@@ -781,6 +864,7 @@ int main(int argc, char **argv)
         { "corrupt", test_corrupt },   { "torn", test_torn },           { "versions", test_versions },
         { "list", test_list },         { "enospc", test_enospc },       { "faildir", test_faildir },
         { "concurrency", test_concurrency }, { "evict", test_evict },
+        { "writeback", test_writeback },
     };
     if (argc != 2) {
         fprintf(stderr, "usage: %s <test>\n", argv[0]);

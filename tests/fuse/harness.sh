@@ -7,7 +7,9 @@
 #   mount_extra DIR                   a second synod-mount of the same cluster on DIR (unmounted at exit)
 #   FUSE_MOUNT_OPTS=OPTS              (set before fuse_setup) extra -o options for both mounts, e.g. allow_other
 #   check COND MESSAGE / fail MESSAGE assertions
-# Cleanup (trap on EXIT): unmount everything, stop every daemon, remove the temp dir unless KEEP=1.
+# Cleanup (trap on EXIT, and on TERM/INT through exit): unmount everything, stop every daemon, remove the temp
+# dir unless KEEP=1. A watchdog in its own session does the same if the test dies without its trap (ctest's
+# timeout kills it with SIGKILL): the daemons and mounts run in sessions of their own and would outlive it.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,6 +30,7 @@ cluster() { "$ROOT/ops/cluster" --data "$DATA" --mount "$MNT" --bin "$BUILD" "$@
 fuse_cleanup() {
   local rc=$? m p
   set +e
+  [[ -n ${WATCHDOG_PID:-} ]] && kill "$WATCHDOG_PID" 2>/dev/null
   for m in "${EXTRA_MOUNTS[@]}"; do fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
   for p in "${EXTRA_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
   if [[ -n ${DATA:-} && -d ${DATA:-} ]]; then
@@ -41,6 +44,23 @@ fuse_cleanup() {
   exit $rc
 }
 
+# Polls (1 s) until this test's shell is gone or $DATA is removed (the normal cleanup); in the first case stops
+# the extra mounts listed in $DATA/extra_mounts and the cluster, and removes $DATA unless KEEP=1.
+fuse_watchdog() {
+  setsid bash -c '
+    parent=$1 data=$2 cluster=$3 build=$4 keep=$5
+    while kill -0 "$parent" 2>/dev/null && [[ -d $data ]]; do sleep 1; done
+    [[ -d $data ]] || exit 0
+    echo "$(date +%T) watchdog: test shell $parent is gone without cleaning up: stopping its cluster" >>"$data/watchdog.log"
+    if [[ -f $data/extra_mounts ]]; then
+      while read -r m; do fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done <"$data/extra_mounts"
+    fi
+    "$cluster" --data "$data" --mount "$data/mnt" --bin "$build" down >>"$data/watchdog.log" 2>&1
+    [[ $keep == 1 ]] || rm -rf "$data"
+  ' fuse-watchdog "$$" "$DATA" "$ROOT/ops/cluster" "$BUILD" "${KEEP:-0}" </dev/null >/dev/null 2>&1 &
+  WATCHDOG_PID=$!
+}
+
 fuse_setup() {
   [[ -c /dev/fuse ]] || skip "/dev/fuse is not available"
   command -v fusermount3 >/dev/null || skip "fusermount3 is not installed (package fuse3)"
@@ -50,6 +70,9 @@ fuse_setup() {
   DATA=$(mktemp -d /tmp/synod-fusetest.XXXXXX)
   MNT=$DATA/mnt
   trap fuse_cleanup EXIT
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
+  fuse_watchdog
   # A base port whose metaserver (P+1..P+9) and chunkserver (P+101..P+109) ports nobody listens on: several
   # clusters (tests, benchmarks) may run on this machine at once.
   local port used try
@@ -91,6 +114,7 @@ mount_extra() {
   setsid "$bin" -f "$METASERVERS" "$dir" -o "log_file=$DATA/mount-extra.log${FUSE_MOUNT_OPTS:+,$FUSE_MOUNT_OPTS}" </dev/null >>"$DATA/mount-extra.log" 2>&1 &
   EXTRA_PIDS+=($!)
   EXTRA_MOUNTS+=("$dir")
+  echo "$dir" >>"$DATA/extra_mounts"
   for ((i = 0; i < 300; i++)); do mountpoint -q "$dir" && return 0; sleep 0.1; done
   fail "second mount on $dir did not appear"
 }

@@ -135,6 +135,13 @@ static void start_cluster(const char *meta_bin)
                 "# written by bench_meta\nstate_machine = namespace\nnode_id = %d\npeers = %s\nlisten = %s\n"
                 "data_dir = %s\nlog_level = warn\n",
                 i, peers, g_addrs[i], data);
+        /* BENCH_META_CONF: extra config lines ("key = value;key = value"), for A/B runs of settings. */
+        const char *extra = getenv("BENCH_META_CONF");
+        for (const char *p = extra; p && *p;) {
+            size_t n = strcspn(p, ";");
+            fprintf(f, "%.*s\n", (int)n, p);
+            p += n + (p[n] == ';');
+        }
         fclose(f);
         pid_t pid = fork();
         if (pid < 0)
