@@ -204,6 +204,8 @@ int main(int argc, char **argv)
 out:
     if (srv)
         rpc_server_free(srv);
+    if (plugin && plugin_arg && r && plugin->detach)
+        plugin->detach(plugin_arg);
     rsm_free(r);
     if (plugin && plugin_arg)
         plugin->destroy(plugin_arg);

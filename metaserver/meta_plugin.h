@@ -7,7 +7,8 @@
  *
  * Order at startup: create (register services on the not-yet-started server) -> rsm_new with the plugin's
  * rsm_sm -> attach (the plugin keeps the runtime for submissions and reads) -> rsm_start, rpc_server_start.
- * At shutdown: rpc_server_free -> rsm_free -> destroy.
+ * At shutdown: rpc_server_free -> detach (optional: stop background work that uses the runtime) -> rsm_free ->
+ * destroy.
  */
 #ifndef SYNOD_META_PLUGIN_H
 #define SYNOD_META_PLUGIN_H
@@ -25,6 +26,7 @@ struct meta_plugin {
      * and *arg, or -errno (logged). */
     int (*create)(const struct config *cfg, struct rpc_server *srv, const struct rsm_sm **sm, void **arg);
     void (*attach)(void *arg, struct rsm *r);
+    void (*detach)(void *arg); /* may be NULL */
     void (*destroy)(void *arg);
 };
 

@@ -136,6 +136,7 @@ struct fino {
     int64_t ctime;
     uint32_t mode, nlink, opens;
     uint32_t refs, subdirs; /* names pointing at it; subdirectories (directories) */
+    bool orphan_key;        /* indexed in n/O (an orphan awaiting purge) */
 };
 
 struct fscan {
@@ -323,6 +324,21 @@ int ns_fsck_run(leveldb_t *db, int64_t now_ns, size_t max_inodes, size_t max_pro
     }
     leveldb_iter_destroy(it);
 
+    /* the orphan index: each key names an inode that has lost its last name (nlink 0), which the leader
+     * purges once nobody holds it open */
+    it = scan_prefix(&s, 'O', pfx);
+    for (; whole && in_prefix(it, pfx, &kl, &k); leveldb_iter_next(it)) {
+        uint64_t ino = kl == 11 ? get_be64(k + 3) : 0;
+        struct fino *n = ino ? fino_find(in, nin, ino) : NULL;
+        if (!n)
+            problem(&s, "orphan_key", ino, 0, "the orphan index names a missing inode");
+        else if (n->nlink > 0)
+            problem(&s, "orphan_key", ino, 0, "the orphan index names an inode with nlink %u", n->nlink);
+        else
+            n->orphan_key = true;
+    }
+    leveldb_iter_destroy(it);
+
     /* link counts */
     for (size_t i = 0; whole && i < nin; i++) {
         struct fino *n = &in[i];
@@ -330,9 +346,12 @@ int ns_fsck_run(leveldb_t *db, int64_t now_ns, size_t max_inodes, size_t max_pro
         if (n->ino == NS_ROOT_INO)
             n->refs++; /* the root has no entry */
         if (n->refs == 0) {
-            if (n->nlink > 0) /* nlink 0: an orphan awaiting the leader's purge (n/O) */
+            if (n->nlink > 0)
                 problem(&s, "unreachable", n->ino, 0, "no name reaches it (nlink %u, open %u times)", n->nlink,
                         n->opens);
+            else if (!n->orphan_key) /* nlink 0 is an orphan awaiting purge only while it is indexed */
+                problem(&s, "orphan_unindexed", n->ino, 0,
+                        "nlink 0 and not in the orphan index: never purged (open %u times)", n->opens);
             continue;
         }
         uint32_t want = dir ? 2 + n->subdirs : n->refs;

@@ -33,6 +33,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +85,10 @@ struct nssvc {
     int repl_inflight, lease_inflight, dead_inflight, trim_inflight, orphan_inflight;
     bool orphan_wait_logged;
     uint64_t orphan_wait_since; /* monotonic: since when a session has not reported (0: none) */
+    /* fsck scans running on threads of their own (jobs_mu); plugin_detach waits for them */
+    pthread_mutex_t jobs_mu;
+    pthread_cond_t jobs_cv;
+    unsigned jobs;
 };
 
 static const struct config_key nssvc_keys[] = {
@@ -677,9 +682,55 @@ static void fsck_repair_done(void *arg, int err, const uint8_t *reply, size_t le
     fsck_finish(j);
 }
 
-/* Fsck: a consistent scan on the leader (its own LevelDB snapshot, on this RPC worker: the runtime thread
- * keeps applying), then, with repair, one FsckRepair command through the log whose fixes re-validate at
- * apply. Answered when the repair is applied. */
+/* The scan, then with repair one FsckRepair through the log; answers the call. On the job's own thread. */
+static void fsck_run(struct fsck_job *j, bool repair)
+{
+    struct nssvc *s = j->s;
+    int rc = rsm_read(s->r, false, fsck_read_fn, j);
+    if (rc) {
+        fail(s, j->call, rc);
+        free(j);
+        return;
+    }
+    if (!repair || j->f.repair.n_fixes == 0) {
+        fsck_finish(j);
+        return;
+    }
+    uint8_t *buf;
+    size_t len;
+    rc = nssvc_cmd_pack(SYNOD__V1__NS_COMMAND__CMD_FSCK_REPAIR, &j->f.repair.base, clk_real_ns(), 0, &buf, &len);
+    if (rc) {
+        fail(s, j->call, rc);
+        ns_fsck_release(&j->f);
+        free(j);
+        return;
+    }
+    rsm_submit(s->r, 0, 0, 0, buf, len, fsck_repair_done, j); /* answered from fsck_repair_done */
+    free(buf);
+}
+
+struct fsck_start {
+    struct fsck_job *j;
+    bool repair;
+};
+
+static void *fsck_main(void *arg)
+{
+    struct fsck_start st = *(struct fsck_start *)arg;
+    free(arg);
+    struct nssvc *s = st.j->s;
+    fsck_run(st.j, st.repair);
+    pthread_mutex_lock(&s->jobs_mu);
+    s->jobs--;
+    pthread_cond_broadcast(&s->jobs_cv);
+    pthread_mutex_unlock(&s->jobs_mu);
+    return NULL;
+}
+
+/* Fsck: a consistent scan on the leader (its own LevelDB snapshot: the runtime thread keeps applying), then,
+ * with repair, one FsckRepair command through the log whose fixes re-validate at apply. Answered when the
+ * repair is applied. The scan is O(records) (seconds on a large namespace), so it runs on a thread of its
+ * own: the metaserver has one RPC thread, which must not stop serving meanwhile. */
 static int handle_fsck(struct slot *sl, struct rpc_call *call, const ProtobufCMessage *req)
 {
     struct nssvc *s = sl->s;
@@ -687,26 +738,21 @@ static int handle_fsck(struct slot *sl, struct rpc_call *call, const ProtobufCMe
     struct fsck_job *j = xcalloc(1, sizeof(*j));
     j->s = s;
     j->call = call;
-    int rc = rsm_read(s->r, false, fsck_read_fn, j);
-    if (rc) {
-        free(j);
-        fail(s, call, rc);
-        return 0;
+    struct fsck_start *st = xmalloc(sizeof(*st));
+    *st = (struct fsck_start){j, r->repair};
+    pthread_mutex_lock(&s->jobs_mu);
+    s->jobs++;
+    pthread_mutex_unlock(&s->jobs_mu);
+    pthread_t t;
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    int e = pthread_create(&t, &a, fsck_main, st);
+    pthread_attr_destroy(&a);
+    if (e) {
+        LOG_WARN("fsck: cannot start a thread (%s): scanning on the RPC thread", strerror(e));
+        fsck_main(st);
     }
-    if (!r->repair || j->f.repair.n_fixes == 0) {
-        fsck_finish(j);
-        return 0;
-    }
-    uint8_t *buf;
-    size_t len;
-    rc = nssvc_cmd_pack(SYNOD__V1__NS_COMMAND__CMD_FSCK_REPAIR, &j->f.repair.base, clk_real_ns(), 0, &buf, &len);
-    if (rc) {
-        ns_fsck_release(&j->f);
-        free(j);
-        return rc;
-    }
-    rsm_submit(s->r, 0, 0, 0, buf, len, fsck_repair_done, j);
-    free(buf);
     return RPC_DEFERRED;
 }
 
@@ -1153,6 +1199,8 @@ static const struct rsm_sm nssm = {
 static int plugin_create(const struct config *cfg, struct rpc_server *srv, const struct rsm_sm **sm, void **arg)
 {
     struct nssvc *s = xcalloc(1, sizeof(*s));
+    pthread_mutex_init(&s->jobs_mu, NULL);
+    pthread_cond_init(&s->jobs_cv, NULL);
     s->ns = ns_new();
     s->opens = ns_opens_new();
     uint64_t timeout_ms = config_get_duration_ms(cfg, "namespace.cs_timeout");
@@ -1188,11 +1236,23 @@ static void plugin_attach(void *arg, struct rsm *r)
     ((struct nssvc *)arg)->r = r;
 }
 
+/* After the RPC server is gone, before the runtime: wait for the fsck scans still running. */
+static void plugin_detach(void *arg)
+{
+    struct nssvc *s = arg;
+    pthread_mutex_lock(&s->jobs_mu);
+    while (s->jobs)
+        pthread_cond_wait(&s->jobs_cv, &s->jobs_mu);
+    pthread_mutex_unlock(&s->jobs_mu);
+}
+
 static void plugin_destroy(void *arg)
 {
     struct nssvc *s = arg;
     if (!s)
         return;
+    pthread_cond_destroy(&s->jobs_cv);
+    pthread_mutex_destroy(&s->jobs_mu);
     csmon_free(s->mon);
     ns_opens_free(s->opens);
     ns_free(s->ns);
@@ -1204,5 +1264,6 @@ const struct meta_plugin nssm_plugin = {
     .keys = nssvc_keys,
     .create = plugin_create,
     .attach = plugin_attach,
+    .detach = plugin_detach,
     .destroy = plugin_destroy,
 };

@@ -502,6 +502,33 @@ static void raw_set_nlink(uint64_t ino, uint32_t nlink)
     T_CHECK(!err);
 }
 
+/* Delete the directory entry (parent, name) or add the orphan index key of ino, behind the service's back. */
+static void raw_dirent_del(uint64_t parent, const char *name)
+{
+    uint8_t k[11 + 256] = {'n', '/', 'd'};
+    for (int i = 0; i < 8; i++)
+        k[3 + i] = (uint8_t)(parent >> (56 - 8 * i));
+    size_t nl = strlen(name);
+    memcpy(k + 11, name, nl);
+    char *err = NULL;
+    leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+    leveldb_delete(tdb, wo, (const char *)k, 11 + nl, &err);
+    leveldb_writeoptions_destroy(wo);
+    T_CHECK(!err);
+}
+
+static void raw_orphan_put(uint64_t ino)
+{
+    uint8_t k[11] = {'n', '/', 'O'};
+    for (int i = 0; i < 8; i++)
+        k[3 + i] = (uint8_t)(ino >> (56 - 8 * i));
+    char *err = NULL;
+    leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+    leveldb_put(tdb, wo, (const char *)k, sizeof(k), "", 0, &err);
+    leveldb_writeoptions_destroy(wo);
+    T_CHECK(!err);
+}
+
 static size_t kind_count(const struct ns_fsck *f, const char *kind)
 {
     size_t n = 0;
@@ -586,6 +613,24 @@ static void test_fsck(void)
     ns_fsck_release(&r);
     /* the orphans' copies were queued for deletion */
     T_EQ(cmds_for(a, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, 2) + cmds_for(a + 1, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, 2), 1);
+
+    /* the orphan index: a nameless inode (nlink 0) missing from it would never be purged; a key naming a
+     * named inode is stale */
+    uint64_t lost = mkfile(NS_ROOT_INO, "lost", S_IFREG | 0644);
+    raw_dirent_del(NS_ROOT_INO, "lost");
+    raw_set_nlink(lost, 0);
+    raw_orphan_put(f);
+    T_EQ(ns_fsck_run(tdb, tnow, 1000000, 100, &r), 0);
+    T_EQ(kind_count(&r, "orphan_unindexed"), 1);
+    T_EQ(kind_count(&r, "orphan_key"), 1);
+    T_EQ(kind_count(&r, "unreachable"), 0);
+    ns_fsck_release(&r);
+    raw_orphan_put(lost); /* indexed: an orphan awaiting purge, not a problem */
+    raw_del('O', f);
+    T_EQ(ns_fsck_run(tdb, tnow, 1000000, 100, &r), 0);
+    T_EQ(kind_count(&r, "orphan_unindexed"), 0);
+    T_EQ(kind_count(&r, "orphan_key"), 0);
+    ns_fsck_release(&r);
     tsvc_teardown();
 }
 
