@@ -139,6 +139,51 @@ static void reply_result(fuse_req_t req, int r)
     fuse_reply_err(req, r < 0 ? -r : r);
 }
 
+/* ---- directory attributes from this mount's own changes ------------------------------------------- */
+
+void fsops_init(struct fs *fs)
+{
+    pthread_mutex_init(&fs->dattr_mu, NULL);
+    atomic_init(&fs->changes, 0);
+    memset(fs->dattr, 0, sizeof(fs->dattr));
+}
+
+/* A change's reply carried directory a as the change left it. Kept only if no other change went through
+ * this mount while it was in flight (`changes` moved by exactly this request's one since `before`):
+ * otherwise a reply overtaken by a later change could bring older attributes back. */
+static void dattr_put(struct fs *fs, const Synod__V1__Attr *a, uint64_t before)
+{
+    if (!a || !a->ino || !S_ISDIR(a->mode) || fs->attr_timeout <= 0)
+        return;
+    pthread_mutex_lock(&fs->dattr_mu);
+    if (atomic_load(&fs->changes) == before + 1) {
+        struct fs_dattr *d = &fs->dattr[a->ino % ARRAY_SIZE(fs->dattr)];
+        d->a = *a;
+        d->a.base.unknown_fields = NULL;
+        d->a.base.n_unknown_fields = 0;
+        d->changes = before + 1;
+        d->until_ns = clk_mono_ns() + (uint64_t)(fs->attr_timeout * 1e9);
+    }
+    pthread_mutex_unlock(&fs->dattr_mu);
+}
+
+/* Directory ino as this mount's last change left it, if no change came since and attr_timeout has not
+ * passed: copies it and the seconds left. */
+static bool dattr_get(struct fs *fs, uint64_t ino, Synod__V1__Attr *out, double *left_s)
+{
+    bool hit = false;
+    uint64_t now = clk_mono_ns();
+    pthread_mutex_lock(&fs->dattr_mu);
+    const struct fs_dattr *d = &fs->dattr[ino % ARRAY_SIZE(fs->dattr)];
+    if (d->a.ino == ino && d->changes == atomic_load(&fs->changes) && now < d->until_ns) {
+        *out = d->a;
+        *left_s = (double)(d->until_ns - now) / 1e9;
+        hit = true;
+    }
+    pthread_mutex_unlock(&fs->dattr_mu);
+    return hit;
+}
+
 /* Interrupts (FUSE_INTERRUPT, a signal to the blocked process) trigger a cancellation token that the
  * operation passes down (rpc.h, mc_call_cancellable, cio_*_cancellable); libfuse calls intr_fire at once if
  * the interrupt came first. intr_end unregisters before the reply: fuse_req_interrupt_func takes the
@@ -198,16 +243,42 @@ static void call_empty(fuse_req_t req, const char *method, ProtobufCMessage *m)
     reply_result(req, r);
 }
 
-/* Call and reply with the entry of an EntryRep/CreateRep-shaped reply (Attr in field 1). */
+/* Call a method that makes an entry (EntryRep, or CreateRep for Mknod) and reply with it; keep the
+ * directory's attributes. */
 static void call_entry(fuse_req_t req, const char *method, ProtobufCMessage *m)
 {
+    uint64_t before = atomic_load(&FS(req)->changes);
     ProtobufCMessage *rep = ask(req, method, m);
     if (!rep)
         return;
-    /* EntryRep and CreateRep both have `Attr attr = 1` first. */
-    const Synod__V1__EntryRep *er = (const Synod__V1__EntryRep *)rep;
-    reply_entry(req, er->attr);
+    const Synod__V1__Attr *a, *pa;
+    if (rep->descriptor == &synod__v1__create_rep__descriptor) {
+        a = ((const Synod__V1__CreateRep *)rep)->attr;
+        pa = ((const Synod__V1__CreateRep *)rep)->parent_attr;
+    } else {
+        a = ((const Synod__V1__EntryRep *)rep)->attr;
+        pa = ((const Synod__V1__EntryRep *)rep)->parent_attr;
+    }
+    dattr_put(FS(req), pa, before);
+    reply_entry(req, a);
     rpc_message_free(rep);
+}
+
+/* Call Unlink or Rename (DirChangeRep) and answer with the result; keep the directories' attributes. */
+static void call_dirs(fuse_req_t req, const char *method, ProtobufCMessage *m)
+{
+    struct fs *fs = FS(req);
+    uint64_t before = atomic_load(&fs->changes);
+    ProtobufCMessage *rep;
+    int r = mc_call(fs->mc, method, m, 0, &rep);
+    if (r == 0) {
+        const Synod__V1__DirChangeRep *dc = (const Synod__V1__DirChangeRep *)rep;
+        /* two directories: the second would see `changes` at before + 1 too, both came from this request */
+        dattr_put(fs, dc->parent_attr, before);
+        dattr_put(fs, dc->new_parent_attr, before);
+    }
+    rpc_message_free(rep);
+    reply_result(req, r);
 }
 
 /* ---- names ------------------------------------------------------------------------------------------ */
@@ -215,15 +286,15 @@ static void call_entry(fuse_req_t req, const char *method, ProtobufCMessage *m)
 void fsops_changed(void *arg, const char *method, const ProtobufCMessage *req)
 {
     struct fs *fs = arg;
-    if (!fs->dc)
-        return;
-    /* opening and closing change nothing a listing shows (an open with O_TRUNC does) */
+    /* opening and closing change nothing a listing or a directory's attributes show (O_TRUNC does) */
     if (!strcmp(method, "Open") && ((const Synod__V1__OpenReq *)req)->memory &&
         !(((const Synod__V1__OpenReq *)req)->flags & O_TRUNC))
         return;
     if (!strcmp(method, "Release") && ((const Synod__V1__ReleaseReq *)req)->memory)
         return;
-    dcache_invalidate(fs->dc);
+    atomic_fetch_add(&fs->changes, 1);
+    if (fs->dc)
+        dcache_invalidate(fs->dc);
 }
 
 /* Answer a lookup from a cached listing `age_ns` old: the kernel may keep it only for what is left of the
@@ -339,6 +410,15 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     UNUSED(fi);
+    struct fs *fs = FS(req);
+    Synod__V1__Attr da;
+    double left;
+    if (dattr_get(fs, ino, &da, &left)) {
+        struct stat st;
+        stat_of(fs, &da, &st);
+        fuse_reply_attr(req, &st, left);
+        return;
+    }
     Synod__V1__GetattrReq m = SYNOD__V1__GETATTR_REQ__INIT;
     m.ino = ino;
     ProtobufCMessage *rep = ask(req, "Getattr", &m.base);
@@ -452,7 +532,7 @@ static void unlink_common(fuse_req_t req, fuse_ino_t parent, const char *name, b
     m.parent = parent;
     m.name = (char *)name;
     m.is_dir = is_dir;
-    call_empty(req, "Unlink", &m.base);
+    call_dirs(req, "Unlink", &m.base);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -492,7 +572,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     m.new_name = (char *)newname;
     m.flags = (flags & RENAME_NOREPLACE ? SYNOD__V1__RENAME_FLAGS__RENAME_NOREPLACE : 0) |
               (flags & RENAME_EXCHANGE ? SYNOD__V1__RENAME_FLAGS__RENAME_EXCHANGE : 0);
-    call_empty(req, "Rename", &m.base);
+    call_dirs(req, "Rename", &m.base);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
@@ -582,6 +662,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     m.exclusive = (fi->flags & O_EXCL) != 0;
     m.memory = true;
     m.open_seq = oref_create_begin(fs->orefs);
+    uint64_t before = atomic_load(&fs->changes);
     ProtobufCMessage *rep = ask_intr(req, "Mknod", &m.base, 0);
     const Synod__V1__CreateRep *cr_rep = (const Synod__V1__CreateRep *)rep;
     oref_create_end(fs->orefs, m.open_seq, rep && cr_rep->attr ? cr_rep->attr->ino : 0);
@@ -592,6 +673,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         fuse_reply_err(req, EIO);
         return;
     }
+    dattr_put(fs, cr_rep->parent_attr, before);
     if (cr_rep->existed) {
         /* O_CREAT opened a file another client had just created, which this mount may also hold: a
          * Release of its other handle could have passed the create's registration, so register again */

@@ -19,6 +19,8 @@
 
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "fuse-client/chunk_io.h"
@@ -37,10 +39,22 @@ struct fs {
     uint32_t max_write;      /* bytes per write request we ask for (<= 1 MiB) */
     uint32_t max_readahead;  /* kernel read-ahead we ask for */
     uint32_t readdir_page;   /* entries per Readdir RPC */
+    /* Directories as this mount's own last change left them (the parent_attr of its replies), to answer
+     * the GETATTR the kernel sends after each change in a directory: valid only while no other change
+     * went through this mount since (`changes`) and for attr_timeout. Initialise mu with fsops_init. */
+    atomic_uint_fast64_t changes; /* requests that may have changed the namespace (fsops_changed) */
+    pthread_mutex_t dattr_mu;
+    struct fs_dattr {
+        Synod__V1__Attr a; /* a.ino 0: empty */
+        uint64_t changes, until_ns;
+    } dattr[64];
 };
 
+/* Initialise what the table needs besides the configuration fields (before the session starts). */
+void fsops_init(struct fs *fs);
+
 /* The meta client's change hook (mc_set_change_hook; arg: the struct fs): a request that may have changed
- * the namespace makes every cached directory listing stale. */
+ * the namespace makes every cached directory listing and directory attribute stale. */
 void fsops_changed(void *arg, const char *method, const ProtobufCMessage *req);
 /* The operation table; the session's userdata must be a struct fs. */
 extern const struct fuse_lowlevel_ops fsops_ops;

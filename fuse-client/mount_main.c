@@ -369,6 +369,7 @@ int main(int argc, char **argv)
                             .max_inflight = o.write_inflight, .writedone_ms = ms_of(o.writedone_interval)};
     fs.cio = cio_new(fs.mc, &cc);
     mc_set_session_lost(fs.mc, session_lost, fs.cio);
+    fsops_init(&fs);
     fs.it = itab_new(fs.cio);
     fs.orefs = oref_new();
     double ttl = MIN(o.attr_timeout, o.entry_timeout);

@@ -53,12 +53,31 @@ static int dir_get(struct ns_ctx *c, uint64_t ino, struct inode **out)
     return 0;
 }
 
-static void reply_entry(struct ns_ctx *c, const struct inode *n)
+/* The entry n; with its directory d as the change left it when d is not NULL (EntryRep.parent_attr). */
+static void reply_entry(struct ns_ctx *c, const struct inode *n, const struct inode *d)
 {
-    Synod__V1__Attr a;
+    Synod__V1__Attr a, pa;
     attr_fill(&a, n);
     Synod__V1__EntryRep rep = SYNOD__V1__ENTRY_REP__INIT;
     rep.attr = &a;
+    if (d) {
+        attr_fill(&pa, d);
+        rep.parent_attr = &pa;
+    }
+    reply_msg(c, &rep.base);
+}
+
+/* Unlink, Rename: the directories as the change left them (d2 only when it is another directory). */
+static void reply_dirs(struct ns_ctx *c, const struct inode *d, const struct inode *d2)
+{
+    Synod__V1__Attr a, a2;
+    attr_fill(&a, d);
+    Synod__V1__DirChangeRep rep = SYNOD__V1__DIR_CHANGE_REP__INIT;
+    rep.parent_attr = &a;
+    if (d2 && d2 != d) {
+        attr_fill(&a2, d2);
+        rep.new_parent_attr = &a2;
+    }
     reply_msg(c, &rep.base);
 }
 
@@ -102,7 +121,7 @@ int op_lookup(struct ns_ctx *c, const Synod__V1__LookupReq *r)
         return rc;
     if ((rc = ino_get(c, ino, &n)))
         return rc;
-    reply_entry(c, n);
+    reply_entry(c, n, NULL);
     return 0;
 }
 
@@ -197,12 +216,14 @@ static void do_truncate(struct ns_ctx *c, struct inode *n, uint64_t size)
     touch_mc(c, n);
 }
 
-static void reply_create(struct ns_ctx *c, const struct inode *n, uint64_t fh, bool existed)
+static void reply_create(struct ns_ctx *c, const struct inode *n, const struct inode *d, uint64_t fh, bool existed)
 {
-    Synod__V1__Attr a;
+    Synod__V1__Attr a, pa;
     attr_fill(&a, n);
+    attr_fill(&pa, d);
     Synod__V1__CreateRep rep = SYNOD__V1__CREATE_REP__INIT;
     rep.attr = &a;
+    rep.parent_attr = &pa;
     rep.fh = fh;
     rep.existed = existed;
     reply_msg(c, &rep.base);
@@ -238,7 +259,7 @@ int op_mknod(struct ns_ctx *c, const Synod__V1__MknodReq *r)
         if ((r->open_flags & O_TRUNC) && S_ISREG(n->mode))
             do_truncate(c, n, 0);
         uint64_t fh = r->memory ? 0 : handle_new(c, n); /* memory: the leader registers it (ns_opens) */
-        reply_create(c, n, fh, true);
+        reply_create(c, n, d, fh, true);
         return 0;
     }
     if ((rc = may_access(c->cred, d, MAY_W | MAY_X)))
@@ -251,7 +272,7 @@ int op_mknod(struct ns_ctx *c, const Synod__V1__MknodReq *r)
         n->rdev = r->rdev;
     dirent_put(c, d->ino, r->name, n->ino, n->mode);
     uint64_t fh = r->open && !r->memory ? handle_new(c, n) : 0;
-    reply_create(c, n, fh, false);
+    reply_create(c, n, d, fh, false);
     return 0;
 }
 
@@ -278,7 +299,7 @@ int op_symlink(struct ns_ctx *c, const Synod__V1__SymlinkReq *r)
     n->tlen = tlen;
     n->size = tlen;
     dirent_put(c, d->ino, r->name, n->ino, n->mode);
-    reply_entry(c, n);
+    reply_entry(c, n, d);
     return 0;
 }
 
@@ -321,7 +342,7 @@ int op_link(struct ns_ctx *c, const Synod__V1__LinkReq *r)
     touch_c(c, n);
     touch_mc(c, d);
     dirent_put(c, d->ino, r->new_name, n->ino, n->mode);
-    reply_entry(c, n);
+    reply_entry(c, n, d);
     return 0;
 }
 
@@ -370,7 +391,7 @@ int op_unlink(struct ns_ctx *c, const Synod__V1__UnlinkReq *r)
     dirent_del(c, d->ino, r->name);
     touch_mc(c, d);
     unref_name(c, d, n);
-    reply_empty(c);
+    reply_dirs(c, d, NULL);
     return 0;
 }
 
@@ -435,7 +456,7 @@ int op_rename(struct ns_ctx *c, const Synod__V1__RenameReq *r)
     if (dn && (rc = sticky_check(c->cred, dd, dn)))
         return rc;
     if (dexists && dino == sino) {
-        reply_empty(c); /* two names of one file: POSIX says do nothing */
+        reply_dirs(c, sd, dd); /* two names of one file: POSIX says do nothing */
         return 0;
     }
     bool sdir = S_ISDIR(sn->mode), ddir = dn && S_ISDIR(dn->mode);
@@ -490,7 +511,7 @@ int op_rename(struct ns_ctx *c, const Synod__V1__RenameReq *r)
     touch_c(c, sn);
     touch_mc(c, sd);
     touch_mc(c, dd);
-    reply_empty(c);
+    reply_dirs(c, sd, dd);
     return 0;
 }
 

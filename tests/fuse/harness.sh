@@ -30,7 +30,7 @@ cluster() { "$ROOT/ops/cluster" --data "$DATA" --mount "$MNT" --bin "$BUILD" "$@
 fuse_cleanup() {
   local rc=$? m p
   set +e
-  [[ -n ${WATCHDOG_PID:-} ]] && kill "$WATCHDOG_PID" 2>/dev/null
+  [[ -n ${DATA:-} && -f ${DATA:-}/watchdog.pid ]] && kill "$(cat "$DATA/watchdog.pid")" 2>/dev/null
   for m in "${EXTRA_MOUNTS[@]}"; do fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
   for p in "${EXTRA_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
   if [[ -n ${DATA:-} && -d ${DATA:-} ]]; then
@@ -45,10 +45,13 @@ fuse_cleanup() {
 }
 
 # Polls (1 s) until this test's shell is gone or $DATA is removed (the normal cleanup); in the first case stops
-# the extra mounts listed in $DATA/extra_mounts and the cluster, and removes $DATA unless KEEP=1.
+# the extra mounts listed in $DATA/extra_mounts and the cluster, and removes $DATA unless KEEP=1. Started
+# through a subshell that exits at once, so it is no descendant of the test: ctest's timeout kills the test's
+# whole process tree (found by parent pid), which would take a plain background child with it.
 fuse_watchdog() {
-  setsid bash -c '
+  (setsid bash -c '
     parent=$1 data=$2 cluster=$3 build=$4 keep=$5
+    echo $$ >"$data/watchdog.pid"
     while kill -0 "$parent" 2>/dev/null && [[ -d $data ]]; do sleep 1; done
     [[ -d $data ]] || exit 0
     echo "$(date +%T) watchdog: test shell $parent is gone without cleaning up: stopping its cluster" >>"$data/watchdog.log"
@@ -57,8 +60,7 @@ fuse_watchdog() {
     fi
     "$cluster" --data "$data" --mount "$data/mnt" --bin "$build" down >>"$data/watchdog.log" 2>&1
     [[ $keep == 1 ]] || rm -rf "$data"
-  ' fuse-watchdog "$$" "$DATA" "$ROOT/ops/cluster" "$BUILD" "${KEEP:-0}" </dev/null >/dev/null 2>&1 &
-  WATCHDOG_PID=$!
+  ' fuse-watchdog "$$" "$DATA" "$ROOT/ops/cluster" "$BUILD" "${KEEP:-0}" </dev/null >/dev/null 2>&1 &)
 }
 
 fuse_setup() {

@@ -8,4 +8,30 @@ sync
 echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
 check '[[ $(stat -c %s "$MNT/rw10485760") == 10485760 ]]' "10 MiB file size after cache drop"
 check 'cmp -s <(cat "$MNT/rw10485760") <(cat "$MNT/rw10485760")' "stable re-read"
+# A directory changed through this mount is answered from the change's own reply (parent_attr): the GETATTR
+# the kernel sends after a create in it does not reach the metaservers, which are stopped (SIGSTOP) for that
+# stat: it would wait for them otherwise. One python process, so the steps fit in attr_timeout (1 s).
+python3 - "$MNT" $(cat "$DATA"/meta*/pid) <<'PY' || fail "stat of a directory just changed through this mount needed a metaserver"
+import os, signal, sys, threading
+mnt, pids = sys.argv[1], [int(p) for p in sys.argv[2:]]
+d = os.path.join(mnt, "dattr")
+os.mkdir(d)
+before = os.stat(d)
+os.close(os.open(os.path.join(d, "f"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+got = []
+for p in pids:
+    os.kill(p, signal.SIGSTOP)
+try:
+    t = threading.Thread(target=lambda: got.append(os.stat(d)), daemon=True)
+    t.start()
+    t.join(0.5)
+    in_time = not t.is_alive()  # judged before the metaservers continue
+finally:
+    for p in pids:
+        os.kill(p, signal.SIGCONT)
+t.join(30)
+ok = in_time and len(got) == 1 and got[0].st_ctime_ns > before.st_ctime_ns
+print("directory stat while the metaservers were stopped:", "answered" if ok else "waited for them")
+sys.exit(0 if ok else 1)
+PY
 log "fuse_basic passed"
