@@ -271,17 +271,26 @@ int tk_write_runs(const char *head, const char *const *chain, size_t nchain, uin
     return r;
 }
 
-int tk_read_crc(const char *addr, uint64_t id, uint32_t version, uint64_t off, size_t len, void *out)
+/* One Read of [off, off + len) in stored form, plain, or plain with its CRC; *rep to rpc_message_free. */
+static int read_call(const char *addr, uint64_t id, uint32_t version, uint64_t off, size_t len, bool stored,
+                     bool plain_crc, Synod__V1__ReadRep **rep)
 {
     Synod__V1__ReadReq req = SYNOD__V1__READ_REQ__INIT;
     req.chunk_id = id;
     req.version = version;
     req.offset = off;
     req.length = (uint32_t)len;
-    req.plain_crc = true;
-    Synod__V1__ReadRep *rep = NULL;
-    int r = rpc_call(rpc_channel_get(addr), &synod__v1__chunk_data__descriptor, "Read", &req.base, NULL,
-                     tk_timeout_ms, (ProtobufCMessage **)&rep, NULL);
+    req.stored_form = stored;
+    req.plain_crc = plain_crc;
+    *rep = NULL;
+    return rpc_call(rpc_channel_get(addr), &synod__v1__chunk_data__descriptor, "Read", &req.base, NULL,
+                    tk_timeout_ms, (ProtobufCMessage **)rep, NULL);
+}
+
+int tk_read_crc(const char *addr, uint64_t id, uint32_t version, uint64_t off, size_t len, void *out)
+{
+    Synod__V1__ReadRep *rep;
+    int r = read_call(addr, id, version, off, len, false, true, &rep);
     if (r)
         return r;
     T_CHECK(rep->data.len <= len && rep->n_blocks == 0);
@@ -316,15 +325,8 @@ int tk_fsync(const char *head, const char *const *chain, size_t nchain, uint64_t
 
 int tk_read(const char *addr, uint64_t id, uint32_t version, uint64_t off, size_t len, bool stored, void *out)
 {
-    Synod__V1__ReadReq req = SYNOD__V1__READ_REQ__INIT;
-    req.chunk_id = id;
-    req.version = version;
-    req.offset = off;
-    req.length = (uint32_t)len;
-    req.stored_form = stored;
-    Synod__V1__ReadRep *rep = NULL;
-    int r = rpc_call(rpc_channel_get(addr), &synod__v1__chunk_data__descriptor, "Read", &req.base, NULL,
-                     tk_timeout_ms, (ProtobufCMessage **)&rep, NULL);
+    Synod__V1__ReadRep *rep;
+    int r = read_call(addr, id, version, off, len, stored, false, &rep);
     if (r)
         return r;
     memset(out, 0, len);

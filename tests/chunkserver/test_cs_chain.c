@@ -337,6 +337,41 @@ static void *ov_writer_main(void *arg)
     }
 }
 
+/* Two ov_writers on one barrier: started, driven round by round, stopped. Must not move once started. */
+struct ov_pair {
+    pthread_barrier_t bar;
+    struct ov_writer w[2];
+    pthread_t th[2];
+};
+
+static void ov_pair_start(struct ov_pair *p, const char *const *chain, const uint8_t *da, const uint8_t *db)
+{
+    pthread_barrier_init(&p->bar, NULL, 3);
+    p->w[0] = (struct ov_writer){.bar = &p->bar, .chain = chain, .data = da, .timeout_ms = 20000};
+    p->w[1] = (struct ov_writer){.bar = &p->bar, .chain = chain, .data = db, .timeout_ms = 20000};
+    for (int i = 0; i < 2; i++)
+        T_EQ(pthread_create(&p->th[i], NULL, ov_writer_main, &p->w[i]), 0);
+}
+
+/* Let both write at once (their id, off and len set) and check both succeeded. */
+static void ov_pair_round(struct ov_pair *p, int round)
+{
+    pthread_barrier_wait(&p->bar); /* go */
+    pthread_barrier_wait(&p->bar); /* both answered */
+    for (int i = 0; i < 2; i++)
+        if (p->w[i].r)
+            T_FAIL("round %d write %c: %d %s", round, 'A' + i, p->w[i].r, p->w[i].st.detail);
+}
+
+static void ov_pair_stop(struct ov_pair *p)
+{
+    p->w[0].quit = p->w[1].quit = true;
+    pthread_barrier_wait(&p->bar);
+    for (int i = 0; i < 2; i++)
+        pthread_join(p->th[i], NULL);
+    pthread_barrier_destroy(&p->bar);
+}
+
 static void check_chunk(uint64_t id, const uint8_t *ref, size_t len)
 {
     uint8_t *got = xmalloc(8 * MiB);
@@ -366,13 +401,9 @@ static void test_overlap(void)
     enum { CHUNKS = 2, ROUNDS = 120 }; /* block b = 4 + 8 j: rounds never touch each other's blocks */
     size_t span = (size_t)(4 + 8 * ROUNDS) * BLK;
     uint8_t *ref = xmalloc(span), *da = xmalloc(4 * BLK), *db = xmalloc(4 * BLK);
-    pthread_barrier_t bar;
-    pthread_barrier_init(&bar, NULL, 3);
-    struct ov_writer w[2] = {{.bar = &bar, .chain = chain, .data = da, .timeout_ms = 20000},
-                             {.bar = &bar, .chain = chain, .data = db, .timeout_ms = 20000}};
-    pthread_t th[2];
-    for (int i = 0; i < 2; i++)
-        T_EQ(pthread_create(&th[i], NULL, ov_writer_main, &w[i]), 0);
+    struct ov_pair pair;
+    ov_pair_start(&pair, chain, da, db);
+    struct ov_writer *w = pair.w;
     uint64_t seed = 0x5eed0f;
     for (int c = 0; c < CHUNKS; c++) {
         uint64_t id = 0x300 + (uint64_t)c;
@@ -398,19 +429,11 @@ static void test_overlap(void)
             tk_fill(db, w[1].len, seed + 2, j % 3 == 0);
             memcpy(ref + a_off, da, w[0].len);
             memcpy(ref + b_off, db, w[1].len);
-            pthread_barrier_wait(&bar); /* go */
-            pthread_barrier_wait(&bar); /* both answered */
-            for (int i = 0; i < 2; i++)
-                if (w[i].r)
-                    T_FAIL("round %d write %c: %d %s", j, 'A' + i, w[i].r, w[i].st.detail);
+            ov_pair_round(&pair, j);
         }
         check_chunk(id, ref, span);
     }
-    w[0].quit = w[1].quit = true;
-    pthread_barrier_wait(&bar);
-    for (int i = 0; i < 2; i++)
-        pthread_join(th[i], NULL);
-    pthread_barrier_destroy(&bar);
+    ov_pair_stop(&pair);
     free(ref);
     free(da);
     free(db);
@@ -424,13 +447,9 @@ static void test_overlap_bytes(void)
     enum { ROUNDS = 120 };
     size_t span = (size_t)(2 * ROUNDS + 2) * BLK;
     uint8_t *ab = xcalloc(1, span), *ba = xcalloc(1, span), *da = xmalloc(2 * BLK), *db = xmalloc(2 * BLK);
-    pthread_barrier_t bar;
-    pthread_barrier_init(&bar, NULL, 3);
-    struct ov_writer w[2] = {{.bar = &bar, .chain = chain, .data = da, .timeout_ms = 20000},
-                             {.bar = &bar, .chain = chain, .data = db, .timeout_ms = 20000}};
-    pthread_t th[2];
-    for (int i = 0; i < 2; i++)
-        T_EQ(pthread_create(&th[i], NULL, ov_writer_main, &w[i]), 0);
+    struct ov_pair pair;
+    ov_pair_start(&pair, chain, da, db);
+    struct ov_writer *w = pair.w;
     uint64_t seed = 0xb17e5;
     const uint64_t id = 0x380;
     ab[0] = ba[0] = 1;
@@ -452,11 +471,7 @@ static void test_overlap_bytes(void)
         memcpy(ab + b_off, db, b_len);
         memcpy(ba + b_off, db, b_len); /* B then A */
         memcpy(ba + a_off, da, a_len);
-        pthread_barrier_wait(&bar); /* go */
-        pthread_barrier_wait(&bar); /* both answered */
-        for (int i = 0; i < 2; i++)
-            if (w[i].r)
-                T_FAIL("round %d write %c: %d %s", j, 'A' + i, w[i].r, w[i].st.detail);
+        ov_pair_round(&pair, j);
         /* Which order the head chose shows on replica 0; the others must match it. */
         uint8_t got[2 * BLK];
         T_EQ(tk_read(cs[0].addr, id, 1, bs, 2 * BLK, false, got), 0);
@@ -467,11 +482,7 @@ static void test_overlap_bytes(void)
     }
     check_chunk(id, ab, span); /* every replica, plain and stored form */
     fprintf(stderr, "overlap_bytes: %llu of %d rounds applied A first\n", (unsigned long long)rounds_ab, ROUNDS);
-    w[0].quit = w[1].quit = true;
-    pthread_barrier_wait(&bar);
-    for (int i = 0; i < 2; i++)
-        pthread_join(th[i], NULL);
-    pthread_barrier_destroy(&bar);
+    ov_pair_stop(&pair);
     free(ab);
     free(ba);
     free(da);
