@@ -218,7 +218,11 @@ static void test_failover(void)
     fprintf(stderr, "load: %zu puts and %llu adds acknowledged, %llu puts and %llu adds failed (last err %d)\n",
             l.n_puts, (unsigned long long)l.acked_adds, (unsigned long long)l.failed_puts,
             (unsigned long long)l.failed_adds, l.last_err);
-    T_CHECK(ms[KILLS - 1] < 3000);
+    /* Election timeout is uniform in [1, 2) s: a typical failover is one timeout (median and p90 ~2 s), and
+     * a split vote costs a second one, so the worst of 20 kills may reach ~4 s (3.5 s seen on a loaded CI
+     * run). The bound catches a lost leader or a stuck election, not one unlucky draw. */
+    T_CHECK(ms[KILLS / 2] < 2500);
+    T_CHECK(ms[KILLS - 1] < 4500);
     /* every acknowledged write is there; the counter saw each acknowledged add exactly once */
     struct kvc c;
     kvc_init(&c, cl.servers, 15000);
