@@ -75,6 +75,9 @@ struct chunk {
     uint32_t version; /* changed under the chunk write lock and s->mu */
     int dir;
     _Atomic uint64_t length;
+    /* What this chunk adds to its dir's `logical`, shifted left by one, with bit 0 set once the chunk left the
+     * map (see len_counted): a write and a removal racing on it never count a length twice or not at all. */
+    _Atomic uint64_t counted;
     _Atomic bool dead;
     atomic_flag corrupt_reported;
     int refs;                          /* under s->mu */
@@ -97,6 +100,8 @@ struct chunk {
 struct dir {
     char *path;
     int sync_fd; /* the directory, open for syncfs (-1 if it could not be opened) */
+    _Atomic uint32_t nchunks;  /* chunks of this dir in the map (changed under s->mu) */
+    _Atomic uint64_t logical;  /* sum of their lengths (kept by len_counted; no walk per heartbeat) */
     _Atomic bool failed;
     _Atomic int inject_err;
 };
@@ -202,6 +207,28 @@ static struct chunk *map_find(struct cstore *s, uint64_t id)
     return NULL;
 }
 
+/* Move c's share of its dir's logical bytes to `len` (no-op once c left the map). */
+static void len_counted(struct cstore *s, struct chunk *c, uint64_t len)
+{
+    uint64_t v = atomic_load(&c->counted);
+    do {
+        if (v & 1)
+            return;
+    } while (!atomic_compare_exchange_weak(&c->counted, &v, len << 1));
+    atomic_fetch_add(&s->dirs[c->dir].logical, len - (v >> 1)); /* modular: a shrink subtracts */
+}
+
+/* Set c's length (grow_only: only if larger) and keep its dir's sum. */
+static void len_set(struct cstore *s, struct chunk *c, uint64_t len, bool grow_only)
+{
+    uint64_t old = atomic_load(&c->length);
+    do {
+        if (grow_only && len <= old)
+            return;
+    } while (!atomic_compare_exchange_weak(&c->length, &old, len));
+    len_counted(s, c, len);
+}
+
 static void map_insert(struct cstore *s, struct chunk *c)
 {
     if (s->nchunks + 1 > s->nbuckets) {
@@ -223,6 +250,8 @@ static void map_insert(struct cstore *s, struct chunk *c)
     c->hnext = s->buckets[h];
     s->buckets[h] = c;
     s->nchunks++;
+    atomic_fetch_add(&s->dirs[c->dir].nchunks, 1);
+    len_counted(s, c, atomic_load(&c->length));
 }
 
 static void lru_unlink(struct cstore *s, struct chunk *c)
@@ -263,6 +292,7 @@ static struct chunk *chunk_alloc(uint64_t id, uint32_t version, int dir, uint64_
     c->version = version;
     c->dir = dir;
     atomic_init(&c->length, length);
+    atomic_init(&c->counted, 0);
     atomic_init(&c->dead, false);
     atomic_flag_clear(&c->corrupt_reported);
     c->fd = -1;
@@ -296,6 +326,8 @@ static void map_remove_locked(struct cstore *s, struct chunk *c)
     ASSERT(*pp == c);
     *pp = c->hnext;
     s->nchunks--;
+    atomic_fetch_sub(&s->dirs[c->dir].nchunks, 1);
+    atomic_fetch_sub(&s->dirs[c->dir].logical, atomic_fetch_or(&c->counted, 1) >> 1);
     lru_unlink(s, c);
     atomic_store(&c->dead, true);
 }
@@ -573,7 +605,7 @@ static int chunk_load(struct cstore *s, struct chunk *c)
     free(tab);
     c->ndirty = 0;
     c->need_load_sync = true;
-    atomic_store(&c->length, length_of(c->bs));
+    len_set(s, c, length_of(c->bs), false);
     pthread_mutex_lock(&s->mu);
     lru_push_head(s, c);
     pthread_mutex_unlock(&s->mu);
@@ -847,9 +879,7 @@ static int block_store(struct cstore *s, struct chunk *c, uint32_t b, const void
         c->ndirty++;
     }
     mark_unsynced(c);
-    uint64_t end = (uint64_t)b * BS + raw_len;
-    if (end > atomic_load(&c->length))
-        atomic_store(&c->length, end);
+    len_set(s, c, (uint64_t)b * BS + raw_len, true);
     return 0;
 }
 
@@ -1635,28 +1665,33 @@ size_t cstore_ndirs(const struct cstore *s)
 
 void cstore_dir_stats(struct cstore *s, struct cstore_dir_stat *out)
 {
-    struct cstore_chunk_info *v;
-    size_t n;
-    cstore_list(s, &v, &n);
     for (size_t d = 0; d < s->ndirs; d++) {
         struct statvfs sv;
-        out[d] = (struct cstore_dir_stat){ .path = s->dirs[d].path, .failed = atomic_load(&s->dirs[d].failed) };
+        out[d] = (struct cstore_dir_stat){ .path = s->dirs[d].path, .failed = atomic_load(&s->dirs[d].failed),
+                                           .chunks = atomic_load(&s->dirs[d].nchunks),
+                                           .logical_bytes = atomic_load(&s->dirs[d].logical) };
         if (!out[d].failed && statvfs(s->dirs[d].path, &sv) == 0) {
             out[d].total_bytes = (uint64_t)sv.f_blocks * sv.f_frsize;
             out[d].avail_bytes = (uint64_t)sv.f_bavail * sv.f_frsize;
         }
     }
+}
+
+uint64_t cstore_stored_bytes(struct cstore *s)
+{
+    struct cstore_chunk_info *v;
+    size_t n;
+    uint64_t sum = 0;
+    cstore_list(s, &v, &n);
     for (size_t i = 0; i < n; i++) {
-        struct cstore_dir_stat *ds = &out[v[i].dir];
         char *path = chunk_path(s, v[i].dir, v[i].chunk_id, v[i].version);
         struct stat st;
         if (stat(path, &st) == 0)
-            ds->stored_bytes += (uint64_t)st.st_blocks * 512;
+            sum += (uint64_t)st.st_blocks * 512;
         free(path);
-        ds->chunks++;
-        ds->logical_bytes += v[i].length;
     }
     free(v);
+    return sum;
 }
 
 void cstore_debug_inject_error(struct cstore *s, int dir, int err)

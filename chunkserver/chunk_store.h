@@ -112,7 +112,6 @@ struct cstore_dir_stat {
     uint64_t avail_bytes;
     uint32_t chunks;
     uint64_t logical_bytes; /* sum of chunk lengths */
-    uint64_t stored_bytes;  /* disk actually used by the chunk files (st_blocks) */
 };
 
 struct cstore_bad_block {
@@ -208,8 +207,13 @@ void cstore_list(struct cstore *s, struct cstore_chunk_info **out, size_t *out_n
  * *out with free(). Cannot fail. */
 void cstore_take_lost(struct cstore *s, struct cstore_lost **out, size_t *out_n);
 
-/* Per-dir capacity and usage; out has room for the store's ndirs entries. Blocks on statvfs/stat. */
+/* Per-dir capacity and usage; out has room for the store's ndirs entries. Chunks and logical bytes are
+ * counters kept as chunks are created, written and removed (the heartbeat calls this every second: no walk
+ * over the chunks); capacity is one statvfs per dir. */
 void cstore_dir_stats(struct cstore *s, struct cstore_dir_stat *out);
+
+/* Disk actually used by all chunk files (st_blocks): one stat per chunk, for tests and benchmarks. */
+uint64_t cstore_stored_bytes(struct cstore *s);
 size_t cstore_ndirs(const struct cstore *s);
 
 /* Scrubbing. A cursor walks all chunks (a snapshot of ids taken at the start of each pass) block by block.

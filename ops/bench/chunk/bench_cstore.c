@@ -78,7 +78,7 @@ static void run(const char *base, const char *kind, const uint8_t *data, size_t 
     double w = (double)total / MiB / ((double)(t1 - t0) / 1e9), ws = (double)total / MiB / ((double)(t2 - t0) / 1e9);
     double r1 = read_mbps(s, nchunks, 1), r2 = read_mbps(s, nchunks, 2);
     printf("%-6s %5d %8.2f %10.0f %10.0f %9.0f %9.0f %9.0f\n", kind, level,
-           (double)ds.logical_bytes / (double)(ds.stored_bytes - nchunks * 128 * 1024), w, ws,
+           (double)ds.logical_bytes / (double)(cstore_stored_bytes(s) - nchunks * 128 * 1024), w, ws,
            (double)(t2 - t1) / 1e6 / (double)nchunks, r1, r2);
     fflush(stdout);
     cstore_close(s);
