@@ -283,6 +283,41 @@ static void call_dirs(fuse_req_t req, const char *method, ProtobufCMessage *m)
 
 /* ---- names ------------------------------------------------------------------------------------------ */
 
+/* Patch the names a change touched into the cached listings (dir_cache.h). A method not known here to leave
+ * names alone drops them all: a new name-changing request must never leave a listing that says "no such
+ * name" for a name it made. */
+static void names_changed(struct dcache *dc, const char *method, const ProtobufCMessage *req)
+{
+    static const char *const neutral[] = {"Setattr", "Setxattr", "Removexattr", "Open", "Release",
+                                          "ChunkOpenWrite", "ChunkWriteDone", "BadReplica", "SetLock", "GetLock",
+                                          "SessionOpen", "SessionClose", "SessionKeepalive"};
+    if (!strcmp(method, "Mknod")) {
+        const Synod__V1__MknodReq *m = (const Synod__V1__MknodReq *)req;
+        dcache_touch(dc, m->parent, m->name);
+    } else if (!strcmp(method, "Symlink")) {
+        const Synod__V1__SymlinkReq *m = (const Synod__V1__SymlinkReq *)req;
+        dcache_touch(dc, m->parent, m->name);
+    } else if (!strcmp(method, "Link")) {
+        const Synod__V1__LinkReq *m = (const Synod__V1__LinkReq *)req;
+        dcache_touch(dc, m->new_parent, m->new_name);
+    } else if (!strcmp(method, "Unlink")) {
+        const Synod__V1__UnlinkReq *m = (const Synod__V1__UnlinkReq *)req;
+        dcache_touch(dc, m->parent, m->name);
+    } else if (!strcmp(method, "Rename")) {
+        const Synod__V1__RenameReq *m = (const Synod__V1__RenameReq *)req;
+        dcache_touch(dc, m->parent, m->name);
+        dcache_touch(dc, m->new_parent, m->new_name);
+    } else {
+        for (size_t i = 0; i < ARRAY_SIZE(neutral); i++) {
+            if (!strcmp(method, neutral[i])) {
+                dcache_invalidate(dc);
+                return;
+            }
+        }
+        dcache_forget_names(dc);
+    }
+}
+
 void fsops_changed(void *arg, const char *method, const ProtobufCMessage *req)
 {
     struct fs *fs = arg;
@@ -294,7 +329,7 @@ void fsops_changed(void *arg, const char *method, const ProtobufCMessage *req)
         return;
     atomic_fetch_add(&fs->changes, 1);
     if (fs->dc)
-        dcache_invalidate(fs->dc);
+        names_changed(fs->dc, method, req);
 }
 
 /* Answer a lookup from a cached listing `age_ns` old: the kernel may keep it only for what is left of the
@@ -355,6 +390,22 @@ static void lookahead_fetch(struct fs *fs, Synod__V1__Cred *cred, uint64_t dir, 
     dcache_fill_end(f, ok);
 }
 
+/* "No such name": cached by the kernel for negative_timeout, at most `cap` seconds (an answer from a listing:
+ * what is left of entry_timeout), or not at all. */
+static void reply_absent(fuse_req_t req, double cap)
+{
+    struct fs *fs = FS(req);
+    double t = MIN(fs->negative_timeout, cap);
+    if (t <= 0) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof(e));
+    e.entry_timeout = t;
+    fuse_reply_entry(req, &e);
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = FS(req);
@@ -370,25 +421,27 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         uint64_t age;
         if (dcache_get(fs->dc, parent, ck, name, &a, &age) && lookup_cached(req, &a, age))
             return;
+        if (dcache_absent(fs->dc, parent, ck, name, &age)) {
+            reply_absent(req, fs->entry_timeout - (double)age / 1e9);
+            return;
+        }
     }
     ProtobufCMessage *rep;
     struct rpc_cancel tok;
     int r = mc_call_cancellable(fs->mc, "Lookup", &m.base, MC_CANCEL_INFLIGHT, intr_begin(req, &tok), &rep);
     intr_end(req, &tok);
-    if (r == -ENOENT && fs->negative_timeout > 0) {
-        struct fuse_entry_param e;
-        memset(&e, 0, sizeof(e));
-        e.entry_timeout = fs->negative_timeout;
-        fuse_reply_entry(req, &e);
-        return;
-    }
-    if (r) {
+    if (r == -ENOENT)
+        reply_absent(req, fs->negative_timeout);
+    else if (r)
         reply_result(req, r);
+    if (r && r != -ENOENT)
         return;
+    if (!r) {
+        reply_entry(req, ((Synod__V1__EntryRep *)rep)->attr);
+        rpc_message_free(rep);
     }
-    reply_entry(req, ((Synod__V1__EntryRep *)rep)->attr);
-    rpc_message_free(rep);
-    /* many lookups in one directory: list it now (after answering), so the next ones need no RPC */
+    /* many lookups in one directory (found or not): list it now (after answering), so the next ones need no
+     * RPC */
     struct dcache_fill *f = fs->dc ? dcache_miss(fs->dc, parent, ck) : NULL;
     if (f)
         lookahead_fetch(fs, &cr.c, parent, f);
