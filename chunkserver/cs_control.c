@@ -477,9 +477,12 @@ static int send_report(struct cs_control *ctl)
     return r;
 }
 
-/* One heartbeat; on success executes the reply. Returns 0 or -errno (then: register again). */
-static int heartbeat(struct cs_control *ctl, bool *report_wanted)
+/* One heartbeat; on success executes the reply. Returns 0 or -errno: -ENOENT means the metaservers do not
+ * know this chunkserver (register again); on any other failure the target has moved to the leader it named
+ * (*followed) or to the next metaserver. */
+static int heartbeat(struct cs_control *ctl, bool *report_wanted, bool *followed)
 {
+    *followed = false;
     struct cstore_lost *lost;
     size_t nl;
     cstore_take_lost(ctl->store, &lost, &nl);
@@ -562,9 +565,12 @@ static int heartbeat(struct cs_control *ctl, bool *report_wanted)
         *report_wanted = rep->report_wanted;
         enqueue_cmds(ctl, rep->cmds, rep->n_cmds);
         rpc_message_free(&rep->base);
-    } else {
-        if (!follow_leader(ctl, r, &st))
-            LOG_WARN("%s: heartbeat to %s: %s", err_name(r), ctl->target, st.detail);
+    } else if (follow_leader(ctl, r, &st)) {
+        *followed = true;
+    } else if (r != -ENOENT) {
+        LOG_WARN("%s: heartbeat to %s: %s", err_name(r), ctl->target, st.detail);
+        ctl->meta_idx = (ctl->meta_idx + 1) % ctl->nmetas;
+        set_target(ctl, ctl->metas[ctl->meta_idx]);
     }
     free(res);
     free(lv);
@@ -588,11 +594,24 @@ static void *control_main(void *arg)
             registered = true;
             backoff_ms = 200;
         }
-        bool report = false;
-        if (heartbeat(ctl, &report) != 0) {
+        /* A failed heartbeat (leader change, election, timeout, dead metaserver) leaves the registration
+         * standing: it is replicated state. Registering again would also send a full chunk report (every
+         * chunk, logged) from every chunkserver at every leader change. Only a metaserver that does not know
+         * us (-ENOENT) or asks for a report (we were declared dead) gets one. */
+        bool report = false, followed;
+        int r = heartbeat(ctl, &report, &followed);
+        if (r == -ENOENT) {
             registered = false;
             continue;
         }
+        if (r != 0) { /* to the named leader soon (stale hints cannot make this spin), else back off */
+            if (cs_stop_sleep_ms(&ctl->stop, followed ? 20 : backoff_ms))
+                break;
+            if (!followed)
+                backoff_ms = MIN(backoff_ms * 2, 2000);
+            continue;
+        }
+        backoff_ms = 200;
         if (report && send_report(ctl) != 0) {
             registered = false;
             continue;
