@@ -290,6 +290,12 @@ struct kv_iter *kv_iter_new(struct kv_txn *txn, const void *start, size_t slen, 
 
 struct kv_iter *kv_iter_prefix(struct kv_txn *txn, const void *prefix, size_t plen)
 {
+    return kv_iter_prefix_from(txn, prefix, plen, prefix, plen);
+}
+
+struct kv_iter *kv_iter_prefix_from(struct kv_txn *txn, const void *prefix, size_t plen, const void *start,
+                                    size_t slen)
+{
     /* end = the prefix with its last non-0xff byte incremented */
     char *end = xmalloc(plen + 1);
     memcpy(end, prefix, plen);
@@ -298,10 +304,10 @@ struct kv_iter *kv_iter_prefix(struct kv_txn *txn, const void *prefix, size_t pl
         elen--;
     struct kv_iter *it;
     if (elen == 0) {
-        it = kv_iter_new(txn, prefix, plen, NULL, 0);
+        it = kv_iter_new(txn, start, slen, NULL, 0);
     } else {
         end[elen - 1]++;
-        it = kv_iter_new(txn, prefix, plen, end, elen);
+        it = kv_iter_new(txn, start, slen, end, elen);
     }
     free(end);
     return it;

@@ -61,6 +61,9 @@ void kv_txn_abort(struct kv_txn *txn);
 struct kv_iter *kv_iter_new(struct kv_txn *txn, const void *start, size_t slen, const void *end, size_t elen);
 /* A prefix iterator: every key starting with `prefix`. */
 struct kv_iter *kv_iter_prefix(struct kv_txn *txn, const void *prefix, size_t plen);
+/* The same from `start` on (a key with that prefix, included). */
+struct kv_iter *kv_iter_prefix_from(struct kv_txn *txn, const void *prefix, size_t plen, const void *start,
+                                    size_t slen);
 bool kv_iter_valid(const struct kv_iter *it);
 void kv_iter_next(struct kv_iter *it);
 /* The current key / value; borrowed, valid until the next kv_iter_next/free. Only when valid. */

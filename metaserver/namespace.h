@@ -120,6 +120,21 @@ size_t ns_find_expired_leases(struct kv_txn *txn, int64_t now_ns, size_t max, ui
 /* Up to max orphans (n/O: files with no name left), in inode order, into *out (caller frees). The leader
  * proposes an OrphanPurge of those no session holds open. */
 size_t ns_orphans(struct kv_txn *txn, size_t max, uint64_t **out);
+/* Where the leader's planning rounds resume (leader memory; zero it to start). Each round looks at no more
+ * than `budget` entries of an index (0: NS_PLAN_SCAN): half from the front (a chunk that just lost a copy
+ * is planned in the next round), half from where the previous round stopped (entries that cannot be planned
+ * now are looked at in bounded time per round and never starve the ones behind them). A round also ends
+ * when no chunkserver can take another copy (max_repl_per_cs). */
+#define NS_PLAN_SCAN 4096
+struct ns_plan_pos {
+    uint8_t key[32];
+    size_t len;
+};
+struct ns_plan_cursor {
+    struct ns_plan_pos g, h; /* n/g or n/G (trim), n/h of a draining chunkserver */
+    size_t budget;
+};
+
 /* Re-replication plan: up to `max` ReplStart commands for under-goal chunks, fewest copies first, then for
  * chunks that meet their goal only with a copy on a DECOMMISSIONING chunkserver (drop_after = that one);
  * at most max_repl_per_cs (state parameter) in flight per source and per destination; pending ones older
@@ -128,7 +143,7 @@ size_t ns_orphans(struct kv_txn *txn, size_t max, uint64_t **out);
  * copy to the destination. *out: array of heap messages, free each with synod__v1__repl_start__free_unpacked
  * and the array with free(). Returns the count. */
 size_t ns_plan_replication(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, size_t max,
-                           Synod__V1__ReplStart ***out);
+                           struct ns_plan_cursor *cur, Synod__V1__ReplStart ***out);
 /* Commands for chunkserver `cs` to ride on its heartbeat reply: deletions from its queue and the copies
  * planned to it, at most `max`. *out: heap messages, free each with synod__v1__chunk_cmd__free_unpacked
  * and the array with free(). The chunkserver reports results in HeartbeatReq.results (cmd_id), which
@@ -140,7 +155,8 @@ size_t ns_cs_commands(struct kv_txn *txn, uint32_t cs, size_t max, Synod__V1__Ch
  * write lease or with a copy in flight (pending younger than stale_ns). The copy dropped is one on a
  * chunkserver that is not UP first, then the fullest; never one that would leave fewer UP copies than the
  * goal. *out: free each with synod__v1__replica_drop__free_unpacked and the array with free(). */
-size_t ns_plan_trim(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, size_t max, Synod__V1__ReplicaDrop ***out);
+size_t ns_plan_trim(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, size_t max, struct ns_plan_cursor *cur,
+                    Synod__V1__ReplicaDrop ***out);
 
 /* Rebalance plan: moves of one copy each from UP chunkservers whose used fraction is above the weighted
  * mean + threshold_pct to ones below the mean (least used first), until the source is back under the

@@ -545,9 +545,17 @@ struct plan {
     uint32_t limit;
     struct cs_cand *v, *dv; /* UP targets (and sources), draining sources */
     size_t nc, nd;
-    uint64_t *busy_chunks;  /* chunks with a live pending copy */
+    uint64_t *busy_chunks;  /* chunks with a live pending copy, sorted */
     size_t nbusy;
+    uint64_t *marked;       /* chunks planned in this round */
+    size_t nmarked;
 };
+
+static int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
 
 static void plan_init(struct plan *pl, struct kv_txn *txn, int64_t now_ns, int64_t stale_ns)
 {
@@ -580,11 +588,14 @@ static void plan_init(struct plan *pl, struct kv_txn *txn, int64_t now_ns, int64
         protobuf_c_message_free_unpacked(&rp->base, NULL);
     }
     kv_iter_free(it);
+    if (pl->nbusy)
+        qsort(pl->busy_chunks, pl->nbusy, sizeof(*pl->busy_chunks), u64_cmp);
 }
 
 static void plan_destroy(struct plan *pl)
 {
     free(pl->busy_chunks);
+    free(pl->marked);
     cands_free(pl->v, pl->nc);
     cands_free(pl->dv, pl->nd);
     ctx_finish(&pl->c, false);
@@ -592,16 +603,96 @@ static void plan_destroy(struct plan *pl)
 
 static bool plan_busy(const struct plan *pl, uint64_t chunk)
 {
-    for (size_t i = 0; i < pl->nbusy; i++)
-        if (pl->busy_chunks[i] == chunk)
+    if (pl->nbusy && bsearch(&chunk, pl->busy_chunks, pl->nbusy, sizeof(chunk), u64_cmp))
+        return true;
+    for (size_t i = 0; i < pl->nmarked; i++) /* at most one round's plan */
+        if (pl->marked[i] == chunk)
             return true;
     return false;
 }
 
 static void plan_mark_busy(struct plan *pl, uint64_t chunk)
 {
-    pl->busy_chunks = xrealloc(pl->busy_chunks, (pl->nbusy + 1) * sizeof(*pl->busy_chunks));
-    pl->busy_chunks[pl->nbusy++] = chunk;
+    pl->marked = xrealloc(pl->marked, (pl->nmarked + 1) * sizeof(*pl->marked));
+    pl->marked[pl->nmarked++] = chunk;
+}
+
+/* Some UP chunkserver can still take a copy this round (the throttle). */
+static bool plan_room(const struct plan *pl)
+{
+    for (size_t i = 0; i < pl->nc; i++)
+        if (!pl->limit || pl->v[i].busy < pl->limit)
+            return true;
+    return false;
+}
+
+/* ---- bounded scans of an index, resumed across rounds (struct ns_plan_cursor) ---- */
+
+typedef bool (*plan_fn)(struct plan *pl, const char *k, size_t kl, void *arg);
+
+static void pos_set(struct ns_plan_pos *pos, const char *k, size_t kl)
+{
+    ASSERT(kl <= sizeof(pos->key));
+    memcpy(pos->key, k, kl);
+    pos->len = kl;
+}
+
+static int pos_cmp(const struct ns_plan_pos *a, const struct ns_plan_pos *b)
+{
+    int r = memcmp(a->key, b->key, MIN(a->len, b->len));
+    return r ? r : (a->len > b->len) - (a->len < b->len);
+}
+
+/* Calls fn on at most `budget` entries of the index `prefix`: half of them from `front` on (the start of what
+ * matters most; NULL: the prefix), the rest resuming after *pos, the previous round's stop, or after the
+ * front part if that is further. *pos becomes the last entry looked at, or empty when the index ended. So
+ * the most urgent entries are looked at every round, entries that cannot be planned now (being written, no
+ * source or target free) cost a bounded time per round, and they never starve the entries behind them. fn
+ * returns false to end the round. */
+static void plan_scan(struct plan *pl, const struct nkey *prefix, const struct nkey *front,
+                      struct ns_plan_pos *pos, size_t budget, plan_fn fn, void *arg)
+{
+    if (pos->len < prefix->len || memcmp(pos->key, prefix->b, prefix->len))
+        pos->len = 0; /* another index's, or another chunkserver's holdings */
+    const struct nkey *f = front ? front : prefix;
+    struct ns_plan_pos last = {.len = 0};
+    size_t seen = 0, kl;
+    bool go = true;
+    struct kv_iter *it = kv_iter_prefix_from(pl->c.txn, prefix->b, prefix->len, f->b, f->len);
+    while (go && seen < budget / 2 && kv_iter_valid(it)) {
+        const char *k = kv_iter_key(it, &kl);
+        pos_set(&last, k, kl);
+        go = fn(pl, k, kl, arg);
+        seen++;
+        kv_iter_next(it);
+    }
+    bool ended = go && !kv_iter_valid(it);
+    kv_iter_free(it);
+    if (ended) {
+        pos->len = 0;
+        return;
+    }
+    if (!go) {
+        if (pos_cmp(&last, pos) > 0)
+            *pos = last;
+        return;
+    }
+    const struct ns_plan_pos *from = pos->len && pos_cmp(pos, &last) > 0 ? pos : &last;
+    uint8_t start[sizeof(from->key) + 1]; /* the smallest key after `from` */
+    memcpy(start, from->key, from->len);
+    start[from->len] = 0;
+    size_t slen = from->len + 1;
+    it = kv_iter_prefix_from(pl->c.txn, prefix->b, prefix->len, start, slen);
+    while (go && seen < budget && kv_iter_valid(it)) {
+        const char *k = kv_iter_key(it, &kl);
+        pos_set(pos, k, kl);
+        go = fn(pl, k, kl, arg);
+        seen++;
+        kv_iter_next(it);
+    }
+    if (go && !kv_iter_valid(it))
+        pos->len = 0; /* the end: the next round starts over */
+    kv_iter_free(it);
 }
 
 static bool leased(const Synod__V1__ChunkRec *rec, int64_t now)
@@ -644,17 +735,20 @@ static bool plan_copy(struct plan *pl, const Synod__V1__ChunkRec *rec, uint32_t 
     size_t ne = 0;
     for (size_t j = 0; j < rec->n_replicas && ne < ARRAY_SIZE(excl); j++)
         excl[ne++] = rec->replicas[j];
-    for (size_t j = 0; j < pl->nc && ne < ARRAY_SIZE(excl); j++) {
+    uint32_t dst;
+    for (;;) { /* the best target, checked for a queued deletion (one get, not one per chunkserver) */
+        if (placement_pick(pl->v, pl->nc, excl, ne, 1, pl->limit, &dst) != 1)
+            return false;
         struct nkey k;
         nk_init(&k, 'q');
-        nk_u32(&k, pl->v[j].id);
+        nk_u32(&k, dst);
         nk_u64(&k, rec->chunk_id);
-        if (nk_get(&pl->c, &k, NULL, NULL) == 0)
-            excl[ne++] = pl->v[j].id;
+        if (nk_get(&pl->c, &k, NULL, NULL) != 0)
+            break;
+        if (ne == ARRAY_SIZE(excl))
+            return false;
+        excl[ne++] = dst;
     }
-    uint32_t dst;
-    if (placement_pick(pl->v, pl->nc, excl, ne, 1, pl->limit, &dst) != 1)
-        return false;
     Synod__V1__ReplStart *rs = xmalloc(sizeof(*rs));
     synod__v1__repl_start__init(rs);
     rs->chunk_id = rec->chunk_id;
@@ -672,67 +766,80 @@ static bool plan_copy(struct plan *pl, const Synod__V1__ChunkRec *rec, uint32_t 
     return true;
 }
 
-#define DRAIN_SCAN_MAX 20000 /* holdings looked at per draining chunkserver per round (bounds the tick) */
+struct plan_out {
+    void **v; /* ReplStart or ReplicaDrop */
+    size_t n, max;
+    uint32_t drain;
+};
+
+static void out_push(struct plan_out *o, void *m)
+{
+    o->v = xrealloc(o->v, (o->n + 1) * sizeof(*o->v));
+    o->v[o->n++] = m;
+}
+
+/* n/g entry: an under-goal chunk. */
+static bool plan_under_goal(struct plan *pl, const char *k, size_t kl, void *arg)
+{
+    UNUSED(kl);
+    struct plan_out *o = arg;
+    uint64_t chunk = get_be64(k + 4);
+    if ((uint8_t)k[3] == 0 || plan_busy(pl, chunk))
+        return true; /* no copy left: nothing to copy from (reported as missing); or a copy in flight */
+    Synod__V1__ChunkRec *rec = chunk_get_by_id(&pl->c, chunk);
+    ASSERT(rec);
+    Synod__V1__ReplStart *rs;
+    /* being written: copy it later (a copy would miss the writes after its start) */
+    if (!leased(rec, pl->now) && plan_copy(pl, rec, 0, &rs))
+        out_push(o, rs);
+    chunk_free(rec);
+    return o->n < o->max && plan_room(pl);
+}
+
+/* n/h entry of a draining chunkserver: a chunk that meets its goal only by counting the draining copy. */
+static bool plan_drain(struct plan *pl, const char *k, size_t kl, void *arg)
+{
+    UNUSED(kl);
+    struct plan_out *o = arg;
+    uint64_t chunk = get_be64(k + 7);
+    if (plan_busy(pl, chunk))
+        return true;
+    Synod__V1__ChunkRec *rec = chunk_get_by_id(&pl->c, chunk);
+    if (!rec)
+        return true;
+    Synod__V1__ReplStart *rs;
+    if (rec->n_replicas >= rec->goal && !leased(rec, pl->now) && good_copies(&pl->c, rec, 0) < rec->goal &&
+        plan_copy(pl, rec, o->drain, &rs))
+        out_push(o, rs);
+    chunk_free(rec);
+    return o->n < o->max && plan_room(pl);
+}
 
 size_t ns_plan_replication(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, size_t max,
-                           Synod__V1__ReplStart ***out)
+                           struct ns_plan_cursor *cur, Synod__V1__ReplStart ***out)
 {
     struct plan pl;
     plan_init(&pl, txn, now_ns, stale_ns);
-    *out = NULL;
-    size_t n = 0;
-    struct nkey p;
+    size_t budget = cur->budget ? cur->budget : NS_PLAN_SCAN;
+    struct plan_out o = {.max = max};
+    struct nkey p, front;
     nk_init(&p, 'g');
-    struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
-    for (; kv_iter_valid(it) && n < max; kv_iter_next(it)) {
-        size_t kl;
-        const char *k = kv_iter_key(it, &kl);
-        if ((uint8_t)k[3] == 0)
-            continue; /* no copy left: nothing to copy from (reported as missing) */
-        uint64_t chunk = get_be64(k + 4);
-        if (plan_busy(&pl, chunk))
-            continue;
-        Synod__V1__ChunkRec *rec = chunk_get_by_id(&pl.c, chunk);
-        ASSERT(rec);
-        Synod__V1__ReplStart *rs;
-        /* being written: copy it later (a copy would miss the writes after its start) */
-        if (!leased(rec, now_ns) && plan_copy(&pl, rec, 0, &rs)) {
-            *out = xrealloc(*out, (n + 1) * sizeof(**out));
-            (*out)[n++] = rs;
-        }
-        chunk_free(rec);
-    }
-    kv_iter_free(it);
+    front = p;
+    front.b[front.len++] = 1; /* fewest copies first, from one copy on */
+    if (max && plan_room(&pl))
+        plan_scan(&pl, &p, &front, &cur->g, budget, plan_under_goal, &o);
     /* Draining chunkservers: a chunk that meets its goal only by counting a draining copy is copied to an
      * UP chunkserver, dropping the draining copy when the copy lands (one step per draining copy). Chunks
      * below goal anyway were planned above; chunks over it are trimmed (ns_plan_trim). */
-    for (size_t d = 0; d < pl.nd && n < max; d++) {
-        uint32_t drain = pl.dv[d].id;
+    for (size_t d = 0; d < pl.nd && o.n < max && plan_room(&pl); d++) {
+        o.drain = pl.dv[d].id;
         nk_init(&p, 'h');
-        nk_u32(&p, drain);
-        it = kv_iter_prefix(txn, p.b, p.len);
-        size_t scanned = 0;
-        for (; kv_iter_valid(it) && n < max && scanned < DRAIN_SCAN_MAX; kv_iter_next(it), scanned++) {
-            size_t kl;
-            const char *k = kv_iter_key(it, &kl);
-            uint64_t chunk = get_be64(k + 7);
-            if (plan_busy(&pl, chunk))
-                continue;
-            Synod__V1__ChunkRec *rec = chunk_get_by_id(&pl.c, chunk);
-            if (!rec)
-                continue;
-            Synod__V1__ReplStart *rs;
-            if (rec->n_replicas >= rec->goal && !leased(rec, now_ns) && good_copies(&pl.c, rec, 0) < rec->goal &&
-                plan_copy(&pl, rec, drain, &rs)) {
-                *out = xrealloc(*out, (n + 1) * sizeof(**out));
-                (*out)[n++] = rs;
-            }
-            chunk_free(rec);
-        }
-        kv_iter_free(it);
+        nk_u32(&p, o.drain);
+        plan_scan(&pl, &p, NULL, &cur->h, budget, plan_drain, &o);
     }
     plan_destroy(&pl);
-    return n;
+    *out = (Synod__V1__ReplStart **)o.v;
+    return o.n;
 }
 
 /* Which copy of an over-goal chunk goes: a copy on a chunkserver that is not UP (draining) first, then
@@ -760,39 +867,43 @@ static uint32_t trim_victim(struct plan *pl, const Synod__V1__ChunkRec *rec)
     return best;
 }
 
-size_t ns_plan_trim(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, size_t max, Synod__V1__ReplicaDrop ***out)
+/* n/G entry: an over-goal chunk. */
+static bool plan_over_goal(struct plan *pl, const char *k, size_t kl, void *arg)
+{
+    UNUSED(kl);
+    struct plan_out *o = arg;
+    uint64_t chunk = get_be64(k + 3);
+    if (plan_busy(pl, chunk))
+        return true; /* a copy in flight: its result decides; trim afterwards */
+    Synod__V1__ChunkRec *rec = chunk_get_by_id(&pl->c, chunk);
+    if (!rec)
+        return true;
+    uint32_t victim = leased(rec, pl->now) ? 0 : trim_victim(pl, rec);
+    if (victim) {
+        Synod__V1__ReplicaDrop *d = xmalloc(sizeof(*d));
+        synod__v1__replica_drop__init(d);
+        d->chunk_id = chunk;
+        d->version = rec->version;
+        d->cs = victim;
+        out_push(o, d);
+    }
+    chunk_free(rec);
+    return o->n < o->max;
+}
+
+size_t ns_plan_trim(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, size_t max, struct ns_plan_cursor *cur,
+                    Synod__V1__ReplicaDrop ***out)
 {
     struct plan pl;
     plan_init(&pl, txn, now_ns, stale_ns);
-    *out = NULL;
-    size_t n = 0;
+    struct plan_out o = {.max = max};
     struct nkey p;
     nk_init(&p, 'G');
-    struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
-    for (; kv_iter_valid(it) && n < max; kv_iter_next(it)) {
-        size_t kl;
-        const char *k = kv_iter_key(it, &kl);
-        uint64_t chunk = get_be64(k + 3);
-        if (plan_busy(&pl, chunk))
-            continue; /* a copy in flight: its result decides; trim afterwards */
-        Synod__V1__ChunkRec *rec = chunk_get_by_id(&pl.c, chunk);
-        if (!rec)
-            continue;
-        uint32_t victim = leased(rec, now_ns) ? 0 : trim_victim(&pl, rec);
-        if (victim) {
-            Synod__V1__ReplicaDrop *d = xmalloc(sizeof(*d));
-            synod__v1__replica_drop__init(d);
-            d->chunk_id = chunk;
-            d->version = rec->version;
-            d->cs = victim;
-            *out = xrealloc(*out, (n + 1) * sizeof(**out));
-            (*out)[n++] = d;
-        }
-        chunk_free(rec);
-    }
-    kv_iter_free(it);
+    if (max)
+        plan_scan(&pl, &p, NULL, &cur->g, cur->budget ? cur->budget : NS_PLAN_SCAN, plan_over_goal, &o);
     plan_destroy(&pl);
-    return n;
+    *out = (Synod__V1__ReplicaDrop **)o.v;
+    return o.n;
 }
 
 /* The file bytes a chunk holds (its share of the inode's size): what moving it shifts, roughly. */
@@ -827,6 +938,8 @@ static bool label_ok(const struct plan *pl, const Synod__V1__ChunkRec *rec, cons
     }
     return true;
 }
+
+#define REBALANCE_SCAN_MAX 20000 /* holdings looked at per source chunkserver (one admin request) */
 
 size_t ns_plan_rebalance(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, uint32_t threshold_pct,
                          size_t max_moves, struct ns_move **out, uint32_t *mean_pct)
@@ -868,7 +981,7 @@ size_t ns_plan_rebalance(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, u
         nk_u32(&p, srcs[si]);
         struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
         size_t scanned = 0;
-        for (; kv_iter_valid(it) && n < max_moves && scanned < DRAIN_SCAN_MAX; kv_iter_next(it), scanned++) {
+        for (; kv_iter_valid(it) && n < max_moves && scanned < REBALANCE_SCAN_MAX; kv_iter_next(it), scanned++) {
             struct cs_cand *from = cand_find(pl.v, pl.nc, srcs[si]);
             if (use_of(from) <= line || (pl.limit && from->busy_src >= pl.limit))
                 break;

@@ -83,6 +83,7 @@ struct nssvc {
     uint64_t last_tick, last_dead, last_repair, last_orphan;
     uint64_t term_ballot; /* ballot of the leadership the memory opens belong to */
     int repl_inflight, lease_inflight, dead_inflight, trim_inflight, orphan_inflight;
+    struct ns_plan_cursor repl_cur, trim_cur; /* where the planning rounds resume (runtime thread) */
     bool orphan_wait_logged;
     uint64_t orphan_wait_since; /* monotonic: since when a session has not reported (0: none) */
     /* fsck scans running on threads of their own (jobs_mu); plugin_detach waits for them */
@@ -1078,7 +1079,7 @@ static void repair(struct nssvc *s, struct rsm *r, struct kv_txn *txn)
     int64_t wall = clk_real_ns();
     if (s->repl_inflight == 0) {
         Synod__V1__ReplStart **plan;
-        size_t n = ns_plan_replication(txn, wall, REPL_STALE_NS, 64, &plan);
+        size_t n = ns_plan_replication(txn, wall, REPL_STALE_NS, 64, &s->repl_cur, &plan);
         for (size_t i = 0; i < n; i++) {
             propose(s, r, SYNOD__V1__NS_COMMAND__CMD_REPL_START, &plan[i]->base, &s->repl_inflight, 0);
             synod__v1__repl_start__free_unpacked(plan[i], NULL);
@@ -1087,7 +1088,7 @@ static void repair(struct nssvc *s, struct rsm *r, struct kv_txn *txn)
     }
     if (s->trim_inflight == 0) {
         Synod__V1__ReplicaDrop **drops;
-        size_t n = ns_plan_trim(txn, wall, REPL_STALE_NS, 64, &drops);
+        size_t n = ns_plan_trim(txn, wall, REPL_STALE_NS, 64, &s->trim_cur, &drops);
         for (size_t i = 0; i < n; i++) {
             propose(s, r, SYNOD__V1__NS_COMMAND__CMD_REPLICA_DROP, &drops[i]->base, &s->trim_inflight, 0);
             synod__v1__replica_drop__free_unpacked(drops[i], NULL);

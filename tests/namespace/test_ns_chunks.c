@@ -57,6 +57,16 @@ static int write_done(struct tns *t, uint64_t ino, uint64_t index, uint64_t chun
     return tns_apply(t, &cmd, NULL);
 }
 
+static void set_goal(struct tns *t, uint64_t ino, uint32_t goal)
+{
+    Synod__V1__SetGoalReq sg = SYNOD__V1__SET_GOAL_REQ__INIT;
+    sg.rid = tns_rid(t);
+    sg.ino = ino;
+    sg.goal = goal;
+    C(SET_GOAL, set_goal, sg);
+    T_EQ(tns_apply(t, &cmd, NULL), 0);
+}
+
 static size_t cmds_for(struct tns *t, uint32_t cs, Synod__V1__ChunkCmd ***out)
 {
     struct kv_txn *txn = kv_txn_begin(t->db);
@@ -105,12 +115,7 @@ static void test_chunks(void)
     T_EQ(cs_register(&t, "h1:1", "rack1", 900), a); /* same uuid: same id */
     uint64_t f, dir;
     T_EQ(t_mknod(&t, ROOT, NS_ROOT_INO, "g3", S_IFDIR | 0755, &dir), 0);
-    Synod__V1__SetGoalReq sg = SYNOD__V1__SET_GOAL_REQ__INIT;
-    sg.rid = tns_rid(&t);
-    sg.ino = dir;
-    sg.goal = 3;
-    C(SET_GOAL, set_goal, sg);
-    T_EQ(tns_apply(&t, &cmd, NULL), 0);
+    set_goal(&t, dir, 3);
     T_EQ(t_mknod(&t, ROOT, dir, "f", S_IFREG | 0644, &f), 0);
     Synod__V1__Attr at;
     T_EQ(t_getattr(&t, f, &at), 0);
@@ -170,7 +175,7 @@ static void test_chunks(void)
      * writes made after its start), and a ReplStart proposed anyway is refused */
     struct kv_txn *txn = kv_txn_begin(t.db);
     Synod__V1__ReplStart **plan;
-    T_EQ(ns_plan_replication(txn, t.now, 60ll * 1000000000, 10, &plan), 0);
+    T_EQ(ns_plan_replication(txn, t.now, 60ll * 1000000000, 10, &(struct ns_plan_cursor){.budget = 0}, &plan), 0);
     kv_txn_abort(txn);
     free(plan);
     {
@@ -186,7 +191,7 @@ static void test_chunks(void)
     T_EQ(write_done(&t, f, 0, chunk, 2, 6000), 0);
     /* now the plan prefers d (rack3 unused) over b (rack1 holds a copy) */
     txn = kv_txn_begin(t.db);
-    size_t np = ns_plan_replication(txn, t.now, 60ll * 1000000000, 10, &plan);
+    size_t np = ns_plan_replication(txn, t.now, 60ll * 1000000000, 10, &(struct ns_plan_cursor){.budget = 0}, &plan);
     kv_txn_abort(txn);
     T_EQ(np, 1);
     T_EQU(plan[0]->chunk_id, chunk);
@@ -197,7 +202,7 @@ static void test_chunks(void)
     synod__v1__repl_start__free_unpacked(plan[0], NULL);
     free(plan);
     txn = kv_txn_begin(t.db);
-    T_EQ(ns_plan_replication(txn, t.now, 60ll * 1000000000, 10, &plan), 0); /* pending: not twice */
+    T_EQ(ns_plan_replication(txn, t.now, 60ll * 1000000000, 10, &(struct ns_plan_cursor){.budget = 0}, &plan), 0); /* pending: not twice */
     kv_txn_abort(txn);
     free(plan);
     n = cmds_for(&t, d, &cmds);
@@ -325,6 +330,82 @@ static void test_fresh_replace(void)
     tns_close(&t, false);
 }
 
+/* Re-replication rounds look at a bounded number of index entries and resume where the previous round
+ * stopped: under-goal chunks that cannot be copied now (being written) do not starve the one behind them. */
+static void test_plan_cursor(void)
+{
+    struct tns t;
+    tns_open(&t);
+    for (int i = 0; i < 4; i++) {
+        char addr[16], label[16];
+        snprintf(addr, sizeof(addr), "h%d:1", i + 1);
+        snprintf(label, sizeof(label), "rack%d", i + 1);
+        T_CHECK(cs_register(&t, addr, label, 900 - 100 * (uint64_t)i) != 0);
+    }
+    uint64_t dir;
+    T_EQ(t_mknod(&t, ROOT, NS_ROOT_INO, "g3", S_IFDIR | 0755, &dir), 0);
+    set_goal(&t, dir, 3);
+    /* 10 chunks under goal and still leased to their writer, then one under goal and free to copy */
+    uint64_t last = 0;
+    for (int i = 0; i < 11; i++) {
+        char name[16];
+        uint64_t f;
+        snprintf(name, sizeof(name), "f%02d", i);
+        T_EQ(t_mknod(&t, ROOT, dir, name, S_IFREG | 0644, &f), 0);
+        Synod__V1__ChunkOpenWriteRep *w;
+        T_EQ(open_write(&t, f, 0, &w), 0);
+        T_EQ(w->chunk->n_replicas, 3);
+        uint64_t chunk = w->chunk->chunk_id;
+        uint32_t version = w->chunk->version, victim = w->chunk->replicas[0]->id;
+        synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+        if (i == 10) {
+            T_EQ(write_done(&t, f, 0, chunk, version, 100), 0);
+            last = chunk;
+        }
+        Synod__V1__BadReplicaReq br = SYNOD__V1__BAD_REPLICA_REQ__INIT;
+        br.rid = tns_rid(&t);
+        br.chunk_id = chunk;
+        br.version = version;
+        br.chunkserver = victim;
+        C(BAD_REPLICA, bad_replica, br);
+        T_EQ(tns_apply(&t, &cmd, NULL), 0);
+    }
+    Synod__V1__ReplStart **plan;
+    /* a round without a cursor never gets past the leased ones with a budget of 4 */
+    for (int round = 0; round < 3; round++) {
+        struct kv_txn *txn = kv_txn_begin(t.db);
+        T_EQ(ns_plan_replication(txn, t.now, 60ll * 1000000000, 10, &(struct ns_plan_cursor){.budget = 4}, &plan),
+             0);
+        kv_txn_abort(txn);
+        free(plan);
+    }
+    /* with one: 2 from the front and 2 more each round, so the 11th is reached by the 5th round */
+    struct ns_plan_cursor cur = {.budget = 4};
+    int rounds = 0;
+    size_t np = 0;
+    while (np == 0 && rounds < 20) {
+        struct kv_txn *txn = kv_txn_begin(t.db);
+        np = ns_plan_replication(txn, t.now, 60ll * 1000000000, 10, &cur, &plan);
+        kv_txn_abort(txn);
+        rounds++;
+        if (np == 0)
+            free(plan);
+    }
+    fprintf(stderr, "planned after %d rounds\n", rounds);
+    T_EQ(np, 1);
+    T_EQ(rounds, 5);
+    T_EQU(plan[0]->chunk_id, last);
+    synod__v1__repl_start__free_unpacked(plan[0], NULL);
+    free(plan);
+    /* the whole index in one round when the budget covers it */
+    struct kv_txn *txn = kv_txn_begin(t.db);
+    T_EQ(ns_plan_replication(txn, t.now, 60ll * 1000000000, 10, &(struct ns_plan_cursor){.budget = 0}, &plan), 1);
+    kv_txn_abort(txn);
+    synod__v1__repl_start__free_unpacked(plan[0], NULL);
+    free(plan);
+    tns_close(&t, false);
+}
+
 /* st_blocks counts what was written, not holes: the sum of the chunks' extents, clamped by truncation and
  * dropped with the chunks. A release-only completion returns the lease without touching size or times. */
 static void test_blocks_release(void)
@@ -390,5 +471,6 @@ int main(void)
     T_RUN(test_chunks);
     T_RUN(test_fresh_replace);
     T_RUN(test_blocks_release);
+    T_RUN(test_plan_cursor);
     return 0;
 }

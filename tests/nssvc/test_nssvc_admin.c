@@ -126,7 +126,7 @@ static void counts(struct ns_counts *c)
 static size_t plan_repl(Synod__V1__ReplStart ***plan)
 {
     struct kv_txn *txn = kv_txn_begin(tdb);
-    size_t n = ns_plan_replication(txn, tnow, STALE, 64, plan);
+    size_t n = ns_plan_replication(txn, tnow, STALE, 64, &(struct ns_plan_cursor){.budget = 0}, plan);
     kv_txn_abort(txn);
     return n;
 }
@@ -134,7 +134,7 @@ static size_t plan_repl(Synod__V1__ReplStart ***plan)
 static size_t plan_trim(Synod__V1__ReplicaDrop ***plan)
 {
     struct kv_txn *txn = kv_txn_begin(tdb);
-    size_t n = ns_plan_trim(txn, tnow, STALE, 64, plan);
+    size_t n = ns_plan_trim(txn, tnow, STALE, 64, &(struct ns_plan_cursor){.budget = 0}, plan);
     kv_txn_abort(txn);
     return n;
 }

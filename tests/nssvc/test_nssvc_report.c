@@ -106,12 +106,12 @@ static void test_reconcile(void)
      * holding it, handed out on its heartbeat */
     struct kv_txn *txn = kv_txn_begin(tdb);
     Synod__V1__ReplStart **plan;
-    T_EQ(ns_plan_replication(txn, tnow, 60ll * 1000000000, 10, &plan), 0);
+    T_EQ(ns_plan_replication(txn, tnow, 60ll * 1000000000, 10, &(struct ns_plan_cursor){.budget = 0}, &plan), 0);
     kv_txn_abort(txn);
     free(plan);
     tsvc_write_done_release(ino, chunk, ver, 100);
     txn = kv_txn_begin(tdb);
-    size_t np = ns_plan_replication(txn, tnow, 60ll * 1000000000, 10, &plan);
+    size_t np = ns_plan_replication(txn, tnow, 60ll * 1000000000, 10, &(struct ns_plan_cursor){.budget = 0}, &plan);
     kv_txn_abort(txn);
     T_EQ(np, 1);
     T_EQU(plan[0]->chunk_id, chunk);
