@@ -117,9 +117,9 @@ size_t ns_find_dead_chunkservers(struct kv_txn *txn, int64_t now_ns, int64_t tim
 /* Chunks whose write lease ended before now_ns (leader wall clock): propose LeaseExpire for each, at most
  * `max`. *ids: caller frees. Returns the count. */
 size_t ns_find_expired_leases(struct kv_txn *txn, int64_t now_ns, size_t max, uint64_t **ids);
-/* Up to max orphans (n/O: files with no name left), in inode order, into *out (caller frees). The leader
- * proposes an OrphanPurge of those no session holds open. */
-size_t ns_orphans(struct kv_txn *txn, size_t max, uint64_t **out);
+/* Up to max orphans (n/O: files with no name left) above inode `after`, in inode order, into *out (caller
+ * frees). The leader proposes an OrphanPurge of those no session holds open. */
+size_t ns_orphans(struct kv_txn *txn, uint64_t after, size_t max, uint64_t **out);
 /* Where the leader's planning rounds resume (leader memory; zero it to start). Each round looks at no more
  * than `budget` entries of an index (0: NS_PLAN_SCAN): half from the front (a chunk that just lost a copy
  * is planned in the next round), half from where the previous round stopped (entries that cannot be planned
@@ -198,6 +198,8 @@ struct ns_counts {
 void ns_count(struct kv_txn *txn, struct ns_counts *out);
 /* Copies the chunk table places on chunkserver cs (a draining one is done at 0). O(copies). */
 uint64_t ns_cs_held(struct kv_txn *txn, uint32_t cs);
+/* One chunkserver's record (free with synod__v1__chunkserver_rec__free_unpacked), NULL if unknown. */
+Synod__V1__ChunkserverRec *ns_chunkserver(struct kv_txn *txn, uint32_t id);
 /* Every chunkserver record, in id order. *out: free each with synod__v1__chunkserver_rec__free_unpacked
  * and the array with free(). Returns the count. */
 size_t ns_chunkservers(struct kv_txn *txn, Synod__V1__ChunkserverRec ***out);

@@ -801,12 +801,17 @@ int op_orphan_purge(struct ns_ctx *c, const Synod__V1__OrphanPurge *r)
     return 0;
 }
 
-size_t ns_orphans(struct kv_txn *txn, size_t max, uint64_t **out)
+size_t ns_orphans(struct kv_txn *txn, uint64_t after, size_t max, uint64_t **out)
 {
-    uint8_t p[3] = {'n', '/', 'O'};
+    uint8_t p[3] = {'n', '/', 'O'}, start[11] = {'n', '/', 'O'};
+    put_be64(start + 3, after + 1);
     uint64_t *v = xmalloc((max ? max : 1) * sizeof(*v));
     size_t n = 0;
-    struct kv_iter *it = kv_iter_prefix(txn, (const char *)p, 3);
+    struct kv_iter *it = after == UINT64_MAX ? NULL : kv_iter_prefix_from(txn, (const char *)p, 3, start, 11);
+    if (!it) {
+        *out = v;
+        return 0;
+    }
     for (; n < max && kv_iter_valid(it); kv_iter_next(it)) {
         size_t kl;
         const char *key = kv_iter_key(it, &kl);

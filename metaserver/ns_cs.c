@@ -1171,6 +1171,13 @@ uint64_t ns_cs_held(struct kv_txn *txn, uint32_t cs)
     return n;
 }
 
+Synod__V1__ChunkserverRec *ns_chunkserver(struct kv_txn *txn, uint32_t id)
+{
+    struct ns_ctx c;
+    ro_ctx(&c, txn);
+    return cs_get(&c, id);
+}
+
 size_t ns_chunkservers(struct kv_txn *txn, Synod__V1__ChunkserverRec ***out)
 {
     struct nkey p;

@@ -58,7 +58,7 @@
 #define REPAIR_EVERY_NS (1000 * NS_PER_MS)
 #define REPL_STALE_NS (120 * (int64_t)NS_PER_SEC)
 #define ORPHAN_EVERY_NS (100 * NS_PER_MS)
-#define ORPHAN_SCAN 8192          /* orphans looked at per purge round */
+#define ORPHAN_SCAN 2048          /* orphans looked at per purge round (then the next ones next round) */
 #define ORPHAN_PURGE_MAX 1024     /* inodes per OrphanPurge command */
 
 struct slot {
@@ -84,6 +84,7 @@ struct nssvc {
     uint64_t term_ballot; /* ballot of the leadership the memory opens belong to */
     int repl_inflight, lease_inflight, dead_inflight, trim_inflight, orphan_inflight;
     struct ns_plan_cursor repl_cur, trim_cur; /* where the planning rounds resume (runtime thread) */
+    uint64_t orphan_after;                    /* where the orphan scan resumes */
     bool orphan_wait_logged;
     uint64_t orphan_wait_since; /* monotonic: since when a session has not reported (0: none) */
     /* fsck scans running on threads of their own (jobs_mu); plugin_detach waits for them */
@@ -315,18 +316,13 @@ struct hb_read {
 static int hb_read_fn(void *arg, struct kv_txn *txn)
 {
     struct hb_read *h = arg;
-    Synod__V1__ChunkserverRec **v;
-    size_t n = ns_chunkservers(txn, &v);
-    for (size_t i = 0; i < n; i++) {
-        if (v[i]->id == h->id) {
-            h->known = true;
-            h->dead = v[i]->state == NS_CS_DEAD;
-        }
-        synod__v1__chunkserver_rec__free_unpacked(v[i], NULL);
-    }
-    free(v);
-    if (h->known)
+    Synod__V1__ChunkserverRec *cs = ns_chunkserver(txn, h->id);
+    if (cs) {
+        h->known = true;
+        h->dead = cs->state == NS_CS_DEAD;
+        synod__v1__chunkserver_rec__free_unpacked(cs, NULL);
         cs_cmds(txn, h->id, &h->rep);
+    }
     return 0;
 }
 
@@ -1135,8 +1131,11 @@ static void orphan_purge(struct nssvc *s, struct rsm *r, struct kv_txn *txn, uin
     free(ids);
     s->orphan_wait_since = 0;
     s->orphan_wait_logged = false;
+    /* from where the last round stopped: orphans still held open (temporary files) are looked at once per
+     * pass, not every round, and never hide the ones behind them */
     uint64_t *inos;
-    size_t n = ns_orphans(txn, ORPHAN_SCAN, &inos);
+    size_t n = ns_orphans(txn, s->orphan_after, ORPHAN_SCAN, &inos);
+    s->orphan_after = n < ORPHAN_SCAN ? 0 : inos[n - 1];
     size_t k = 0;
     for (size_t i = 0; i < n && k < ORPHAN_PURGE_MAX; i++)
         if (!ns_opens_held(s->opens, inos[i]))

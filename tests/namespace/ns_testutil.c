@@ -102,7 +102,7 @@ Synod__V1__ReqId *tns_rid(struct tns *t)
 static size_t purge_in(struct tns *t, struct kv_txn *txn, int64_t now, const uint64_t *keep, size_t nkeep)
 {
     uint64_t *inos;
-    size_t n = ns_orphans(txn, 1024, &inos), k = 0;
+    size_t n = ns_orphans(txn, 0, 1024, &inos), k = 0;
     for (size_t i = 0; i < n; i++) {
         bool kept = false;
         for (size_t j = 0; j < nkeep; j++)

@@ -156,6 +156,18 @@ static void test_orphans(void)
     /* the leader keeps what a session holds */
     T_EQ(t_purge_orphans(&t, &f, 1), 1);
     T_EQ(t_getattr(&t, f, NULL), 0);
+    { /* the scan resumes above an inode (the leader's next round) */
+        struct kv_txn *txn = kv_txn_begin(t.db);
+        uint64_t *inos;
+        T_EQ(ns_orphans(txn, f - 1, 10, &inos), 1);
+        T_EQU(inos[0], f);
+        free(inos);
+        T_EQ(ns_orphans(txn, f, 10, &inos), 0);
+        free(inos);
+        T_EQ(ns_orphans(txn, UINT64_MAX, 10, &inos), 0);
+        free(inos);
+        kv_txn_abort(txn);
+    }
     T_EQ(t_purge_orphans(&t, NULL, 0), 1);
     T_EQ(t_getattr(&t, f, NULL), -ENOENT);
     T_EQ(t_purge_orphans(&t, NULL, 0), 0);
