@@ -198,6 +198,8 @@ struct ns_counts {
 void ns_count(struct kv_txn *txn, struct ns_counts *out);
 /* Copies the chunk table places on chunkserver cs (a draining one is done at 0). O(copies). */
 uint64_t ns_cs_held(struct kv_txn *txn, uint32_t cs);
+/* Whether the state still lists a copy on chunkserver cs (n/h). */
+bool ns_cs_holds_any(struct kv_txn *txn, uint32_t cs);
 /* One chunkserver's record (free with synod__v1__chunkserver_rec__free_unpacked), NULL if unknown. */
 Synod__V1__ChunkserverRec *ns_chunkserver(struct kv_txn *txn, uint32_t id);
 /* Every chunkserver record, in id order. *out: free each with synod__v1__chunkserver_rec__free_unpacked

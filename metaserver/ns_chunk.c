@@ -400,25 +400,29 @@ size_t placement_pick(struct cs_cand *v, size_t n, const uint32_t *exclude, size
 
 /* --- client operations -------------------------------------------------------------------------------- */
 
-/* Fill a ChunkLoc; the replica array is heap storage released by loc_release. */
+/* Fill a ChunkLoc; the replica array is heap storage released by loc_release. Copies on a DEAD chunkserver
+ * (still in the set while its death is applied in steps, op_cs_dead) are left out. */
 static void loc_fill(struct ns_ctx *c, const Synod__V1__ChunkRec *r, Synod__V1__ChunkLoc *loc)
 {
     synod__v1__chunk_loc__init(loc);
     loc->index = r->index;
     loc->chunk_id = r->chunk_id;
     loc->version = r->version;
-    loc->n_replicas = r->n_replicas;
     loc->replicas = xcalloc(MAX(r->n_replicas, 1), sizeof(*loc->replicas));
     for (size_t i = 0; i < r->n_replicas; i++) {
+        Synod__V1__ChunkserverRec *cs = cs_get(c, r->replicas[i]);
+        if (cs && cs->state == NS_CS_DEAD) {
+            protobuf_c_message_free_unpacked(&cs->base, NULL);
+            continue;
+        }
         Synod__V1__ChunkserverAddr *a = xmalloc(sizeof(*a));
         synod__v1__chunkserver_addr__init(a);
         a->id = r->replicas[i];
-        Synod__V1__ChunkserverRec *cs = cs_get(c, r->replicas[i]);
         a->addr = xstrdup(cs ? cs->addr : "");
         a->label = xstrdup(cs ? cs->label : "");
         if (cs)
             protobuf_c_message_free_unpacked(&cs->base, NULL);
-        loc->replicas[i] = a;
+        loc->replicas[loc->n_replicas++] = a;
     }
 }
 

@@ -323,20 +323,24 @@ int op_cs_dead(struct ns_ctx *c, const Synod__V1__ChunkserverDead *r)
     Synod__V1__ChunkserverRec *cs = cs_get(c, r->id);
     if (!cs)
         return -ENOENT;
-    if (cs->state != NS_CS_DEAD) {
+    if (cs->state != NS_CS_DEAD && !r->only_holdings) {
         cs->state = NS_CS_DEAD;
         cs_put(c, cs);
+        pending_drop_cs(c, r->id);
+    }
+    if (cs->state == NS_CS_DEAD || !r->only_holdings) {
+        /* its copies leave the replica sets in bounded steps (one apply of a million would stall every
+         * replica for seconds); until then its copies still count but are not handed out (loc_fill) */
         struct nkey p;
         nk_init(&p, 'h');
         nk_u32(&p, r->id);
         struct kv_iter *it = kv_iter_prefix(c->txn, p.b, p.len);
-        for (; kv_iter_valid(it); kv_iter_next(it)) {
+        for (uint32_t n = 0; kv_iter_valid(it) && (!r->max_holdings || n < r->max_holdings); kv_iter_next(it), n++) {
             size_t kl;
             const char *k = kv_iter_key(it, &kl);
             replica_remove(c, get_be64(k + 7), r->id, false);
         }
         kv_iter_free(it);
-        pending_drop_cs(c, r->id);
     }
     protobuf_c_message_free_unpacked(&cs->base, NULL);
     reply_empty(c);
@@ -1169,6 +1173,17 @@ uint64_t ns_cs_held(struct kv_txn *txn, uint32_t cs)
         n++;
     kv_iter_free(it);
     return n;
+}
+
+bool ns_cs_holds_any(struct kv_txn *txn, uint32_t cs)
+{
+    struct nkey p;
+    nk_init(&p, 'h');
+    nk_u32(&p, cs);
+    struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
+    bool any = kv_iter_valid(it);
+    kv_iter_free(it);
+    return any;
 }
 
 Synod__V1__ChunkserverRec *ns_chunkserver(struct kv_txn *txn, uint32_t id)

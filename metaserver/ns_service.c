@@ -85,6 +85,7 @@ struct nssvc {
     int repl_inflight, lease_inflight, dead_inflight, trim_inflight, orphan_inflight;
     struct ns_plan_cursor repl_cur, trim_cur; /* where the planning rounds resume (runtime thread) */
     uint64_t orphan_after;                    /* where the orphan scan resumes */
+    uint32_t dead_step;                       /* namespace.cs_dead_step */
     bool orphan_wait_logged;
     uint64_t orphan_wait_since; /* monotonic: since when a session has not reported (0: none) */
     /* fsck scans running on threads of their own (jobs_mu); plugin_detach waits for them */
@@ -100,6 +101,7 @@ static const struct config_key nssvc_keys[] = {
     {"namespace.cs_heartbeat", CONFIG_DURATION, "1s", "heartbeat period told to chunkservers"},
     {"namespace.max_repl_per_cs", CONFIG_INT, "2", "copies in flight per chunkserver (as source or target)"},
     {"namespace.unknown_chunk_grace", CONFIG_DURATION, "10m", "unknown chunks reported are deleted after this"},
+    {"namespace.cs_dead_step", CONFIG_INT, "4096", "copies of a dead chunkserver dropped from replica sets per command"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -1053,10 +1055,13 @@ static void dead_check(struct nssvc *s, struct rsm *r, struct kv_txn *txn, uint6
     Synod__V1__ChunkserverRec **v;
     size_t n = ns_chunkservers(txn, &v);
     uint32_t *alive = xmalloc((n + 1) * sizeof(*alive)), *dead = xmalloc((n + 1) * sizeof(*dead));
+    uint32_t purge = 0; /* a DEAD chunkserver some replica sets still list */
     size_t na = 0;
     for (size_t i = 0; i < n; i++) {
         if (v[i]->state != NS_CS_DEAD)
             alive[na++] = v[i]->id;
+        else if (!purge && ns_cs_holds_any(txn, v[i]->id))
+            purge = v[i]->id;
         synod__v1__chunkserver_rec__free_unpacked(v[i], NULL);
     }
     free(v);
@@ -1064,7 +1069,15 @@ static void dead_check(struct nssvc *s, struct rsm *r, struct kv_txn *txn, uint6
     for (size_t i = 0; i < nd; i++) {
         Synod__V1__ChunkserverDead m = SYNOD__V1__CHUNKSERVER_DEAD__INIT;
         m.id = dead[i];
+        m.max_holdings = s->dead_step;
         propose(s, r, SYNOD__V1__NS_COMMAND__CMD_CS_DEAD, &m.base, &s->dead_inflight, dead[i]);
+    }
+    if (!nd && purge) {
+        Synod__V1__ChunkserverDead m = SYNOD__V1__CHUNKSERVER_DEAD__INIT;
+        m.id = purge;
+        m.max_holdings = s->dead_step;
+        m.only_holdings = true;
+        propose(s, r, SYNOD__V1__NS_COMMAND__CMD_CS_DEAD, &m.base, &s->dead_inflight, purge);
     }
     free(alive);
     free(dead);
@@ -1207,9 +1220,11 @@ static int plugin_create(const struct config *cfg, struct rpc_server *srv, const
     s->mon = csmon_new(timeout_ms * NS_PER_MS, 30 * NS_PER_SEC);
     int64_t goal = config_get_int(cfg, "namespace.default_goal");
     int64_t repl = config_get_int(cfg, "namespace.max_repl_per_cs");
-    if (goal < 1 || goal > NS_MAX_GOAL || repl < 1 || repl > 1000 || timeout_ms == 0) {
-        LOG_ERR("namespace: bad config: default_goal %lld (1..%d), max_repl_per_cs %lld, cs_timeout %llu ms",
-                (long long)goal, NS_MAX_GOAL, (long long)repl, (unsigned long long)timeout_ms);
+    int64_t step = config_get_int(cfg, "namespace.cs_dead_step");
+    if (goal < 1 || goal > NS_MAX_GOAL || repl < 1 || repl > 1000 || timeout_ms == 0 || step < 1 || step > 1000000) {
+        LOG_ERR("namespace: bad config: default_goal %lld (1..%d), max_repl_per_cs %lld (1..1000), cs_timeout "
+                "%llu ms, cs_dead_step %lld (1..1000000)", (long long)goal, NS_MAX_GOAL, (long long)repl,
+                (unsigned long long)timeout_ms, (long long)step);
         csmon_free(s->mon);
         ns_opens_free(s->opens);
         ns_free(s->ns);
@@ -1218,6 +1233,7 @@ static int plugin_create(const struct config *cfg, struct rpc_server *srv, const
     }
     s->default_goal = (uint32_t)goal;
     s->max_repl = (uint32_t)repl;
+    s->dead_step = (uint32_t)step;
     s->lease_ms = (uint32_t)config_get_duration_ms(cfg, "namespace.chunk_lease");
     s->heartbeat_ms = (uint32_t)config_get_duration_ms(cfg, "namespace.cs_heartbeat");
     s->grace_ns = (int64_t)config_get_duration_ms(cfg, "namespace.unknown_chunk_grace") * (int64_t)NS_PER_MS;

@@ -6,19 +6,6 @@
 # (the chunk table's total drops by one copy per chunk there); status shows every metaserver and the leader.
 source "$(dirname "$0")/../fuse/harness.sh"
 fuse_setup --chunks 4
-CTL=$(find_built synodctl ops/synodctl) || fail "synodctl is not built in $BUILD"
-ctl() { "$CTL" -m "$METASERVERS" "$@"; }
-# a field of `synodctl --json status`: python expression over s (the parsed object)
-st() { ctl --json status | python3 -c "import json,sys; s=json.load(sys.stdin); print($1)"; }
-wait_for() { # EXPR SECS MESSAGE: poll a python expression over the status until it prints True
-  local i
-  for ((i = 0; i < $2 * 2; i++)); do
-    [[ $(st "$1" 2>/dev/null) == True ]] && return 0
-    sleep 0.5
-  done
-  ctl status || true
-  fail "$3 (after $2 s)"
-}
 
 mkdir "$MNT/d"
 for i in 1 2 3 4; do

@@ -90,6 +90,23 @@ fuse_setup() {
   cluster --mount-opts "io_timeout=60,unreachable_timeout=60${FUSE_MOUNT_OPTS:+,$FUSE_MOUNT_OPTS}" mount
 }
 
+# synodctl against this cluster: ctl ARGS...; st EXPR prints a python expression over the parsed
+# `synodctl --json status` (as s); wait_for EXPR SECS MESSAGE polls st until it prints True, else fails.
+ctl() {
+  [[ -n ${CTL:-} ]] || CTL=$(find_built synodctl ops/synodctl) || fail "synodctl is not built in $BUILD"
+  "$CTL" -m "$METASERVERS" "$@"
+}
+st() { ctl --json status | python3 -c "import json,sys; s=json.load(sys.stdin); print($1)"; }
+wait_for() {
+  local i
+  for ((i = 0; i < $2 * 2; i++)); do
+    [[ $(st "$1" 2>/dev/null) == True ]] && return 0
+    sleep 0.5
+  done
+  ctl status || true
+  fail "$3 (after $2 s)"
+}
+
 # The serving leader as the metaservers themselves say (synodctl status: each one's own role), as a node
 # name meta<i> (the i-th address of $METASERVERS); empty when none leads.
 meta_leader() {

@@ -9,17 +9,6 @@ source "$(dirname "$0")/harness.sh"
 fuse_setup
 M2=$DATA/mnt2
 mount_extra "$M2"
-CTL=$(find_built synodctl ops/synodctl) || fail "synodctl is not built in $BUILD"
-st() { "$CTL" -m "$METASERVERS" --json status | python3 -c "import json,sys; s=json.load(sys.stdin); print($1)"; }
-wait_for() { # EXPR SECS MESSAGE
-  local i
-  for ((i = 0; i < $2 * 2; i++)); do
-    [[ $(st "$1" 2>/dev/null) == True ]] && return 0
-    sleep 0.5
-  done
-  "$CTL" -m "$METASERVERS" status || true
-  fail "$3 (after $2 s)"
-}
 leader_applied() { st '[m["applied"] for m in s["metaservers"] if m.get("role") == "LEADING"][0]'; }
 
 head -c $((3 << 20)) /dev/urandom >"$DATA/src"

@@ -57,6 +57,18 @@ static int write_done(struct tns *t, uint64_t ino, uint64_t index, uint64_t chun
     return tns_apply(t, &cmd, NULL);
 }
 
+/* ChunkLocations of ino's first `count` chunks (free with protobuf_c_message_free_unpacked). */
+static Synod__V1__ChunkLocRep *locations(struct tns *t, uint64_t ino, uint32_t count)
+{
+    Synod__V1__ChunkLocReq lr = SYNOD__V1__CHUNK_LOC_REQ__INIT;
+    lr.ino = ino;
+    lr.count = count;
+    C(CHUNK_LOCATIONS, chunk_locations, lr);
+    ProtobufCMessage *m;
+    T_EQ(tns_apply(t, &cmd, &m), 0);
+    return (Synod__V1__ChunkLocRep *)m;
+}
+
 static void set_goal(struct tns *t, uint64_t ino, uint32_t goal)
 {
     Synod__V1__SetGoalReq sg = SYNOD__V1__SET_GOAL_REQ__INIT;
@@ -330,6 +342,63 @@ static void test_fresh_replace(void)
     tns_close(&t, false);
 }
 
+static uint64_t held(struct tns *t, uint32_t cs)
+{
+    struct kv_txn *txn = kv_txn_begin(t->db);
+    uint64_t n = ns_cs_held(txn, cs);
+    kv_txn_abort(txn);
+    return n;
+}
+
+static void cs_dead(struct tns *t, uint32_t id, uint32_t max, bool only_holdings)
+{
+    Synod__V1__ChunkserverDead cd = SYNOD__V1__CHUNKSERVER_DEAD__INIT;
+    cd.id = id;
+    cd.max_holdings = max;
+    cd.only_holdings = only_holdings;
+    C(CS_DEAD, cs_dead, cd);
+    T_EQ(tns_apply(t, &cmd, NULL), 0);
+}
+
+/* A dead chunkserver leaves the replica sets in bounded steps; meanwhile its copies are not handed out. */
+static void test_dead_steps(void)
+{
+    struct tns t;
+    tns_open(&t);
+    uint32_t a = cs_register(&t, "h1:1", "rack1", 900), b = cs_register(&t, "h2:1", "rack2", 800);
+    uint64_t dir, f[5];
+    T_EQ(t_mknod(&t, ROOT, NS_ROOT_INO, "g2", S_IFDIR | 0755, &dir), 0);
+    set_goal(&t, dir, 2);
+    for (int i = 0; i < 5; i++) {
+        char name[8];
+        snprintf(name, sizeof(name), "f%d", i);
+        T_EQ(t_mknod(&t, ROOT, dir, name, S_IFREG | 0644, &f[i]), 0);
+        Synod__V1__ChunkOpenWriteRep *w;
+        T_EQ(open_write(&t, f[i], 0, &w), 0);
+        T_EQ(w->chunk->n_replicas, 2);
+        synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    }
+    T_EQ(held(&t, a), 5);
+    cs_dead(&t, b, 2, true); /* b is UP: a continuation does nothing */
+    T_EQ(held(&t, b), 5);
+    cs_dead(&t, a, 2, false);
+    T_EQ(held(&t, a), 3);
+    for (int i = 0; i < 5; i++) { /* whether still listed or not, a's copy is not handed out */
+        Synod__V1__ChunkLocRep *loc = locations(&t, f[i], 1);
+        T_EQ(loc->n_chunks, 1);
+        T_EQ(loc->chunks[0]->n_replicas, 1);
+        T_EQ(loc->chunks[0]->replicas[0]->id, b);
+        protobuf_c_message_free_unpacked(&loc->base, NULL);
+    }
+    cs_dead(&t, a, 2, true);
+    T_EQ(held(&t, a), 1);
+    cs_dead(&t, a, 2, true);
+    T_EQ(held(&t, a), 0);
+    cs_dead(&t, a, 2, true);
+    T_EQ(held(&t, b), 5);
+    tns_close(&t, false);
+}
+
 /* Re-replication rounds look at a bounded number of index entries and resume where the previous round
  * stopped: under-goal chunks that cannot be copied now (being written) do not starve the one behind them. */
 static void test_plan_cursor(void)
@@ -472,5 +541,6 @@ int main(void)
     T_RUN(test_fresh_replace);
     T_RUN(test_blocks_release);
     T_RUN(test_plan_cursor);
+    T_RUN(test_dead_steps);
     return 0;
 }
