@@ -224,6 +224,7 @@ static struct fino *fino_find(struct fino *v, size_t n, uint64_t ino)
 
 struct fcs {
     uint32_t id, state;
+    uint64_t copies; /* replicas the chunk table lists on it */
 };
 
 static uint32_t cs_state_of(const struct fcs *v, size_t n, uint32_t id)
@@ -232,6 +233,59 @@ static uint32_t cs_state_of(const struct fcs *v, size_t n, uint32_t id)
         if (v[i].id == id)
             return v[i].state;
     return NS_CS_DEAD; /* unknown: does not count */
+}
+
+/* A stored value of the scan's snapshot (malloc'd, NULL if absent). */
+static char *snap_get(struct fscan *s, const uint8_t *key, size_t klen, size_t *vl)
+{
+    char *err = NULL;
+    char *v = leveldb_get(s->db, s->ro, (const char *)key, klen, vl, &err);
+    if (err) {
+        leveldb_free(err);
+        return NULL;
+    }
+    return v;
+}
+
+static void counter(struct fscan *s, const char *what, uint64_t kept, uint64_t counted)
+{
+    if (kept != counted)
+        problem(s, "counter", 0, 0, "status counter %s is %llu, the scan counts %llu", what,
+                (unsigned long long)kept, (unsigned long long)counted);
+}
+
+/* The counters status reads (NsCounters, n/H) against the scans' counts. */
+static void check_counters(struct fscan *s, const struct fcs *cs, size_t ncs, uint64_t files, uint64_t dirs,
+                           uint64_t chunks, uint64_t under, uint64_t missing, uint64_t over)
+{
+    size_t vl;
+    const uint8_t ck[3] = {'n', '/', 'c'};
+    char *v = snap_get(s, ck, sizeof(ck), &vl);
+    Synod__V1__NsCounters *ctr = v ? synod__v1__ns_counters__unpack(NULL, vl, (const uint8_t *)v) : NULL;
+    if (v)
+        leveldb_free(v);
+    if (ctr && ctr->counted) {
+        counter(s, "files", ctr->files, files);
+        counter(s, "dirs", ctr->dirs, dirs);
+        counter(s, "chunks", ctr->chunks, chunks);
+        counter(s, "under_goal", ctr->under_goal, under);
+        counter(s, "missing", ctr->missing, missing);
+        counter(s, "over_goal", ctr->over_goal, over);
+    }
+    if (ctr)
+        synod__v1__ns_counters__free_unpacked(ctr, NULL);
+    for (size_t i = 0; i < ncs; i++) {
+        struct nkey hk;
+        cs_held_key(&hk, cs[i].id);
+        v = snap_get(s, hk.b, hk.len, &vl);
+        if (!v)
+            continue; /* registered before the counters */
+        uint64_t kept = vl == 8 ? get_le64(v) : UINT64_MAX;
+        leveldb_free(v);
+        if (kept != cs[i].copies)
+            problem(s, "counter", 0, 0, "chunkserver %u: copy counter %llu, the chunk table lists %llu", cs[i].id,
+                    (unsigned long long)kept, (unsigned long long)cs[i].copies);
+    }
 }
 
 int ns_fsck_run(leveldb_t *db, int64_t now_ns, size_t max_inodes, size_t max_problems, struct ns_fsck *out)
@@ -247,6 +301,11 @@ int ns_fsck_run(leveldb_t *db, int64_t now_ns, size_t max_inodes, size_t max_pro
     size_t kl, vl;
     const char *k, *v;
     int rc = 0;
+
+    /* the status counters, checked against what the scans count (counted: NsCounters) */
+    struct {
+        uint64_t files, dirs, chunks, under, missing, over;
+    } cnt = {0};
 
     /* inodes, in ino order */
     struct fino *in = NULL;
@@ -287,7 +346,7 @@ int ns_fsck_run(leveldb_t *db, int64_t now_ns, size_t max_inodes, size_t max_pro
         if (!r)
             continue;
         cs = xrealloc(cs, (ncs + 1) * sizeof(*cs));
-        cs[ncs++] = (struct fcs){r->id, r->state};
+        cs[ncs++] = (struct fcs){.id = r->id, .state = r->state};
         synod__v1__chunkserver_rec__free_unpacked(r, NULL);
     }
     leveldb_iter_destroy(it);
@@ -301,6 +360,10 @@ int ns_fsck_run(leveldb_t *db, int64_t now_ns, size_t max_inodes, size_t max_pro
         uint64_t parent = get_be64(k + 3), child = get_be64(v);
         const char *name = k + 11;
         int nlen = (int)(kl - 11);
+        if (((uint32_t)(uint8_t)v[8] << 12) == S_IFDIR)
+            cnt.dirs++;
+        else
+            cnt.files++;
         struct fino *c = fino_find(in, nin, child);
         if (!c) {
             Synod__V1__FsckProblem *p = problem(&s, "dangling_dirent", child, 0,
@@ -382,6 +445,17 @@ int ns_fsck_run(leveldb_t *db, int64_t now_ns, size_t max_inodes, size_t max_pro
             continue;
         }
         out->rep.checked_chunks++;
+        cnt.chunks++;
+        cnt.missing += r->n_replicas == 0;
+        cnt.under += r->n_replicas > 0 && r->n_replicas < r->goal;
+        cnt.over += r->n_replicas > r->goal;
+        for (size_t j = 0; j < r->n_replicas; j++) {
+            struct fcs *x = NULL;
+            for (size_t m = 0; m < ncs && !x; m++)
+                x = cs[m].id == r->replicas[j] ? &cs[m] : NULL;
+            if (x)
+                x->copies++;
+        }
         uint64_t ino = get_be64(k + 3), index = get_be64(k + 11);
         bool leased = r->lease_session && r->lease_expire_ns > now_ns;
         struct fino *n = fino_find(in, nin, ino);
@@ -416,6 +490,8 @@ int ns_fsck_run(leveldb_t *db, int64_t now_ns, size_t max_inodes, size_t max_pro
         rc = kv_leveldb_err(&err, "fsck scan");
     }
     leveldb_iter_destroy(it);
+    if (whole && !rc)
+        check_counters(&s, cs, ncs, cnt.files, cnt.dirs, cnt.chunks, cnt.under, cnt.missing, cnt.over);
     free(cs);
     free(in);
     leveldb_readoptions_destroy(s.ro);

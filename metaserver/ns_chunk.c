@@ -101,8 +101,40 @@ static void held_key(struct nkey *k, uint32_t cs, uint64_t chunk)
     nk_u64(k, chunk);
 }
 
+void cs_held_key(struct nkey *k, uint32_t cs)
+{
+    nk_init(k, 'H');
+    nk_u32(k, cs);
+}
+
+/* A chunkserver's counted copies change by delta (no-op when it has no counter: registered before). */
+static void cs_held_add(struct ns_ctx *c, uint32_t cs, int delta)
+{
+    struct nkey k;
+    cs_held_key(&k, cs);
+    char *v;
+    size_t vl;
+    if (nk_get(c, &k, &v, &vl) != 0)
+        return;
+    uint8_t b[8];
+    put_le64(b, vl == 8 ? get_le64(v) + (uint64_t)(int64_t)delta : 0);
+    free(v);
+    nk_put(c, &k, b, sizeof(b));
+}
+
+/* The status counters of the chunk table and its indexes (NsCounters.counted). */
+static void chunk_count(struct ns_ctx *c, uint64_t *field, int delta)
+{
+    Synod__V1__NsCounters *ctr = ctr_get(c);
+    if (!ctr->counted)
+        return;
+    *field += (uint64_t)(int64_t)delta;
+    ctr_dirty(c);
+}
+
 void chunk_store(struct ns_ctx *c, const Synod__V1__ChunkRec *old, const Synod__V1__ChunkRec *nw)
 {
+    Synod__V1__NsCounters *ctr = ctr_get(c);
     struct nkey k;
     ASSERT(old || nw);
     const Synod__V1__ChunkRec *any = nw ? nw : old;
@@ -116,6 +148,7 @@ void chunk_store(struct ns_ctx *c, const Synod__V1__ChunkRec *old, const Synod__
             put_be64(v, nw->ino);
             put_be64(v + 8, nw->index);
             nk_put(c, &k, v, sizeof(v));
+            chunk_count(c, &ctr->chunks, 1);
         }
     } else {
         chunk_key(&k, old->ino, old->index);
@@ -123,12 +156,14 @@ void chunk_store(struct ns_ctx *c, const Synod__V1__ChunkRec *old, const Synod__
         nk_init(&k, 'K');
         nk_u64(&k, old->chunk_id);
         nk_del(c, &k);
+        chunk_count(c, &ctr->chunks, -1);
     }
     /* replica index */
     for (size_t i = 0; old && i < old->n_replicas; i++) {
         if (!has_replica(nw, old->replicas[i])) {
             held_key(&k, old->replicas[i], any->chunk_id);
             nk_del(c, &k);
+            cs_held_add(c, old->replicas[i], -1);
         }
     }
     for (size_t i = 0; nw && i < nw->n_replicas; i++) {
@@ -140,6 +175,7 @@ void chunk_store(struct ns_ctx *c, const Synod__V1__ChunkRec *old, const Synod__
                 protobuf_c_message_free_unpacked(&cs->base, NULL);
             held_key(&k, nw->replicas[i], nw->chunk_id);
             nk_put(c, &k, v, sizeof(v));
+            cs_held_add(c, nw->replicas[i], 1);
         }
     }
     /* under-goal index */
@@ -148,10 +184,12 @@ void chunk_store(struct ns_ctx *c, const Synod__V1__ChunkRec *old, const Synod__
     if (old_under && (!new_under || old->n_replicas != nw->n_replicas)) {
         goal_key(&k, old->n_replicas, old->chunk_id);
         nk_del(c, &k);
+        chunk_count(c, old->n_replicas ? &ctr->under_goal : &ctr->missing, -1);
     }
     if (new_under && (!old_under || old->n_replicas != nw->n_replicas)) {
         goal_key(&k, nw->n_replicas, nw->chunk_id);
         nk_put(c, &k, "", 0);
+        chunk_count(c, nw->n_replicas ? &ctr->under_goal : &ctr->missing, 1);
     }
     /* over-goal index: what the leader trims after a goal decrease or a finished drain copy */
     bool old_over = old && old->n_replicas > old->goal;
@@ -162,6 +200,7 @@ void chunk_store(struct ns_ctx *c, const Synod__V1__ChunkRec *old, const Synod__
             nk_put(c, &k, "", 0);
         else
             nk_del(c, &k);
+        chunk_count(c, &ctr->over_goal, new_over ? 1 : -1);
     }
 }
 

@@ -290,8 +290,24 @@ int dirent_get(struct ns_ctx *c, uint64_t parent, const char *name, uint64_t *in
     return 0;
 }
 
+/* The status counters of directory entries: `delta` entries of type `type` (S_IF*). */
+static void dirent_count(struct ns_ctx *c, uint32_t type, int delta)
+{
+    Synod__V1__NsCounters *ctr = ctr_get(c);
+    if (!ctr->counted)
+        return;
+    uint64_t *n = type == S_IFDIR ? &ctr->dirs : &ctr->files;
+    *n += (uint64_t)(int64_t)delta;
+    ctr_dirty(c);
+}
+
 void dirent_put(struct ns_ctx *c, uint64_t parent, const char *name, uint64_t ino, uint32_t mode)
 {
+    uint64_t old;
+    uint32_t otype;
+    if (dirent_get(c, parent, name, &old, &otype) == 0)
+        dirent_count(c, otype, -1);
+    dirent_count(c, mode & S_IFMT, 1);
     struct nkey k;
     dirent_key(&k, parent, name);
     uint8_t v[9];
@@ -302,6 +318,11 @@ void dirent_put(struct ns_ctx *c, uint64_t parent, const char *name, uint64_t in
 
 void dirent_del(struct ns_ctx *c, uint64_t parent, const char *name)
 {
+    uint64_t old;
+    uint32_t otype;
+    if (dirent_get(c, parent, name, &old, &otype) != 0)
+        return;
+    dirent_count(c, otype, -1);
     struct nkey k;
     dirent_key(&k, parent, name);
     nk_del(c, &k);
@@ -508,6 +529,7 @@ static int op_init(struct ns_ctx *c, const Synod__V1__NsInit *r)
     root->goal = ctr->default_goal;
     root->generation = ctr->next_generation++;
     ctr->inodes = 1;
+    ctr->counted = true; /* a fresh state: the status counters start here */
     ctr_dirty(c);
     reply_empty(c);
     return 0;

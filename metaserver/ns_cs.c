@@ -93,6 +93,10 @@ int op_cs_register(struct ns_ctx *c, const Synod__V1__RegisterReq *r)
         if (fresh.id >= ctr->next_cs)
             ctr->next_cs = fresh.id + 1;
         ctr_dirty(c);
+        struct nkey hk;
+        cs_held_key(&hk, fresh.id);
+        if (ctr->counted && nk_get(c, &hk, NULL, NULL) != 0) /* it holds nothing yet */
+            nk_put(c, &hk, (const uint8_t[8]){0}, 8);
     }
     char *oaddr = w->addr, *olabel = w->label, *ouuid = w->uuid;
     w->addr = r->addr;
@@ -384,16 +388,8 @@ int op_decommission(struct ns_ctx *c, const Synod__V1__DecommissionReq *r)
     cs_put(c, cs);
     if (r->cancel)
         pending_keep_source(c, r->chunkserver);
-    uint64_t left = 0;
-    struct nkey p;
-    nk_init(&p, 'h');
-    nk_u32(&p, r->chunkserver);
-    struct kv_iter *it = kv_iter_prefix(c->txn, p.b, p.len);
-    for (; kv_iter_valid(it); kv_iter_next(it))
-        left++;
-    kv_iter_free(it);
     Synod__V1__DecommissionRep rep = SYNOD__V1__DECOMMISSION_REP__INIT;
-    rep.chunks_left = left;
+    rep.chunks_left = ns_cs_held(c->txn, r->chunkserver); /* its counter (n/H), or a count of n/h */
     rep.state = cs->state == NS_CS_UP ? "UP" : cs->state == NS_CS_DEAD ? "DEAD" : "DECOMMISSIONING";
     reply_msg(c, &rep.base);
     protobuf_c_message_free_unpacked(&cs->base, NULL);
@@ -1115,24 +1111,35 @@ void ns_count(struct kv_txn *txn, struct ns_counts *out)
     memset(out, 0, sizeof(*out));
     struct ns_ctx c;
     ro_ctx(&c, txn);
-    out->inodes = ctr_get(&c)->inodes;
-    ctx_finish(&c, false);
+    const Synod__V1__NsCounters *ctr = ctr_get(&c);
+    out->inodes = ctr->inodes;
     struct nkey p;
-    nk_init(&p, 'd');
-    struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
-    for (; kv_iter_valid(it); kv_iter_next(it)) {
-        size_t vl;
-        const char *v = kv_iter_value(it, &vl);
-        if (vl == 9 && ((uint32_t)(uint8_t)v[8] << 12) == S_IFDIR)
-            out->dirs++;
-        else
-            out->files++;
+    struct kv_iter *it;
+    if (ctr->counted) { /* kept as the state changes: O(1) */
+        out->dirs = ctr->dirs;
+        out->files = ctr->files;
+        out->chunks = ctr->chunks;
+        out->under_goal = ctr->under_goal + ctr->missing;
+        out->missing = ctr->missing;
+        out->over_goal = ctr->over_goal;
+    } else { /* a state from before the counters: scan (O(namespace)) */
+        nk_init(&p, 'd');
+        it = kv_iter_prefix(txn, p.b, p.len);
+        for (; kv_iter_valid(it); kv_iter_next(it)) {
+            size_t vl;
+            const char *v = kv_iter_value(it, &vl);
+            if (vl == 9 && ((uint32_t)(uint8_t)v[8] << 12) == S_IFDIR)
+                out->dirs++;
+            else
+                out->files++;
+        }
+        kv_iter_free(it);
+        out->chunks = count_prefix(txn, 'K', NULL);
+        out->under_goal = count_prefix(txn, 'g', &out->missing);
+        out->over_goal = count_prefix(txn, 'G', NULL);
     }
-    kv_iter_free(it);
+    ctx_finish(&c, false);
     out->dirs++; /* the root has no entry */
-    out->chunks = count_prefix(txn, 'K', NULL);
-    out->under_goal = count_prefix(txn, 'g', &out->missing);
-    out->over_goal = count_prefix(txn, 'G', NULL);
     /* chunks that meet their goal only by counting a draining copy are under goal too (they must be copied
      * before that copy may go); counted once, by their first draining replica */
     ro_ctx(&c, txn);
@@ -1164,6 +1171,15 @@ void ns_count(struct kv_txn *txn, struct ns_counts *out)
 
 uint64_t ns_cs_held(struct kv_txn *txn, uint32_t cs)
 {
+    struct nkey hk;
+    cs_held_key(&hk, cs);
+    char *v;
+    size_t vl;
+    if (kv_get(txn, hk.b, hk.len, &v, &vl) == 0) { /* counted */
+        uint64_t n = vl == 8 ? get_le64(v) : 0;
+        free(v);
+        return n;
+    }
     struct nkey p;
     nk_init(&p, 'h');
     nk_u32(&p, cs);

@@ -192,6 +192,9 @@ Synod__V1__ChunkRec *chunk_get(struct ns_ctx *c, uint64_t ino, uint64_t index); 
 Synod__V1__ChunkRec *chunk_get_by_id(struct ns_ctx *c, uint64_t chunk_id);     /* NULL if absent */
 /* Write `nw` (NULL: delete) replacing `old` (NULL: new), keeping n/K, n/h and n/g in step. */
 void chunk_store(struct ns_ctx *c, const Synod__V1__ChunkRec *old, const Synod__V1__ChunkRec *nw);
+/* n/H <cs>: the chunkserver's copy count (le64), kept by chunk_store; absent if it registered before the
+ * state had counters (NsCounters.counted). */
+void cs_held_key(struct nkey *k, uint32_t cs);
 void chunk_free(Synod__V1__ChunkRec *r);
 void delete_enqueue(struct ns_ctx *c, uint32_t cs, uint64_t chunk_id, uint32_t version);
 /* Remove chunkserver cs from the chunk's replica set; false if absent. The version is bumped when the copy

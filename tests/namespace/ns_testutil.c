@@ -66,6 +66,13 @@ void tns_close(struct tns *t, bool keep)
 {
     if (t->txn)
         tns_commit(t);
+    /* every test's final state: the status counters kept by apply agree with fsck's scan */
+    struct ns_fsck f;
+    T_EQ(ns_fsck_run(t->db, t->now, 1000000, 50, &f), 0);
+    for (size_t i = 0; i < f.rep.n_problems; i++)
+        if (!strcmp(f.rep.problems[i]->kind, "counter"))
+            T_FAIL("%s", f.rep.problems[i]->detail);
+    ns_fsck_release(&f);
     leveldb_close(t->db);
     ns_free(t->ns);
     if (!keep) {

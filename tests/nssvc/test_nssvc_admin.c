@@ -567,6 +567,7 @@ static void test_fsck(void)
     T_EQU(r.rep.checked_chunks, 4);
     T_EQU(r.rep.total_problems, 1);
     T_EQ(kind_count(&r, "beyond_size"), 1);
+    T_EQ(kind_count(&r, "counter"), 0); /* the status counters kept by apply agree with the scan */
     ns_fsck_release(&r);
 
     /* damage: an inode record lost (its entry dangles, its chunks are orphans), a wrong nlink on a file
@@ -624,6 +625,7 @@ static void test_fsck(void)
     T_EQ(kind_count(&r, "orphan_unindexed"), 1);
     T_EQ(kind_count(&r, "orphan_key"), 1);
     T_EQ(kind_count(&r, "unreachable"), 0);
+    T_EQ(kind_count(&r, "counter"), 1); /* the entry removed behind apply's back: files counter one high */
     ns_fsck_release(&r);
     raw_orphan_put(lost); /* indexed: an orphan awaiting purge, not a problem */
     raw_del('O', f);
