@@ -1,5 +1,7 @@
-/* ns_opens.c - the leader's memory opens (see ns_opens.h). Three chained hash tables under one mutex:
- * entries by (session, ino), holders per ino (a count, for the purge check), and reported sessions. */
+/* ns_opens.c - the leader's memory opens (see ns_opens.h). Four chained hash tables under one mutex:
+ * entries by (session, ino), holders per ino (a count, for the purge check), reported sessions, and each
+ * session's entries (a count and a list through the entries), so that a session's report or drop costs
+ * its own entries, not a walk over every session's. */
 #include "metaserver/ns_opens.h"
 
 #include <pthread.h>
@@ -12,11 +14,13 @@ struct ent {
     uint32_t pending; /* opens being checked (ns_opens_begin) */
     bool confirmed;   /* an open succeeded (or was reported) */
     struct ent *next;
+    struct ent *sprev, *snext; /* the session's list */
 };
 struct cnt {
     uint64_t key;
     uint64_t n;
     struct cnt *next;
+    struct ent *head; /* sessions table: the session's entries */
 };
 struct htab {
     void **b;
@@ -28,6 +32,7 @@ struct ns_opens {
     struct htab ents;     /* struct ent */
     struct htab holders;  /* struct cnt: ino -> sessions holding it */
     struct htab reported; /* struct cnt: session -> 1 */
+    struct htab sessions; /* struct cnt: session -> its entries (n, head) */
 };
 
 static uint64_t mix(uint64_t a, uint64_t b)
@@ -122,14 +127,33 @@ static void cnt_add(struct htab *t, uint64_t key, int d)
     }
 }
 
-/* Remove the entry at *p (and its holder count). */
+/* Remove the entry at *p (and its holder count, and from its session's list). */
 static void ent_unlink(struct ns_opens *o, struct ent **p)
 {
     struct ent *e = *p;
     *p = e->next;
     o->ents.n--;
     cnt_add(&o->holders, e->ino, -1);
+    if (e->sprev)
+        e->sprev->snext = e->snext;
+    else
+        (*cnt_slot(&o->sessions, e->session))->head = e->snext;
+    if (e->snext)
+        e->snext->sprev = e->sprev;
+    cnt_add(&o->sessions, e->session, -1);
     free(e);
+}
+
+/* Unlink every entry of `session` for which drop(e, arg) says so. */
+static void session_unlink(struct ns_opens *o, uint64_t session, bool (*drop)(const struct ent *e, uint64_t arg),
+                           uint64_t arg)
+{
+    struct cnt *sc = *cnt_slot(&o->sessions, session);
+    for (struct ent *e = sc ? sc->head : NULL, *nx; e; e = nx) {
+        nx = e->snext; /* unlinking e may free the session's record too, but never nx */
+        if (drop(e, arg))
+            ent_unlink(o, ent_slot(&o->ents, e->session, e->ino));
+    }
 }
 
 static void clear_all(struct ns_opens *o)
@@ -140,7 +164,7 @@ static void clear_all(struct ns_opens *o)
             free(e);
         }
     }
-    struct htab *cs[] = {&o->holders, &o->reported};
+    struct htab *cs[] = {&o->holders, &o->reported, &o->sessions};
     for (size_t k = 0; k < ARRAY_SIZE(cs); k++) {
         for (size_t i = 0; i < cs[k]->nb; i++) {
             for (struct cnt *c = cs[k]->b[i], *nx; c; c = nx) {
@@ -162,6 +186,7 @@ struct ns_opens *ns_opens_new(void)
     htab_init(&o->ents);
     htab_init(&o->holders);
     htab_init(&o->reported);
+    htab_init(&o->sessions);
     return o;
 }
 
@@ -173,6 +198,7 @@ void ns_opens_free(struct ns_opens *o)
     free(o->ents.b);
     free(o->holders.b);
     free(o->reported.b);
+    free(o->sessions.b);
     pthread_mutex_destroy(&o->mu);
     free(o);
 }
@@ -210,6 +236,12 @@ static bool reg_locked(struct ns_opens *o, uint64_t session, uint64_t ino, uint6
     *p = e;
     o->ents.n++;
     cnt_add(&o->holders, ino, +1);
+    cnt_add(&o->sessions, session, +1);
+    struct cnt *sc = *cnt_slot(&o->sessions, session);
+    e->snext = sc->head;
+    if (sc->head)
+        sc->head->sprev = e;
+    sc->head = e;
     return true;
 }
 
@@ -254,19 +286,23 @@ void ns_opens_release(struct ns_opens *o, uint64_t session, uint64_t ino, uint64
     pthread_mutex_unlock(&o->mu);
 }
 
+static bool older_settled(const struct ent *e, uint64_t seq)
+{
+    return e->seq < seq && !e->pending;
+}
+
+static bool any_ent(const struct ent *e, uint64_t arg)
+{
+    UNUSED(e);
+    UNUSED(arg);
+    return true;
+}
+
 void ns_opens_report(struct ns_opens *o, uint64_t session, uint64_t seq, const uint64_t *inos, size_t n)
 {
     pthread_mutex_lock(&o->mu);
     /* drop this session's entries older than the report; the listed ones come back just below */
-    for (size_t i = 0; i < o->ents.nb; i++) {
-        struct ent **p = (struct ent **)&o->ents.b[i];
-        while (*p) {
-            if ((*p)->session == session && (*p)->seq < seq && !(*p)->pending)
-                ent_unlink(o, p);
-            else
-                p = &(*p)->next;
-        }
-    }
+    session_unlink(o, session, older_settled, seq);
     for (size_t i = 0; i < n; i++)
         reg_locked(o, session, inos[i], seq, false);
     if (!*cnt_slot(&o->reported, session))
@@ -301,15 +337,7 @@ bool ns_opens_holds(struct ns_opens *o, uint64_t session, uint64_t ino)
 void ns_opens_session_drop(struct ns_opens *o, uint64_t session)
 {
     pthread_mutex_lock(&o->mu);
-    for (size_t i = 0; i < o->ents.nb; i++) {
-        struct ent **p = (struct ent **)&o->ents.b[i];
-        while (*p) {
-            if ((*p)->session == session)
-                ent_unlink(o, p);
-            else
-                p = &(*p)->next;
-        }
-    }
+    session_unlink(o, session, any_ent, 0);
     struct cnt **c = cnt_slot(&o->reported, session);
     if (*c)
         cnt_add(&o->reported, session, -1);

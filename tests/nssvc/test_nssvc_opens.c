@@ -152,11 +152,63 @@ static void test_together(void)
     oref_free(r);
 }
 
+/* Many sessions: registrations, releases, reports and drops at random against a model of who holds what
+ * (the per-session lists that reports and drops walk must match the hash table). */
+static void test_sessions_model(void)
+{
+    enum { NS = 8, NI = 24 };
+    struct ns_opens *o = ns_opens_new();
+    uint64_t seq[NS][NI] = {{0}}; /* 0: not held, else the seq of its registration */
+    uint64_t rng = 777, next_seq = 1;
+    for (int step = 0; step < 50000; step++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        uint64_t sess = (rng >> 33) % NS, ino = (rng >> 40) % NI;
+        int what = (int)((rng >> 20) % 16);
+        if (what < 7) {
+            ns_opens_register(o, sess + 1, ino + 1, next_seq);
+            seq[sess][ino] = next_seq++;
+        } else if (what < 13) {
+            ns_opens_release(o, sess + 1, ino + 1, next_seq++);
+            seq[sess][ino] = 0;
+        } else if (what < 15) { /* a report of a few of its files: the others go */
+            uint64_t inos[NI];
+            size_t n = 0;
+            uint64_t s = next_seq++;
+            for (uint64_t i = 0; i < NI; i++) {
+                if (seq[sess][i] && (rng >> (i % 50)) % 2)
+                    inos[n++] = i + 1;
+                else
+                    seq[sess][i] = 0;
+            }
+            ns_opens_report(o, sess + 1, s, inos, n);
+            for (size_t k = 0; k < n; k++)
+                seq[sess][inos[k] - 1] = s;
+        } else {
+            ns_opens_session_drop(o, sess + 1);
+            for (uint64_t i = 0; i < NI; i++)
+                seq[sess][i] = 0;
+        }
+        size_t total = 0;
+        for (uint64_t i = 0; i < NI; i++) {
+            bool any = false;
+            for (uint64_t j = 0; j < NS; j++) {
+                T_EQ(ns_opens_holds(o, j + 1, i + 1), seq[j][i] != 0);
+                any |= seq[j][i] != 0;
+                total += seq[j][i] != 0;
+            }
+            T_EQ(ns_opens_held(o, i + 1), any);
+        }
+        T_EQ(ns_opens_count(o), total);
+    }
+    ns_opens_free(o);
+}
+
 int main(void)
 {
     T_RUN(test_register_release_order);
     T_RUN(test_report);
     T_RUN(test_client_refs);
     T_RUN(test_together);
+    T_RUN(test_sessions_model);
     return 0;
 }
