@@ -94,6 +94,14 @@ static void over_key(struct nkey *k, uint64_t chunk)
     nk_u64(k, chunk);
 }
 
+/* n/W <expire_ns> <chunk>: write leases by expiry (what the leader's expiry search walks, oldest first) */
+static void lease_expiry_key(struct nkey *k, int64_t expire_ns, uint64_t chunk)
+{
+    nk_init(k, 'W');
+    nk_u64(k, (uint64_t)MAX(expire_ns, 0));
+    nk_u64(k, chunk);
+}
+
 static void held_key(struct nkey *k, uint32_t cs, uint64_t chunk)
 {
     nk_init(k, 'h');
@@ -190,6 +198,17 @@ void chunk_store(struct ns_ctx *c, const Synod__V1__ChunkRec *old, const Synod__
         goal_key(&k, nw->n_replicas, nw->chunk_id);
         nk_put(c, &k, "", 0);
         chunk_count(c, nw->n_replicas ? &ctr->under_goal : &ctr->missing, 1);
+    }
+    /* lease expiry index */
+    bool old_lease = old && old->lease_session, new_lease = nw && nw->lease_session;
+    bool same_lease = old_lease && new_lease && old->lease_expire_ns == nw->lease_expire_ns;
+    if (old_lease && !same_lease) {
+        lease_expiry_key(&k, old->lease_expire_ns, old->chunk_id);
+        nk_del(c, &k);
+    }
+    if (new_lease && !same_lease) {
+        lease_expiry_key(&k, nw->lease_expire_ns, nw->chunk_id);
+        nk_put(c, &k, "", 0);
     }
     /* over-goal index: what the leader trims after a goal decrease or a finished drain copy */
     bool old_over = old && old->n_replicas > old->goal;

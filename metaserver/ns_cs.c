@@ -488,15 +488,18 @@ size_t ns_find_expired_leases(struct kv_txn *txn, int64_t now_ns, size_t max, ui
     struct ns_ctx c;
     ro_ctx(&c, txn);
     struct nkey p;
-    nk_init(&p, 'w');
+    nk_init(&p, 'W');
     size_t n = 0;
     *ids = NULL;
+    /* oldest expiry first; the first one still running ends the search */
     struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
     for (; kv_iter_valid(it) && n < max; kv_iter_next(it)) {
         size_t kl;
         const char *k = kv_iter_key(it, &kl);
         if (kl != 3 + 16)
             continue;
+        if ((int64_t)get_be64(k + 3) > now_ns)
+            break;
         Synod__V1__ChunkRec *rec = chunk_get_by_id(&c, get_be64(k + 11));
         if (rec && rec->lease_session && rec->lease_expire_ns <= now_ns) {
             *ids = xrealloc(*ids, (n + 1) * sizeof(**ids));

@@ -399,6 +399,58 @@ static void test_dead_steps(void)
     tns_close(&t, false);
 }
 
+static size_t expired(struct tns *t, int64_t at, uint64_t **ids)
+{
+    struct kv_txn *txn = kv_txn_begin(t->db);
+    size_t n = ns_find_expired_leases(txn, at, 10, ids);
+    kv_txn_abort(txn);
+    return n;
+}
+
+/* Write leases by expiry: the search returns the ended ones, oldest first, and stops at a running one. */
+static void test_lease_expiry(void)
+{
+    struct tns t;
+    tns_open(&t);
+    T_CHECK(cs_register(&t, "h1:1", "rack1", 900) != 0);
+    uint64_t f[3], chunk[3];
+    int64_t lease = 0, t0 = 0;
+    for (int i = 0; i < 3; i++) {
+        char name[8];
+        snprintf(name, sizeof(name), "f%d", i);
+        T_EQ(t_mknod(&t, ROOT, NS_ROOT_INO, name, S_IFREG | 0644, &f[i]), 0);
+        if (i == 0)
+            t0 = t.now; /* f0's lease begins here or a little later */
+        Synod__V1__ChunkOpenWriteRep *w;
+        T_EQ(open_write(&t, f[i], 0, &w), 0);
+        chunk[i] = w->chunk->chunk_id;
+        lease = (int64_t)w->lease_ms * 1000000;
+        synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+        t.now += 1000000000; /* f0's lease ends first */
+    }
+    T_CHECK(lease > 0);
+    uint64_t *ids;
+    T_EQ(expired(&t, t0 + lease - 1, &ids), 0);
+    free(ids);
+    T_EQ(expired(&t, t0 + lease + 1500000000, &ids), 2); /* f0's and f1's */
+    T_EQU(ids[0], chunk[0]);
+    T_EQU(ids[1], chunk[1]);
+    free(ids);
+    /* f0 renewed (same session, later): its lease moves behind the others; f1 returned: gone */
+    Synod__V1__ChunkOpenWriteRep *w;
+    T_EQ(open_write(&t, f[0], 0, &w), 0);
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    T_EQ(write_done(&t, f[1], 0, chunk[1], 1, 10), 0);
+    T_EQ(expired(&t, t0 + lease + 2500000000, &ids), 1);
+    T_EQU(ids[0], chunk[2]);
+    free(ids);
+    T_EQ(expired(&t, t.now + lease + 500000000, &ids), 2);
+    T_EQU(ids[0], chunk[2]);
+    T_EQU(ids[1], chunk[0]);
+    free(ids);
+    tns_close(&t, false);
+}
+
 /* Re-replication rounds look at a bounded number of index entries and resume where the previous round
  * stopped: under-goal chunks that cannot be copied now (being written) do not starve the one behind them. */
 static void test_plan_cursor(void)
@@ -542,5 +594,6 @@ int main(void)
     T_RUN(test_blocks_release);
     T_RUN(test_plan_cursor);
     T_RUN(test_dead_steps);
+    T_RUN(test_lease_expiry);
     return 0;
 }
