@@ -145,10 +145,12 @@ struct ns_plan_cursor {
 size_t ns_plan_replication(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, size_t max,
                            struct ns_plan_cursor *cur, Synod__V1__ReplStart ***out);
 /* Commands for chunkserver `cs` to ride on its heartbeat reply: deletions from its queue and the copies
- * planned to it, at most `max`. *out: heap messages, free each with synod__v1__chunk_cmd__free_unpacked
- * and the array with free(). The chunkserver reports results in HeartbeatReq.results (cmd_id), which
- * apply turns into queue removals / new replicas. Returns the count. */
-size_t ns_cs_commands(struct kv_txn *txn, uint32_t cs, size_t max, Synod__V1__ChunkCmd ***out);
+ * planned to it, at most `max`. A deletion that failed there (an I/O error) waits before it is sent again
+ * (10 s, doubling up to 10 min, against now_ns, the leader's wall clock), so failing ones never hold back
+ * the rest of the queue; at most 32 * max queue entries are looked at. *out: heap messages, free each with
+ * synod__v1__chunk_cmd__free_unpacked and the array with free(). The chunkserver reports results in
+ * HeartbeatReq.results (cmd_id), which apply turns into queue removals / new replicas. Returns the count. */
+size_t ns_cs_commands(struct kv_txn *txn, uint32_t cs, int64_t now_ns, size_t max, Synod__V1__ChunkCmd ***out);
 
 /* Over-goal trimming: up to `max` ReplicaDrop commands for chunks with more copies than their goal (after a
  * goal decrease, or a draining chunkserver's copy that is no longer needed), skipping chunks under a live

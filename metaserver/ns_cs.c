@@ -121,6 +121,26 @@ int op_cs_register(struct ns_ctx *c, const Synod__V1__RegisterReq *r)
     return 0;
 }
 
+/* A queued deletion failed on the chunkserver (an I/O error, say): retried later, after 10 s doubling up to
+ * 10 min (q value: le32 version, le64 retry-at ns, le32 failures). */
+static void delete_failed(struct ns_ctx *c, const struct nkey *k, int32_t err)
+{
+    char *v;
+    size_t vl;
+    if (nk_get(c, k, &v, &vl) != 0)
+        return;
+    uint32_t fails = vl >= 20 ? get_le32(v + 12) : 0;
+    uint8_t nv[20];
+    memcpy(nv, v, 4);
+    free(v);
+    fails = MIN(fails + 1, 7u);
+    int64_t wait = MIN(10000000000ll << (fails - 1), 600000000000ll); /* ns */
+    put_le64(nv + 4, (uint64_t)(c->now + wait));
+    put_le32(nv + 12, fails);
+    put_le32(nv + 16, (uint32_t)(err < 0 ? -err : err));
+    nk_put(c, k, nv, sizeof(nv));
+}
+
 int op_cs_heartbeat(struct ns_ctx *c, const Synod__V1__HeartbeatReq *r)
 {
     Synod__V1__ChunkserverRec *cs = cs_get(c, r->id);
@@ -163,6 +183,8 @@ int op_cs_heartbeat(struct ns_ctx *c, const Synod__V1__HeartbeatReq *r)
                     nk_del(c, &k);
                 else
                     delete_enqueue(c, r->id, chunk, 0);
+            } else {
+                delete_failed(c, &k, res->err);
             }
             break;
         case SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE: {
@@ -1033,7 +1055,7 @@ size_t ns_plan_rebalance(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, u
     return n;
 }
 
-size_t ns_cs_commands(struct kv_txn *txn, uint32_t cs, size_t max, Synod__V1__ChunkCmd ***out)
+size_t ns_cs_commands(struct kv_txn *txn, uint32_t cs, int64_t now_ns, size_t max, Synod__V1__ChunkCmd ***out)
 {
     struct ns_ctx c;
     ro_ctx(&c, txn);
@@ -1043,10 +1065,12 @@ size_t ns_cs_commands(struct kv_txn *txn, uint32_t cs, size_t max, Synod__V1__Ch
     nk_init(&p, 'q');
     nk_u32(&p, cs);
     struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
-    for (; kv_iter_valid(it) && n < max; kv_iter_next(it)) {
+    for (size_t seen = 0; kv_iter_valid(it) && n < max && seen < 32 * max; kv_iter_next(it), seen++) {
         size_t kl, vl;
         const char *k = kv_iter_key(it, &kl);
         const char *v = kv_iter_value(it, &vl);
+        if (vl >= 16 && (int64_t)get_le64(v + 4) > now_ns)
+            continue; /* failed there: not yet */
         Synod__V1__ChunkCmd *cmd = xmalloc(sizeof(*cmd));
         synod__v1__chunk_cmd__init(cmd);
         cmd->type = SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE;

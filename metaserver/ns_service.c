@@ -265,7 +265,7 @@ static int handle_keepalive(struct slot *sl, struct rpc_call *call, const Protob
 /* Fill rep->cmds from the state (caller frees with free_cmds). */
 static void cs_cmds(struct kv_txn *txn, uint32_t id, Synod__V1__HeartbeatRep *rep)
 {
-    rep->n_cmds = ns_cs_commands(txn, id, NSSVC_MAX_CS_CMDS, &rep->cmds);
+    rep->n_cmds = ns_cs_commands(txn, id, clk_real_ns(), NSSVC_MAX_CS_CMDS, &rep->cmds);
 }
 
 static void free_cmds(Synod__V1__HeartbeatRep *rep)

@@ -69,6 +69,15 @@ static Synod__V1__ChunkLocRep *locations(struct tns *t, uint64_t ino, uint32_t c
     return (Synod__V1__ChunkLocRep *)m;
 }
 
+/* A file `name` in dir with its chunk 0 opened for writing (*w: the reply, caller frees). */
+static uint64_t file_open_write(struct tns *t, uint64_t dir, const char *name, Synod__V1__ChunkOpenWriteRep **w)
+{
+    uint64_t f;
+    T_EQ(t_mknod(t, ROOT, dir, name, S_IFREG | 0644, &f), 0);
+    T_EQ(open_write(t, f, 0, w), 0);
+    return f;
+}
+
 static void set_goal(struct tns *t, uint64_t ino, uint32_t goal)
 {
     Synod__V1__SetGoalReq sg = SYNOD__V1__SET_GOAL_REQ__INIT;
@@ -82,7 +91,7 @@ static void set_goal(struct tns *t, uint64_t ino, uint32_t goal)
 static size_t cmds_for(struct tns *t, uint32_t cs, Synod__V1__ChunkCmd ***out)
 {
     struct kv_txn *txn = kv_txn_begin(t->db);
-    size_t n = ns_cs_commands(txn, cs, 100, out);
+    size_t n = ns_cs_commands(txn, cs, t->now, 100, out);
     kv_txn_abort(txn);
     return n;
 }
@@ -372,9 +381,8 @@ static void test_dead_steps(void)
     for (int i = 0; i < 5; i++) {
         char name[8];
         snprintf(name, sizeof(name), "f%d", i);
-        T_EQ(t_mknod(&t, ROOT, dir, name, S_IFREG | 0644, &f[i]), 0);
         Synod__V1__ChunkOpenWriteRep *w;
-        T_EQ(open_write(&t, f[i], 0, &w), 0);
+        f[i] = file_open_write(&t, dir, name, &w);
         T_EQ(w->chunk->n_replicas, 2);
         synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
     }
@@ -396,6 +404,52 @@ static void test_dead_steps(void)
     T_EQ(held(&t, a), 0);
     cs_dead(&t, a, 2, true);
     T_EQ(held(&t, b), 5);
+    tns_close(&t, false);
+}
+
+/* A deletion that fails on the chunkserver waits (10 s, then 20 s...) and does not hold back the others. */
+static void test_delete_retry(void)
+{
+    struct tns t;
+    tns_open(&t);
+    uint32_t a = cs_register(&t, "h1:1", "rack1", 900);
+    for (int i = 0; i < 3; i++) {
+        char name[8];
+        snprintf(name, sizeof(name), "f%d", i);
+        Synod__V1__ChunkOpenWriteRep *w;
+        uint64_t f = file_open_write(&t, NS_ROOT_INO, name, &w);
+        T_EQ(write_done(&t, f, 0, w->chunk->chunk_id, w->chunk->version, 100), 0);
+        synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+        T_EQ(t_setattr(&t, ROOT, f, SYNOD__V1__SETATTR_VALID__SETATTR_SIZE, 0, 0, 0, 0, NULL), 0);
+    }
+    Synod__V1__ChunkCmd **cmds;
+    T_EQ(cmds_for(&t, a, &cmds), 3);
+    uint64_t first = cmds[0]->chunk_id;
+    for (int round = 0; round < 2; round++) {
+        /* the first one fails there (EIO) */
+        Synod__V1__ChunkCmdResult res = SYNOD__V1__CHUNK_CMD_RESULT__INIT, *pr = &res;
+        res.cmd_id = cmds[0]->cmd_id;
+        res.err = -EIO;
+        free_cmds(cmds, 3);
+        Synod__V1__HeartbeatReq r = SYNOD__V1__HEARTBEAT_REQ__INIT;
+        r.id = a;
+        r.total_bytes = 1000ull << 30;
+        r.results = &pr;
+        r.n_results = 1;
+        C(CS_HEARTBEAT, cs_heartbeat, r);
+        T_EQ(tns_apply(&t, &cmd, NULL), 0);
+        size_t n = cmds_for(&t, a, &cmds);
+        T_EQ(n, 2); /* the others go on */
+        T_CHECK(cmds[0]->chunk_id != first && cmds[1]->chunk_id != first);
+        free_cmds(cmds, n);
+        t.now += (round ? 15 : 5) * 1000000000ll; /* round 1: 10 s + 5 s, still within 20 s */
+        T_EQ(cmds_for(&t, a, &cmds), 2);
+        free_cmds(cmds, 2);
+        t.now += 6 * 1000000000ll;
+        T_EQ(cmds_for(&t, a, &cmds), 3); /* its wait is over */
+        T_EQU(cmds[0]->chunk_id, first);
+    }
+    free_cmds(cmds, 3);
     tns_close(&t, false);
 }
 
@@ -470,11 +524,9 @@ static void test_plan_cursor(void)
     uint64_t last = 0;
     for (int i = 0; i < 11; i++) {
         char name[16];
-        uint64_t f;
         snprintf(name, sizeof(name), "f%02d", i);
-        T_EQ(t_mknod(&t, ROOT, dir, name, S_IFREG | 0644, &f), 0);
         Synod__V1__ChunkOpenWriteRep *w;
-        T_EQ(open_write(&t, f, 0, &w), 0);
+        uint64_t f = file_open_write(&t, dir, name, &w);
         T_EQ(w->chunk->n_replicas, 3);
         uint64_t chunk = w->chunk->chunk_id;
         uint32_t version = w->chunk->version, victim = w->chunk->replicas[0]->id;
@@ -595,5 +647,6 @@ int main(void)
     T_RUN(test_plan_cursor);
     T_RUN(test_dead_steps);
     T_RUN(test_lease_expiry);
+    T_RUN(test_delete_retry);
     return 0;
 }

@@ -105,7 +105,7 @@ static int cmds_for(uint32_t cs, uint32_t type, uint64_t chunk)
 {
     struct kv_txn *txn = kv_txn_begin(tdb);
     Synod__V1__ChunkCmd **v;
-    size_t n = ns_cs_commands(txn, cs, 1000, &v);
+    size_t n = ns_cs_commands(txn, cs, tnow, 1000, &v);
     int k = 0;
     for (size_t i = 0; i < n; i++) {
         k += v[i]->type == type && v[i]->chunk_id == chunk;

@@ -32,7 +32,7 @@ static int cmds_for(uint32_t cs, uint32_t type, uint64_t chunk, uint32_t *src)
 {
     struct kv_txn *txn = kv_txn_begin(tdb);
     Synod__V1__ChunkCmd **v;
-    size_t n = ns_cs_commands(txn, cs, 100, &v);
+    size_t n = ns_cs_commands(txn, cs, tnow, 100, &v);
     int k = 0;
     for (size_t i = 0; i < n; i++) {
         if (v[i]->type == type && v[i]->chunk_id == chunk) {
