@@ -200,6 +200,10 @@ struct ns_counts {
 void ns_count(struct kv_txn *txn, struct ns_counts *out);
 /* Copies the chunk table places on chunkserver cs (a draining one is done at 0). O(copies). */
 uint64_t ns_cs_held(struct kv_txn *txn, uint32_t cs);
+/* Whether chunks that chunkserver cs reported unknown (n/u) have outlived the grace period (among the
+ * first 64): its next heartbeat reply asks for a full report, which deletes them (a report is otherwise
+ * sent only at registration and after a death). */
+bool ns_cs_unknown_due(struct kv_txn *txn, uint32_t cs, int64_t now_ns);
 /* Whether the state still lists a copy on chunkserver cs (n/h). */
 bool ns_cs_holds_any(struct kv_txn *txn, uint32_t cs);
 /* One chunkserver's record (free with synod__v1__chunkserver_rec__free_unpacked), NULL if unknown. */

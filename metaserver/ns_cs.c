@@ -255,23 +255,24 @@ int op_cs_report(struct ns_ctx *c, const Synod__V1__ChunkReportReq *r)
         Synod__V1__ChunkRec *rec = chunk_get_by_id(c, cv->chunk_id);
         struct nkey k;
         if (!rec) {
+            /* n/u: when it was first reported unknown, and the report generation that last saw it */
             nk_init(&k, 'u');
             nk_u32(&k, r->id);
             nk_u64(&k, cv->chunk_id);
             char *v;
             size_t vl;
-            if (ctr->unknown_chunk_grace_ns == 0) {
-                delete_enqueue(c, r->id, cv->chunk_id, cv->version);
-            } else if (nk_get(c, &k, &v, &vl) == 0) {
-                int64_t first = (int64_t)get_le64(v);
+            int64_t first = c->now;
+            if (nk_get(c, &k, &v, &vl) == 0) {
+                first = vl >= 8 ? (int64_t)get_le64(v) : c->now;
                 free(v);
-                if (c->now - first >= ctr->unknown_chunk_grace_ns) {
-                    delete_enqueue(c, r->id, cv->chunk_id, cv->version);
-                    nk_del(c, &k);
-                }
+            }
+            if (c->now - first >= ctr->unknown_chunk_grace_ns) {
+                delete_enqueue(c, r->id, cv->chunk_id, cv->version);
+                nk_del(c, &k);
             } else {
-                uint8_t t[8];
-                put_le64(t, (uint64_t)c->now);
+                uint8_t t[16];
+                put_le64(t, (uint64_t)first);
+                put_le64(t + 8, gen);
                 nk_put(c, &k, t, sizeof(t));
             }
             continue;
@@ -321,6 +322,18 @@ int op_cs_report(struct ns_ctx *c, const Synod__V1__ChunkReportReq *r)
         for (size_t i = 0; i < ngone; i++)
             replica_remove(c, gone[i], r->id, false);
         free(gone);
+        /* unknown chunks this report did not mention (gone, or known by now) are forgotten */
+        nk_init(&p, 'u');
+        nk_u32(&p, r->id);
+        it = kv_iter_prefix(c->txn, p.b, p.len);
+        for (; kv_iter_valid(it); kv_iter_next(it)) {
+            size_t kl, vl;
+            const char *k = kv_iter_key(it, &kl);
+            const char *v = kv_iter_value(it, &vl);
+            if (vl < 16 || get_le64(v + 8) != gen)
+                kv_del(c->txn, k, kl); /* the iterator re-locates by key: safe while scanning */
+        }
+        kv_iter_free(it);
     }
     Synod__V1__Ack rep = SYNOD__V1__ACK__INIT;
     reply_msg(c, &rep.base);
@@ -1216,6 +1229,26 @@ uint64_t ns_cs_held(struct kv_txn *txn, uint32_t cs)
         n++;
     kv_iter_free(it);
     return n;
+}
+
+bool ns_cs_unknown_due(struct kv_txn *txn, uint32_t cs, int64_t now_ns)
+{
+    struct ns_ctx c;
+    ro_ctx(&c, txn);
+    int64_t grace = ctr_get(&c)->unknown_chunk_grace_ns;
+    ctx_finish(&c, false);
+    struct nkey p;
+    nk_init(&p, 'u');
+    nk_u32(&p, cs);
+    bool due = false;
+    struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
+    for (int n = 0; kv_iter_valid(it) && n < 64 && !due; kv_iter_next(it), n++) {
+        size_t vl;
+        const char *v = kv_iter_value(it, &vl);
+        due = vl < 8 || now_ns - (int64_t)get_le64(v) >= grace;
+    }
+    kv_iter_free(it);
+    return due;
 }
 
 bool ns_cs_holds_any(struct kv_txn *txn, uint32_t cs)

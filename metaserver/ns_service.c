@@ -297,8 +297,8 @@ static void heartbeat_done(void *arg, int err, const uint8_t *reply, size_t len,
         csmon_logged(p->s->mon, p->id, clk_mono_ns(), &p->st);
         /* inside a turn: the applied state is read directly, this entry included */
         Synod__V1__HeartbeatRep rep = SYNOD__V1__HEARTBEAT_REP__INIT;
-        rep.report_wanted = m->report_wanted;
         struct kv_txn *txn = kv_txn_begin(rsm_db(p->s->r));
+        rep.report_wanted = m->report_wanted || ns_cs_unknown_due(txn, p->id, clk_real_ns());
         cs_cmds(txn, p->id, &rep);
         kv_txn_abort(txn);
         rpc_reply(p->call, &rep.base);
@@ -324,6 +324,7 @@ static int hb_read_fn(void *arg, struct kv_txn *txn)
         h->dead = cs->state == NS_CS_DEAD;
         synod__v1__chunkserver_rec__free_unpacked(cs, NULL);
         cs_cmds(txn, h->id, &h->rep);
+        h->rep.report_wanted = ns_cs_unknown_due(txn, h->id, clk_real_ns());
     }
     return 0;
 }
