@@ -467,6 +467,7 @@ static int fm_register(struct rpc_call *call, const ProtobufCMessage *m, void *a
     if (fm_redirect(fm, call))
         return 0;
     fm->registrations++;
+    fm->unknown = false;
     fm->last_reg_id = req->id;
     snprintf(fm->last_uuid, sizeof(fm->last_uuid), "%s", req->uuid);
     snprintf(fm->last_addr, sizeof(fm->last_addr), "%s", req->addr);
@@ -485,6 +486,11 @@ static int fm_heartbeat(struct rpc_call *call, const ProtobufCMessage *m, void *
     pthread_mutex_lock(&fm->mu);
     if (fm_redirect(fm, call))
         return 0;
+    if (fm->unknown) {
+        pthread_mutex_unlock(&fm->mu);
+        rpc_fail(call, -ENOENT, "register first");
+        return 0;
+    }
     fm->heartbeats++;
     fm->last_failed_dirs = req->failed_dirs;
     fm->last_total = req->total_bytes;

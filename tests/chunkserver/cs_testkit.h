@@ -112,6 +112,7 @@ struct fake_meta {
     Synod__V1__ChunkCmd *cmds;
     size_t ncmds;
     bool want_report;
+    bool unknown; /* heartbeats answer ENOENT ("register first") until a registration */
 };
 
 /* Start a double on a free port (mode FM_LEADER, ids from 100). Cannot fail (fails the test). */

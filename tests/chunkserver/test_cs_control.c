@@ -84,7 +84,9 @@ static void test_register(void)
     uint64_t id = 0xabc;
     check_single_report(&b, id, 4, MiB);
 
-    /* Leader change: b now redirects to a, which leads. */
+    /* Leader change: b now redirects to a, which leads and knows the chunkserver (registrations are
+     * replicated): the chunkserver follows the redirect and heartbeats there, without registering again
+     * or sending a full report. */
     pthread_mutex_lock(&a.mu);
     a.mode = FM_LEADER;
     pthread_mutex_unlock(&a.mu);
@@ -92,8 +94,14 @@ static void test_register(void)
     b.mode = FM_REDIRECT;
     snprintf(b.redirect_to, sizeof(b.redirect_to), "%s", a.addr);
     pthread_mutex_unlock(&b.mu);
+    T_CHECK(fm_wait(&a, fm_heartbeats_at_least, &three, WAIT_MS));
+    pthread_mutex_lock(&a.mu);
+    T_EQ(a.registrations, 0);
+    T_EQ(a.reports_done, 0);
+    /* A metaserver that does not know it (ENOENT): it registers there, with its id, and reports. */
+    a.unknown = true;
+    pthread_mutex_unlock(&a.mu);
     T_CHECK(fm_wait(&a, report_has, &id, WAIT_MS));
-    T_CHECK(fm_wait(&a, fm_heartbeats_at_least, &one, WAIT_MS));
     pthread_mutex_lock(&a.mu);
     T_EQ(a.registrations, 1);
     T_EQ(a.last_reg_id, 100);
