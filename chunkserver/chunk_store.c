@@ -1707,7 +1707,26 @@ struct cstore_scrub {
     struct cstore_chunk_info *chunks; /* this pass's snapshot; NULL between passes */
     size_t n, pos;
     uint32_t block;
+    struct chunk *cur; /* the chunk being scrubbed (a reference), NULL between chunks */
+    bool cold;         /* it was not loaded when its scrub began */
 };
+
+/* Done with sc->cur: drop the scrubber's reference; unload it if the scrubber loaded it and nobody uses it. */
+static void scrub_let_go(struct cstore_scrub *sc)
+{
+    struct chunk *c = sc->cur;
+    if (sc->cold) {
+        pthread_mutex_lock(&sc->s->mu);
+        if (c->refs == 1 && c->in_lru && !chunk_unsynced(c)) {
+            lru_unlink(sc->s, c);
+            chunk_unload(c);
+        }
+        pthread_mutex_unlock(&sc->s->mu);
+    }
+    chunk_put_evict(sc->s, c, false); /* the scrubber never pays (or causes) an eviction sync */
+    sc->cur = NULL;
+    sc->cold = false;
+}
 
 struct cstore_scrub *cstore_scrub_new(struct cstore *s)
 {
@@ -1720,6 +1739,8 @@ void cstore_scrub_free(struct cstore_scrub *sc)
 {
     if (!sc)
         return;
+    if (sc->cur)
+        scrub_let_go(sc);
     free(sc->chunks);
     free(sc);
 }
@@ -1768,15 +1789,34 @@ int cstore_scrub_step(struct cstore_scrub *sc, unsigned max_blocks, struct cstor
     }
     int total = 0;
     while (sc->pos < sc->n && (unsigned)total < max_blocks && *out_nbad < bad_cap) {
-        struct chunk *c;
-        int r = chunk_acquire(sc->s, sc->chunks[sc->pos].chunk_id, CSTORE_ANY_VERSION, CHUNK_RD, &c);
+        /* The chunk being scrubbed stays referenced across steps (never evicted under the scrubber); one the
+         * scrubber loaded itself leaves the open-file cache when its scrub is done (if clean and unused), so
+         * a pass over every chunk does not push the writers' chunks out and make them pay eviction syncs.
+         * Loading a chunk (its index) counts as a block against the throttle. */
+        int r = 0;
+        if (!sc->cur) {
+            r = chunk_get(sc->s, sc->chunks[sc->pos].chunk_id, CSTORE_ANY_VERSION, &sc->cur);
+            if (r == 0) {
+                pthread_rwlock_rdlock(&sc->cur->lock);
+                sc->cold = sc->cur->fd < 0;
+                pthread_rwlock_unlock(&sc->cur->lock);
+                total += sc->cold;
+            }
+        }
+        struct chunk *c = sc->cur;
         if (r == 0) {
-            r = scrub_chunk(sc, c, max_blocks - (unsigned)total, bad, bad_cap, out_nbad);
-            chunk_release(sc->s, c);
+            r = chunk_lock(sc->s, c, CHUNK_RD, CSTORE_ANY_VERSION);
+            if (r == 0) {
+                r = scrub_chunk(sc, c, MAX(max_blocks - (unsigned)MIN((unsigned)total, max_blocks), 1u), bad,
+                                bad_cap, out_nbad);
+                pthread_rwlock_unlock(&c->lock);
+            }
         }
         if (r > 0)
             total += r;
         if (r < 0 || sc->block >= NB) { /* gone, failed or done: next chunk */
+            if (c)
+                scrub_let_go(sc);
             sc->pos++;
             sc->block = 0;
         }

@@ -808,6 +808,69 @@ static void test_evict(void)
     free(got);
 }
 
+/* Whether chunk id (v1)'s file is open in this process (loaded in the store's open-file cache). */
+static bool chunk_open_here(uint64_t id)
+{
+    char *want = chunk_file(g_dir, id, 1), path[64], link[4096];
+    bool found = false;
+    for (int fd = 0; fd < 4096 && !found; fd++) {
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(path, link, sizeof(link) - 1);
+        if (n > 0) {
+            link[n] = 0;
+            found = strcmp(link, want) == 0;
+        }
+    }
+    free(want);
+    return found;
+}
+
+/* A scrub pass over many chunks with max_open 4 leaves the open-file cache as it found it: the chunks the
+ * scrubber loads itself leave when their scrub is done, so the chunks in use (here 2 read, 1 written and not
+ * synced) stay loaded and nobody pays an eviction sync. */
+static void test_scrub_cache(void)
+{
+    enum { MAX_OPEN = 4, N = 24 };
+    struct cstore_config cfg = { .dirs = (const char *const[]){ g_dir }, .ndirs = 1, .max_open = MAX_OPEN };
+    struct cstore *s;
+    T_EQ(cstore_open(&cfg, &s), 0);
+    uint64_t rng = 5;
+    uint8_t *buf = xmalloc(BS);
+    for (uint64_t id = 1; id <= N; id++) {
+        T_EQ(cstore_create(s, id, 1), 0);
+        ct_fill_random(&rng, buf, BS);
+        T_EQ(cstore_write(s, id, 1, 0, buf, BS), 0);
+        T_EQ(cstore_write(s, id, 1, 2 * BS, buf, BS), 0);
+        T_EQ(cstore_sync(s, id, 1), 0);
+    }
+    T_EQ(cstore_read(s, N, 1, 0, buf, 100, NULL), 0); /* in use: two read, one written */
+    T_EQ(cstore_read(s, N - 1, 1, 0, buf, 100, NULL), 0);
+    T_EQ(cstore_write(s, N - 2, 1, BS, buf, 100), 0);
+    for (uint64_t id = N - 2; id <= N; id++)
+        T_CHECK(chunk_open_here(id));
+    uint64_t ev0, wb0, ev1, wb1;
+    cstore_sync_counts(s, &ev0, &wb0);
+    struct cstore_scrub *sc = cstore_scrub_new(s);
+    struct cstore_bad_block bad[8];
+    bool done = false;
+    int steps = 0;
+    while (!done) {
+        size_t nbad;
+        T_CHECK(cstore_scrub_step(sc, 1, bad, ARRAY_SIZE(bad), &nbad, &done) >= 0); /* 1 block a step */
+        T_EQ(nbad, 0);
+        steps++;
+    }
+    cstore_scrub_free(sc);
+    cstore_sync_counts(s, &ev1, &wb1);
+    fprintf(stderr, "scrub pass: %d steps, eviction syncs %llu\n", steps, (unsigned long long)(ev1 - ev0));
+    T_EQ(ev1 - ev0, 0);
+    for (uint64_t id = N - 2; id <= N; id++)
+        if (!chunk_open_here(id))
+            T_FAIL("chunk %llu was pushed out of the open-file cache by the scrub", (unsigned long long)id);
+    cstore_close(s);
+    free(buf);
+}
+
 /* ---- writeback: chunks left unsynced are synced in the background ---------------------------------- */
 
 
@@ -895,7 +958,7 @@ int main(int argc, char **argv)
         { "corrupt", test_corrupt },   { "torn", test_torn },           { "versions", test_versions },
         { "list", test_list },         { "enospc", test_enospc },       { "faildir", test_faildir },
         { "concurrency", test_concurrency }, { "evict", test_evict },
-        { "writeback", test_writeback },
+        { "writeback", test_writeback }, { "scrub_cache", test_scrub_cache },
     };
     if (argc != 2) {
         fprintf(stderr, "usage: %s <test>\n", argv[0]);
