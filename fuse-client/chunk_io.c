@@ -35,7 +35,7 @@
 #define MAX_REPL 9
 #define ADDR_MAX 64
 #define NBUCKETS 64
-#define LOC_BATCH 16 /* chunks asked per ChunkLocations */
+#define LOC_BATCH CIO_LOC_BATCH
 
 struct replica {
     uint32_t id;
@@ -411,20 +411,12 @@ static bool loc_from_wire(const Synod__V1__ChunkLoc *w, struct loc *l)
     return l->chunk_id == 0 || l->nrep > 0;
 }
 
-/* Ask the metaserver where chunks [first, first+count) are and cache the answer. */
-static int locs_fetch(struct cio_file *f, uint64_t first, uint32_t count, struct rpc_cancel *cancel)
+/* Cache the locations of chunks [first, first+count) from a metaserver answer (absent indexes are holes);
+ * f->mu held. */
+static void locs_install(struct cio_file *f, uint64_t first, uint32_t count, Synod__V1__ChunkLoc *const *chunks,
+                         size_t n)
 {
-    Synod__V1__ChunkLocReq req = SYNOD__V1__CHUNK_LOC_REQ__INIT;
-    req.ino = f->ino;
-    req.first_index = first;
-    req.count = count;
-    ProtobufCMessage *m;
-    int r = mc_call_cancellable(f->c->mc, "ChunkLocations", &req.base, MC_CANCEL_INFLIGHT, cancel, &m);
-    if (r)
-        return r;
-    Synod__V1__ChunkLocRep *rep = (Synod__V1__ChunkLocRep *)m;
     uint64_t until = clk_mono_ns() + (uint64_t)f->c->cfg.loc_ttl_ms * NS_PER_MS;
-    pthread_mutex_lock(&f->mu);
     /* Absent indexes in the range are holes. */
     for (uint32_t i = 0; i < count; i++) {
         struct cchunk *ch = chunk_at(f, first + i);
@@ -432,8 +424,8 @@ static int locs_fetch(struct cio_file *f, uint64_t first, uint32_t count, struct
         ch->loc_valid = true;
         ch->loc_until = until;
     }
-    for (size_t i = 0; i < rep->n_chunks; i++) {
-        const Synod__V1__ChunkLoc *w = rep->chunks[i];
+    for (size_t i = 0; i < n; i++) {
+        const Synod__V1__ChunkLoc *w = chunks[i];
         if (!w || w->index < first || w->index >= first + count)
             continue;
         struct cchunk *ch = chunk_at(f, w->index);
@@ -448,6 +440,31 @@ static int locs_fetch(struct cio_file *f, uint64_t first, uint32_t count, struct
             ch->loc_valid = false;
         }
     }
+}
+
+void cio_file_seed_locations(struct cio_file *f, uint32_t located, Synod__V1__ChunkLoc *const *chunks, size_t n)
+{
+    if (!located)
+        return;
+    pthread_mutex_lock(&f->mu);
+    locs_install(f, 0, located, chunks, n);
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* Ask the metaserver where chunks [first, first+count) are and cache the answer. */
+static int locs_fetch(struct cio_file *f, uint64_t first, uint32_t count, struct rpc_cancel *cancel)
+{
+    Synod__V1__ChunkLocReq req = SYNOD__V1__CHUNK_LOC_REQ__INIT;
+    req.ino = f->ino;
+    req.first_index = first;
+    req.count = count;
+    ProtobufCMessage *m;
+    int r = mc_call_cancellable(f->c->mc, "ChunkLocations", &req.base, MC_CANCEL_INFLIGHT, cancel, &m);
+    if (r)
+        return r;
+    Synod__V1__ChunkLocRep *rep = (Synod__V1__ChunkLocRep *)m;
+    pthread_mutex_lock(&f->mu);
+    locs_install(f, first, count, rep->chunks, rep->n_chunks);
     f->meta_size = rep->size;
     pthread_mutex_unlock(&f->mu);
     rpc_message_free(m);

@@ -85,6 +85,11 @@ uint64_t cio_file_size(struct cio_file *f);
 void cio_file_set_size(struct cio_file *f, uint64_t size, bool exact);
 /* Forget cached locations and the read-ahead window (on open, so close-to-open sees other writers). */
 void cio_file_invalidate(struct cio_file *f);
+/* Chunks asked per ChunkLocations, and by an Open (OpenReq.locations). */
+#define CIO_LOC_BATCH 16
+/* Cache the locations of chunks [0, located) that an Open answered (indexes without an entry are holes), as
+ * a ChunkLocations would, so the first reads need no RPC of their own. */
+void cio_file_seed_locations(struct cio_file *f, uint32_t located, Synod__V1__ChunkLoc *const *chunks, size_t n);
 /* Did this client write since the last completed flush? */
 bool cio_file_dirty(struct cio_file *f);
 

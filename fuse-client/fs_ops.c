@@ -781,6 +781,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     m.memory = true;
     m.open_seq = oref_open_begin(fs->orefs, ino);
+    if ((fi->flags & O_ACCMODE) != O_WRONLY && !trunc)
+        m.locations = CIO_LOC_BATCH; /* a reader: where the first chunks live, in the same answer */
     ProtobufCMessage *rep = ask_intr(req, "Open", &m.base, 0);
     if (!rep) {
         open_ref_put(fs, ino);
@@ -788,6 +790,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     const Synod__V1__OpenRep *o = (const Synod__V1__OpenRep *)rep;
     handle_open(fs, ino, o->attr, o->fh, fi);
+    cio_file_seed_locations(H(fi)->n->file, o->located, o->chunks, o->n_chunks);
     if (trunc) /* the chunks' write ends must not bring the old size back */
         cio_file_set_size(H(fi)->n->file, o->attr ? o->attr->size : 0, true);
     rpc_message_free(rep);

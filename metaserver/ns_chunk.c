@@ -494,43 +494,63 @@ static void loc_release(Synod__V1__ChunkLoc *loc)
     free(loc->replicas);
 }
 
-int op_chunk_locations(struct ns_ctx *c, const Synod__V1__ChunkLocReq *r)
+size_t chunk_locs_get(struct ns_ctx *c, const struct inode *n, uint64_t first, uint32_t count,
+                      Synod__V1__ChunkLoc **out_locs, Synod__V1__ChunkLoc ***out_ptrs)
 {
-    struct inode *n;
-    int rc = ino_get(c, r->ino, &n);
-    if (rc)
-        return rc;
-    if (S_ISDIR(n->mode))
-        return -EISDIR;
-    uint32_t count = r->count ? MIN(r->count, 1024u) : 1;
-    Synod__V1__ChunkLocRep rep = SYNOD__V1__CHUNK_LOC_REP__INIT;
-    rep.size = n->size;
-    Synod__V1__ChunkLoc *locs = xcalloc(count, sizeof(*locs));
-    Synod__V1__ChunkLoc **ptrs = xcalloc(count, sizeof(*ptrs));
-    if (n->has_chunks && r->first_index < UINT64_MAX - count) {
+    Synod__V1__ChunkLoc *locs = xcalloc(count ? count : 1, sizeof(*locs));
+    Synod__V1__ChunkLoc **ptrs = xcalloc(count ? count : 1, sizeof(*ptrs));
+    size_t nl = 0;
+    if (n->has_chunks && first < UINT64_MAX - count) {
         struct nkey s, e;
-        chunk_key(&s, n->ino, r->first_index);
-        chunk_key(&e, n->ino, r->first_index + count);
+        chunk_key(&s, n->ino, first);
+        chunk_key(&e, n->ino, first + count);
         struct kv_iter *it = kv_iter_new(c->txn, s.b, s.len, e.b, e.len);
         for (; kv_iter_valid(it); kv_iter_next(it)) {
             size_t vl;
             const char *v = kv_iter_value(it, &vl);
             Synod__V1__ChunkRec *cr = (Synod__V1__ChunkRec *)protobuf_c_message_unpack(
                 &synod__v1__chunk_rec__descriptor, NULL, vl, (const uint8_t *)v);
-            ASSERT(cr && rep.n_chunks < count);
-            loc_fill(c, cr, &locs[rep.n_chunks]);
-            ptrs[rep.n_chunks] = &locs[rep.n_chunks];
-            rep.n_chunks++;
+            ASSERT(cr && nl < count);
+            loc_fill(c, cr, &locs[nl]);
+            ptrs[nl] = &locs[nl];
+            nl++;
             chunk_free(cr);
         }
         kv_iter_free(it);
     }
-    rep.chunks = ptrs;
-    reply_msg(c, &rep.base);
-    for (size_t i = 0; i < rep.n_chunks; i++)
+    *out_locs = locs;
+    *out_ptrs = ptrs;
+    return nl;
+}
+
+void chunk_locs_free(Synod__V1__ChunkLoc *locs, Synod__V1__ChunkLoc **ptrs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
         loc_release(&locs[i]);
     free(locs);
     free(ptrs);
+}
+
+/* The inode of a chunk operation: EISDIR for a directory. */
+static int chunk_inode(struct ns_ctx *c, uint64_t ino, struct inode **n)
+{
+    int rc = ino_get(c, ino, n);
+    return rc ? rc : S_ISDIR((*n)->mode) ? -EISDIR : 0;
+}
+
+int op_chunk_locations(struct ns_ctx *c, const Synod__V1__ChunkLocReq *r)
+{
+    struct inode *n;
+    int rc = chunk_inode(c, r->ino, &n);
+    if (rc)
+        return rc;
+    uint32_t count = r->count ? MIN(r->count, 1024u) : 1;
+    Synod__V1__ChunkLocRep rep = SYNOD__V1__CHUNK_LOC_REP__INIT;
+    rep.size = n->size;
+    Synod__V1__ChunkLoc *locs;
+    rep.n_chunks = chunk_locs_get(c, n, r->first_index, count, &locs, &rep.chunks);
+    reply_msg(c, &rep.base);
+    chunk_locs_free(locs, rep.chunks, rep.n_chunks);
     return 0;
 }
 
@@ -549,11 +569,9 @@ static void note_placed(struct ns_ctx *c, const uint32_t *ids, size_t n)
 int op_chunk_open_write(struct ns_ctx *c, const Synod__V1__ChunkOpenWriteReq *r)
 {
     struct inode *n;
-    int rc = ino_get(c, r->ino, &n);
+    int rc = chunk_inode(c, r->ino, &n);
     if (rc)
         return rc;
-    if (S_ISDIR(n->mode))
-        return -EISDIR;
     if (!S_ISREG(n->mode))
         return -EINVAL;
     if (r->index >= (uint64_t)INT64_MAX / NS_CHUNK_SIZE)

@@ -824,7 +824,14 @@ int op_open(struct ns_ctx *c, const Synod__V1__OpenReq *r)
     Synod__V1__OpenRep rep = SYNOD__V1__OPEN_REP__INIT;
     rep.fh = fh;
     rep.attr = &a;
+    Synod__V1__ChunkLoc *locs = NULL;
+    if (r->locations && S_ISREG(n->mode)) { /* a reader's first ChunkLocations, saved */
+        rep.located = MIN(r->locations, 16u);
+        rep.n_chunks = chunk_locs_get(c, n, 0, rep.located, &locs, &rep.chunks);
+    }
     reply_msg(c, &rep.base);
+    if (locs)
+        chunk_locs_free(locs, rep.chunks, rep.n_chunks);
     return 0;
 }
 

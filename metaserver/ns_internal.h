@@ -192,6 +192,11 @@ Synod__V1__ChunkRec *chunk_get(struct ns_ctx *c, uint64_t ino, uint64_t index); 
 Synod__V1__ChunkRec *chunk_get_by_id(struct ns_ctx *c, uint64_t chunk_id);     /* NULL if absent */
 /* Write `nw` (NULL: delete) replacing `old` (NULL: new), keeping n/K, n/h and n/g in step. */
 void chunk_store(struct ns_ctx *c, const Synod__V1__ChunkRec *old, const Synod__V1__ChunkRec *nw);
+/* Where n's chunks [first, first+count) live (copies on DEAD chunkservers left out); indexes without a
+ * record are holes. Free with chunk_locs_free. Returns how many records. */
+size_t chunk_locs_get(struct ns_ctx *c, const struct inode *n, uint64_t first, uint32_t count,
+                      Synod__V1__ChunkLoc **out_locs, Synod__V1__ChunkLoc ***out_ptrs);
+void chunk_locs_free(Synod__V1__ChunkLoc *locs, Synod__V1__ChunkLoc **ptrs, size_t n);
 /* n/H <cs>: the chunkserver's copy count (le64), kept by chunk_store; absent if it registered before the
  * state had counters (NsCounters.counted). */
 void cs_held_key(struct nkey *k, uint32_t cs);

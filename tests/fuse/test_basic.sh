@@ -34,4 +34,36 @@ ok = in_time and len(got) == 1 and got[0].st_ctime_ns > before.st_ctime_ns
 print("directory stat while the metaservers were stopped:", "answered" if ok else "waited for them")
 sys.exit(0 if ok else 1)
 PY
+# An Open for reading answers where the file's first chunks live (OpenRep.chunks): the first read of a
+# small file goes straight to a chunkserver, with every metaserver stopped (SIGSTOP) meanwhile.
+head -c 200000 /dev/urandom >"$DATA/small.src"
+cp "$DATA/small.src" "$MNT/small"
+sync
+python3 - "$MNT/small" "$DATA/small.src" $(cat "$DATA"/meta*/pid) <<'PY' || fail "the first read after an open needed a metaserver"
+import os, signal, sys, threading
+path, src, pids = sys.argv[1], sys.argv[2], [int(p) for p in sys.argv[3:]]
+want = open(src, "rb").read()
+import time
+with open("/proc/sys/vm/drop_caches", "w") as f:
+    f.write("1")  # the page cache must not answer the read
+time.sleep(1.2)  # the kernel's attributes of the file expire: the stat below refreshes them, so the read
+os.stat(path)    # that follows (within attr_timeout) sends no GETATTR of its own
+fd = os.open(path, os.O_RDONLY)
+got = []
+for p in pids:
+    os.kill(p, signal.SIGSTOP)
+try:
+    t = threading.Thread(target=lambda: got.append(os.pread(fd, len(want), 0)), daemon=True)
+    t.start()
+    t.join(0.5)
+    in_time = not t.is_alive()
+finally:
+    for p in pids:
+        os.kill(p, signal.SIGCONT)
+t.join(30)
+os.close(fd)
+ok = in_time and len(got) == 1 and got[0] == want
+print("read after open while the metaservers were stopped:", "answered" if ok else "waited for them")
+sys.exit(0 if ok else 1)
+PY
 log "fuse_basic passed"

@@ -1,6 +1,7 @@
 /* test_ns_chunks.c - chunk table and chunkserver management: placement across labels, write leases,
  * write completion, bad replicas, truncation and the deletion queue, death and re-replication planning,
  * chunk report reconciliation, statfs. */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
@@ -397,6 +398,25 @@ static void test_dead_steps(void)
         T_EQ(loc->chunks[0]->n_replicas, 1);
         T_EQ(loc->chunks[0]->replicas[0]->id, b);
         protobuf_c_message_free_unpacked(&loc->base, NULL);
+    }
+    { /* an Open asking for locations answers them like ChunkLocations (no copy on the dead one) */
+        Synod__V1__OpenReq o = SYNOD__V1__OPEN_REQ__INIT;
+        o.rid = tns_rid(&t);
+        o.cred = &ROOT->c;
+        o.ino = f[0];
+        o.flags = O_RDONLY;
+        o.memory = true;
+        o.locations = 4;
+        C(OPEN, open, o);
+        ProtobufCMessage *m;
+        T_EQ(tns_apply(&t, &cmd, &m), 0);
+        const Synod__V1__OpenRep *rep = (const Synod__V1__OpenRep *)m;
+        T_EQ(rep->located, 4);
+        T_EQ(rep->n_chunks, 1);
+        T_EQ(rep->chunks[0]->index, 0);
+        T_EQ(rep->chunks[0]->n_replicas, 1);
+        T_EQ(rep->chunks[0]->replicas[0]->id, b);
+        protobuf_c_message_free_unpacked(m, NULL);
     }
     cs_dead(&t, a, 2, true);
     T_EQ(held(&t, a), 1);
