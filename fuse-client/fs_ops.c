@@ -234,15 +234,6 @@ static ProtobufCMessage *ask(fuse_req_t req, const char *method, ProtobufCMessag
     return rep;
 }
 
-/* Call a method whose reply is Empty and answer with its result. */
-static void call_empty(fuse_req_t req, const char *method, ProtobufCMessage *m)
-{
-    ProtobufCMessage *rep;
-    int r = mc_call(FS(req)->mc, method, m, 0, &rep);
-    rpc_message_free(rep);
-    reply_result(req, r);
-}
-
 /* Call a method that makes an entry (EntryRep, or CreateRep for Mknod) and reply with it; keep the
  * directory's attributes. */
 static void call_entry(fuse_req_t req, const char *method, ProtobufCMessage *m)
@@ -751,6 +742,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     handle_open(fs, cr_rep->attr->ino, cr_rep->attr, cr_rep->fh, fi);
     struct fuse_entry_param e;
     itab_lookup(fs->it, cr_rep->attr->ino, cr_rep->attr->size);
+    if (!cr_rep->existed && fs->attr_timeout > 0) /* a file made just now has no xattrs */
+        itab_nocaps_note(fs->it, cr_rep->attr->ino, itab_xattr_gen(fs->it, cr_rep->attr->ino),
+                         clk_mono_ns() + (uint64_t)(fs->attr_timeout * 1e9));
     entry_of(fs, cr_rep->attr, &e);
     rpc_message_free(rep);
     if (fuse_reply_create(req, &e, fi) != 0) {
@@ -1072,6 +1066,20 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
     fuse_reply_statfs(req, &v);
 }
 
+/* Setxattr or Removexattr of ino: what itab caches about ino's xattrs is dropped before the call and again
+ * after it (before the kernel hears the answer), so a negative answer read before the change took effect
+ * is never kept (see itab_xattr_gen). */
+static void xattr_change(fuse_req_t req, fuse_ino_t ino, const char *method, ProtobufCMessage *m)
+{
+    struct fs *fs = FS(req);
+    itab_xattr_changed(fs->it, ino);
+    ProtobufCMessage *rep;
+    int r = mc_call(fs->mc, method, m, 0, &rep);
+    rpc_message_free(rep);
+    itab_xattr_changed(fs->it, ino);
+    reply_result(req, r);
+}
+
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size,
                         int flags)
 {
@@ -1084,7 +1092,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
     m.value.len = size;
     m.flags = (flags & XATTR_CREATE ? SYNOD__V1__XATTR_FLAGS__XATTR_CREATE : 0) |
               (flags & XATTR_REPLACE ? SYNOD__V1__XATTR_FLAGS__XATTR_REPLACE : 0);
-    call_empty(req, "Setxattr", &m.base);
+    xattr_change(req, ino, "Setxattr", &m.base);
 }
 
 /* The kernel's xattr protocol: size 0 asks for the length; a buffer too small is ERANGE. */
@@ -1098,16 +1106,32 @@ static void reply_xattr_bytes(fuse_req_t req, const void *data, size_t len, size
         fuse_reply_buf(req, data, len);
 }
 
+/* The xattr the kernel reads before every write(2) (file capabilities, dropped by a write): "none" is
+ * cached for attr_timeout (itab_nocaps). */
+#define XATTR_CAPS "security.capability"
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
+    struct fs *fs = FS(req);
+    bool caps = fs->attr_timeout > 0 && strcmp(name, XATTR_CAPS) == 0;
+    if (caps && itab_nocaps(fs->it, ino, clk_mono_ns())) {
+        fuse_reply_err(req, ENODATA);
+        return;
+    }
+    uint64_t gen = caps ? itab_xattr_gen(fs->it, ino) : 0;
     struct cred cr;
     Synod__V1__GetxattrReq m = SYNOD__V1__GETXATTR_REQ__INIT;
     m.cred = cred_of(req, &cr);
     m.ino = ino;
     m.name = (char *)name;
-    ProtobufCMessage *rep = ask(req, "Getxattr", &m.base);
-    if (!rep)
+    ProtobufCMessage *rep;
+    int r = mc_call(fs->mc, "Getxattr", &m.base, 0, &rep);
+    if (r == -ENODATA && gen)
+        itab_nocaps_note(fs->it, ino, gen, clk_mono_ns() + (uint64_t)(fs->attr_timeout * 1e9));
+    if (r) {
+        reply_result(req, r);
         return;
+    }
     const Synod__V1__GetxattrRep *g = (const Synod__V1__GetxattrRep *)rep;
     reply_xattr_bytes(req, g->value.data, g->value.len, size);
     rpc_message_free(rep);
@@ -1145,7 +1169,7 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
     m.cred = cred_of(req, &cr);
     m.ino = ino;
     m.name = (char *)name;
-    call_empty(req, "Removexattr", &m.base);
+    xattr_change(req, ino, "Removexattr", &m.base);
 }
 
 /* access(2): the POSIX check on fresh attributes, with the caller's groups (root: any x bit for X_OK). */

@@ -19,6 +19,7 @@ struct itab {
     struct cio *cio;
     struct itab_inode **b;
     size_t nb, n;
+    uint64_t xgen; /* last xattr generation handed out */
 };
 
 static size_t hash(uint64_t ino, size_t nb)
@@ -86,6 +87,7 @@ static struct itab_inode *get(struct itab *t, uint64_t ino, uint64_t size)
         grow(t);
     e = xcalloc(1, sizeof(*e));
     e->ino = ino;
+    e->xgen = ++t->xgen;
     e->file = cio_file_new(t->cio, ino, size);
     size_t h = hash(ino, t->nb);
     e->next = t->b[h];
@@ -178,6 +180,44 @@ bool itab_has(struct itab *t, uint64_t ino)
     bool r = find(t, ino) != NULL;
     pthread_mutex_unlock(&t->mu);
     return r;
+}
+
+uint64_t itab_xattr_gen(struct itab *t, uint64_t ino)
+{
+    pthread_mutex_lock(&t->mu);
+    struct itab_inode *e = find(t, ino);
+    uint64_t g = e ? e->xgen : 0;
+    pthread_mutex_unlock(&t->mu);
+    return g;
+}
+
+void itab_nocaps_note(struct itab *t, uint64_t ino, uint64_t gen, uint64_t until_ns)
+{
+    pthread_mutex_lock(&t->mu);
+    struct itab_inode *e = find(t, ino);
+    if (e && gen && e->xgen == gen)
+        e->nocaps_until = until_ns;
+    pthread_mutex_unlock(&t->mu);
+}
+
+bool itab_nocaps(struct itab *t, uint64_t ino, uint64_t now_ns)
+{
+    pthread_mutex_lock(&t->mu);
+    struct itab_inode *e = find(t, ino);
+    bool r = e && now_ns < e->nocaps_until;
+    pthread_mutex_unlock(&t->mu);
+    return r;
+}
+
+void itab_xattr_changed(struct itab *t, uint64_t ino)
+{
+    pthread_mutex_lock(&t->mu);
+    struct itab_inode *e = find(t, ino);
+    if (e) {
+        e->xgen = ++t->xgen;
+        e->nocaps_until = 0;
+    }
+    pthread_mutex_unlock(&t->mu);
 }
 
 uint64_t itab_count(struct itab *t)

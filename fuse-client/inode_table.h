@@ -24,6 +24,8 @@ struct itab_inode {
     /* private to the table */
     uint64_t nlookup;
     uint32_t pins;
+    uint64_t xgen;         /* xattr generation (see itab_xattr_gen) */
+    uint64_t nocaps_until; /* "no security.capability" known until this monotonic time (ns); 0: unknown */
     struct itab_inode *next;
 };
 
@@ -46,6 +48,22 @@ void itab_unpin(struct itab *t, struct itab_inode *n);
 uint64_t itab_note_size(struct itab *t, uint64_t ino, uint64_t meta_size);
 /* Is ino in the table (the kernel or a handle references it)? */
 bool itab_has(struct itab *t, uint64_t ino);
+
+/* The kernel asks for `security.capability` before EVERY write(2) to a file (it must drop file
+ * capabilities on a write): an RPC to the leader per write. The table caches the answer "ino has none" for
+ * a while, like attributes. Other mounts' changes are seen when it expires; this mount's own setxattr and
+ * removexattr bracket their RPC with itab_xattr_changed.
+ *
+ * A negative answer is recorded with the generation read before its RPC was sent, and dropped if the
+ * inode's xattrs changed meanwhile (or its entry was freed and made again: generations are unique in the
+ * table). Returns 0 if ino is not in the table (nothing is cached for it then). */
+uint64_t itab_xattr_gen(struct itab *t, uint64_t ino);
+/* ino had no security.capability at generation gen: remember it until `until_ns` (monotonic). */
+void itab_nocaps_note(struct itab *t, uint64_t ino, uint64_t gen, uint64_t until_ns);
+/* Is ino known to have no security.capability at monotonic time now_ns? */
+bool itab_nocaps(struct itab *t, uint64_t ino, uint64_t now_ns);
+/* This mount is changing ino's xattrs: forget what is cached and start a new generation. */
+void itab_xattr_changed(struct itab *t, uint64_t ino);
 /* Number of entries (tests, statistics). */
 uint64_t itab_count(struct itab *t);
 
