@@ -831,9 +831,10 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     struct fs *fs = FS(req);
     struct handle *h = H(fi);
     struct rpc_cancel tok;
-    /* close(): complete the writes and return the write leases in the same ChunkWriteDone, so another
-     * client can write at once (a later write through another descriptor just reopens). */
-    int r = cio_flush_cancellable(h->n->file, false, true, intr_begin(req, &tok));
+    /* close(): complete the writes (durable on every replica with sync_on_close, as fsync makes them) and
+     * return the write leases in the same ChunkWriteDone, so another client can write at once (a later
+     * write through another descriptor just reopens). */
+    int r = cio_flush_cancellable(h->n->file, fs->sync_close, true, intr_begin(req, &tok));
     intr_end(req, &tok);
     if (atomic_load(&h->posix_locks)) {
         /* close() drops every POSIX lock of the owner on this file */
@@ -849,7 +850,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
     struct fs *fs = FS(req);
     struct handle *h = H(fi);
-    int r = cio_flush(h->n->file, false, true);
+    int r = cio_flush(h->n->file, fs->sync_close, true);
     if (r)
         LOG_ERR("%s: data of inode %llu not stored at close", err_name(r), (unsigned long long)ino);
     if (fi->flock_release)

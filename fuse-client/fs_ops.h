@@ -39,6 +39,7 @@ struct fs {
     uint32_t max_write;      /* bytes per write request we ask for (<= 1 MiB) */
     uint32_t max_readahead;  /* kernel read-ahead we ask for */
     uint32_t readdir_page;   /* entries per Readdir RPC */
+    bool sync_close;         /* flush (close) and release sync what was written, as fsync does */
     /* Directories as this mount's own last change left them (the parent_attr of its replies), to answer
      * the GETATTR the kernel sends after each change in a directory: valid only while no other change
      * went through this mount since (`changes`) and for attr_timeout. Initialise mu with fsops_init. */

@@ -33,7 +33,7 @@ struct opts {
     double attr_timeout, entry_timeout, negative_timeout;
     double unreachable_timeout, io_timeout, rpc_timeout, loc_ttl, writedone_interval;
     char *readahead, *max_write, *log_file, *log_level, *client_name;
-    unsigned write_inflight, readdir_page, max_threads, lookahead;
+    unsigned write_inflight, readdir_page, max_threads, lookahead, sync_on_close;
     int have_fsname, have_subtype;
 };
 
@@ -55,6 +55,7 @@ static const struct fuse_opt opt_spec[] = {
     O("readdir_page=%u", readdir_page),
     O("max_threads=%u", max_threads),
     O("lookahead=%u", lookahead),
+    O("sync_on_close=%u", sync_on_close),
     O("log_file=%s", log_file),
     O("log_level=%s", log_level),
     O("client_name=%s", client_name),
@@ -116,6 +117,10 @@ static void usage(const char *prog)
            "    loc_ttl=SEC            lifetime of cached chunk locations (default 1)\n"
            "    writedone_interval=SEC report the growing size of a file being written at least this\n"
            "                           often (default 1)\n"
+           "    sync_on_close=0|1      1 (default): close(2) makes what was written durable on every\n"
+           "                           replica, as fsync does (a chain Fsync of each chunk written since\n"
+           "                           the last one); 0: close makes it visible on every replica (their\n"
+           "                           page cache) and only fsync makes it durable\n"
            "    readdir_page=N         directory entries per Readdir RPC (default 1024)\n"
            "    max_threads=N          FUSE worker threads at most (default 10)\n"
            "    lookahead=N            after 8 lookups in one directory within the cache timeouts, list it\n"
@@ -277,7 +282,7 @@ int main(int argc, char **argv)
     struct opts o = {.attr_timeout = 1, .entry_timeout = 1, .negative_timeout = 0, .unreachable_timeout = 30,
                      .io_timeout = 30, .rpc_timeout = 5, .loc_ttl = 1, .writedone_interval = 1,
                      .write_inflight = 4, .readdir_page = 1024, .max_threads = 10,
-                     .lookahead = 65536};
+                     .lookahead = 65536, .sync_on_close = 1};
     if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) != 0)
         return 2;
     const char *prog = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
@@ -357,7 +362,8 @@ int main(int argc, char **argv)
                             .op_timeout_ms = ms_of(o.unreachable_timeout)};
     struct fs fs = {.attr_timeout = o.attr_timeout, .entry_timeout = o.entry_timeout,
                     .negative_timeout = o.negative_timeout, .max_write = (uint32_t)mw,
-                    .max_readahead = (uint32_t)MAX(ra, 128 << 10), .readdir_page = o.readdir_page};
+                    .max_readahead = (uint32_t)MAX(ra, 128 << 10), .readdir_page = o.readdir_page,
+                    .sync_close = o.sync_on_close != 0};
     struct fuse_session *se = NULL;
     int r = mc_new(&mcc, &fs.mc);
     if (r) {

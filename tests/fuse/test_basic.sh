@@ -81,4 +81,23 @@ except OSError as e:
 print("capability set:", len(have) == 20, "; dropped by the write:", dropped)
 sys.exit(0 if ok and len(have) == 20 and dropped else 1)
 PY
+# close(2) makes what was written durable on every replica (sync_on_close, the default): before close
+# returns, each of the three chunkservers has fdatasync'ed the new chunk (strace watches them; their own
+# background writeback would use syncfs, and only after 2 s).
+sync_pids=$(cat "$DATA"/chunk*/pid)
+tracers=()
+for p in $sync_pids; do
+  strace -qq -f -y -e trace=fdatasync -p "$p" -o "$DATA/fdatasync.$p" &
+  tracers+=($!)
+done
+sleep 1
+python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+os.write(fd, os.urandom(100000))
+os.close(fd)' "$MNT/durable"
+kill "${tracers[@]}" 2>/dev/null || true
+wait "${tracers[@]}" 2>/dev/null || true
+for p in $sync_pids; do
+  check 'grep -q "fdatasync(" "$DATA/fdatasync.$p"' "chunkserver pid $p synced the chunk before close returned"
+done
 log "fuse_basic passed"
