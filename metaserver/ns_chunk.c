@@ -65,6 +65,25 @@ Synod__V1__ChunkserverRec *cs_get(struct ns_ctx *c, uint32_t id)
     return (Synod__V1__ChunkserverRec *)nk_get_msg(c, &k, &synod__v1__chunkserver_rec__descriptor);
 }
 
+void cs_recent_key(struct nkey *k, uint32_t cs)
+{
+    nk_init(k, 'a');
+    nk_u32(k, cs);
+}
+
+uint32_t cs_recent(struct ns_ctx *c, uint32_t cs)
+{
+    struct nkey k;
+    cs_recent_key(&k, cs);
+    char *v;
+    size_t vl;
+    if (nk_get(c, &k, &v, &vl) != 0)
+        return 0;
+    uint32_t n = vl == 4 ? get_le32(v) : 0;
+    free(v);
+    return n;
+}
+
 void cs_put(struct ns_ctx *c, const Synod__V1__ChunkserverRec *r)
 {
     struct nkey k;
@@ -388,7 +407,7 @@ size_t cands_load(struct ns_ctx *c, struct cs_cand **out)
             }
             v[n++] = (struct cs_cand){.id = r->id, .total = r->total_bytes,
                                       .used = MIN(r->used_bytes, r->total_bytes), .load = r->load,
-                                      .recent = r->recent_allocs, .label = xstrdup(r->label),
+                                      .recent = cs_recent(c, r->id), .label = xstrdup(r->label),
                                       .addr = xstrdup(r->addr)};
         }
         protobuf_c_message_free_unpacked(&r->base, NULL);
@@ -554,15 +573,15 @@ int op_chunk_locations(struct ns_ctx *c, const Synod__V1__ChunkLocReq *r)
     return 0;
 }
 
-/* Bump recent_allocs of the chosen chunkservers (spreads placement between heartbeats). */
+/* Count a placement on each chosen chunkserver (spreads placement between heartbeats; see cs_recent). */
 static void note_placed(struct ns_ctx *c, const uint32_t *ids, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        Synod__V1__ChunkserverRec *cs = cs_get(c, ids[i]);
-        ASSERT(cs);
-        cs->recent_allocs++;
-        cs_put(c, cs);
-        protobuf_c_message_free_unpacked(&cs->base, NULL);
+        struct nkey k;
+        cs_recent_key(&k, ids[i]);
+        uint8_t v[4];
+        put_le32(v, cs_recent(c, ids[i]) + 1);
+        nk_put(c, &k, v, sizeof(v));
     }
 }
 

@@ -108,6 +108,9 @@ int op_cs_register(struct ns_ctx *c, const Synod__V1__RegisterReq *r)
     w->state = w->decommission ? NS_CS_DECOMMISSIONING : NS_CS_UP; /* a drain survives a restart */
     w->recent_allocs = 0;
     cs_put(c, w);
+    struct nkey rk;
+    cs_recent_key(&rk, w->id);
+    nk_del(c, &rk);
     Synod__V1__RegisterRep rep = SYNOD__V1__REGISTER_REP__INIT;
     rep.id = w->id;
     rep.heartbeat_ms = ctr->heartbeat_ms;
@@ -157,6 +160,9 @@ int op_cs_heartbeat(struct ns_ctx *c, const Synod__V1__HeartbeatReq *r)
     if (was_dead)
         cs->state = cs->decommission ? NS_CS_DECOMMISSIONING : NS_CS_UP;
     cs_put(c, cs);
+    struct nkey rk;
+    cs_recent_key(&rk, cs->id);
+    nk_del(c, &rk);
     protobuf_c_message_free_unpacked(&cs->base, NULL);
     for (size_t i = 0; i < r->n_results; i++) {
         const Synod__V1__ChunkCmdResult *res = r->results[i];

@@ -217,6 +217,12 @@ int op_replica_drop(struct ns_ctx *c, const Synod__V1__ReplicaDrop *r);
 int op_fsck_repair(struct ns_ctx *c, const Synod__V1__FsckRepair *r);
 Synod__V1__ChunkserverRec *cs_get(struct ns_ctx *c, uint32_t id); /* NULL if absent */
 void cs_put(struct ns_ctx *c, const Synod__V1__ChunkserverRec *r);
+/* Chunks placed on a chunkserver since its last logged heartbeat (n/a+cs, u32 LE; absent = 0). Kept out of
+ * its n/s record on purpose: placement iterates n/s, and a LevelDB iterator walks every version of a key
+ * still in the memtable, so a record rewritten on every placement made each allocation scan thousands of
+ * dead versions (3.5 ms per ChunkOpenWrite after a few thousand small files). Gets do not pay that. */
+void cs_recent_key(struct nkey *k, uint32_t cs);
+uint32_t cs_recent(struct ns_ctx *c, uint32_t cs);
 
 /* placement candidates: UP chunkservers with capacity, in id order */
 struct cs_cand {
