@@ -41,6 +41,7 @@ static const struct meta_plugin *const plugins[] = {
     {"max_batch_cmds", CONFIG_INT, "0", "client commands per slot (0 = 1024)"},                            \
     {"max_batch_bytes", CONFIG_SIZE, "0", "bytes per slot (0 = 1M)"},                                      \
     {"snapshot_every", CONFIG_INT, "0", "applied entries between snapshots (0 = 100000)"},                 \
+    {"snapshot_chunk", CONFIG_SIZE, "0", "bytes of records per snapshot transfer piece (0 = 1M)"},           \
     {"log_retain", CONFIG_INT, "0", "log slots kept below a snapshot for catch-up (0 = 1024)"},              \
     {"session_lease", CONFIG_DURATION, "10s", "client session lease"},                                     \
     {"rpc_threads", CONFIG_INT, "1", "RPC worker threads (1: no hand-offs between threads)"},              \
@@ -186,6 +187,7 @@ int main(int argc, char **argv)
         .max_batch_bytes = (uint32_t)config_get_size(cfg, "max_batch_bytes"),
         .snapshot_every = (uint32_t)config_get_int(cfg, "snapshot_every"),
         .log_retain = (uint32_t)config_get_int(cfg, "log_retain"),
+        .snapshot_chunk = (uint32_t)config_get_size(cfg, "snapshot_chunk"),
         .session_lease_ms = (uint32_t)config_get_duration_ms(cfg, "session_lease"),
     };
     rc = rsm_new(&rc_cfg, sm, plugin_arg, srv, &r);

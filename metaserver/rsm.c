@@ -978,6 +978,7 @@ int rsm_new(const struct rsm_config *cfg, const struct rsm_sm *sm, void *sm_arg,
     r->snapshot_every = cfg->snapshot_every ? cfg->snapshot_every : 100000;
     r->max_batch_cmds = cfg->max_batch_cmds ? cfg->max_batch_cmds : 1024;
     r->max_batch_bytes = cfg->max_batch_bytes ? cfg->max_batch_bytes : (1u << 20);
+    r->snapshot_chunk = cfg->snapshot_chunk ? cfg->snapshot_chunk : (1u << 20);
     size_t np = 0;
     while (sm->prefixes && sm->prefixes[np])
         np++;

@@ -93,6 +93,7 @@ struct rsm_config {
     uint32_t max_batch_cmds;    /* commands per slot; 0 = default (1024) */
     uint32_t max_batch_bytes;   /* bytes per slot; 0 = default (1 MiB) */
     uint32_t snapshot_every;    /* entries between snapshots; 0 = default (100000) */
+    uint32_t snapshot_chunk;    /* bytes of records per SnapshotChunk answer; 0 = default (1 MiB) */
     uint32_t log_retain;        /* log slots kept below a snapshot for cheap catch-up; 0 = core default (1024) */
     uint32_t session_lease_ms;  /* client session lease; 0 = default (10000) */
     uint64_t seed;              /* election jitter seed; 0 = derived from self and time */

@@ -128,7 +128,7 @@ struct rsm {
     const char **prefixes; /* "r/" + the state machine's, NULL-terminated (snapshot content) */
     struct rsm_peer peers[PAXOS_MAX_NODES];
     uint32_t heartbeat_ms, election_ms, lease_ms, session_lease_ms, snapshot_every;
-    uint32_t max_batch_cmds, max_batch_bytes;
+    uint32_t max_batch_cmds, max_batch_bytes, snapshot_chunk;
 
     /* input queue (any thread -> whoever runs the next turn) */
     pthread_mutex_t mu;

@@ -41,7 +41,6 @@
 #define RSM_MAX_INFLIGHT 128
 #define RSM_DELIVER_TIMEOUT_MS 1000
 #define RSM_SNAP_TIMEOUT_MS 5000
-#define RSM_SNAP_CHUNK (1u << 20)
 #define RSM_MAX_BATCH_MSGS 65536
 #define RSM_MAX_MSG_ENTRIES (1u << 20)
 #define RSM_COMMIT_DELAY_US 2000
@@ -348,7 +347,7 @@ static int snapshot_handler(struct rpc_call *call, const ProtobufCMessage *req, 
     uint32_t count;
     bool last;
     char *lk;
-    int rc = rsm_store_snap_read(r, s, q->after_key.data, q->after_key.len, RSM_SNAP_CHUNK, &data, &len, &count,
+    int rc = rsm_store_snap_read(r, s, q->after_key.data, q->after_key.len, r->snapshot_chunk, &data, &len, &count,
                                  &last, &lk, &lklen);
     if (rc == 0) {
         Synod__V1__SnapshotRep rep = SYNOD__V1__SNAPSHOT_REP__INIT;

@@ -301,7 +301,8 @@ int rsm_store_snap_read(struct rsm *r, const struct rsm_snap *s, const void *aft
         n += vl;
         (*count)++;
         free(*last_key);
-        *last_key = xstrndup(k, kl);
+        *last_key = xmalloc(kl); /* binary: keys hold 0 bytes (big-endian ids), so never a string copy */
+        memcpy(*last_key, k, kl);
         *lklen = kl;
         leveldb_iter_next(it);
     }

@@ -184,8 +184,11 @@ int cl_stop_all(struct cluster *c)
         int st = cl_signal(c, i, SIGTERM);
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
             fprintf(stderr, "node %d: unclean exit (status 0x%x); its log:\n", i, st);
-            char cmd[400];
-            snprintf(cmd, sizeof(cmd), "tail -n 40 '%s/node%d.log' >&2", c->base, i);
+            /* a sanitizer report from its first line (its stack is what matters), else the log's tail */
+            char cmd[600];
+            snprintf(cmd, sizeof(cmd),
+                     "f='%s/node%d.log'; { grep -m1 -A60 'ERROR: [A-Za-z]*Sanitizer' \"$f\" || tail -n 40 \"$f\"; } >&2",
+                     c->base, i);
             if (system(cmd) != 0)
                 fprintf(stderr, "(no log)\n");
             bad++;

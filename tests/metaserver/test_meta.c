@@ -292,9 +292,13 @@ static void test_catchup(void)
     cl_destroy(&cl);
 }
 
+/* A wiped follower catches up by snapshot. Pieces of 64 bytes (one record each) put a piece boundary after
+ * every key, the binary ones of the session table (r/s, r/c: big-endian ids with 0 bytes) included: the
+ * resume key must travel as bytes (a string copy cut it at the first 0 byte and sent heap garbage after it,
+ * which ASan caught in meta_pipeline). Every key must arrive. */
 static void test_snapshot(void)
 {
-    static const char *const extra[] = {"--snapshot_every=50", "--log_retain=20", NULL};
+    static const char *const extra[] = {"--snapshot_every=50", "--log_retain=20", "--snapshot_chunk=64", NULL};
     struct cluster cl;
     cl_init(&cl, 3, bin, extra);
     cl_start_all(&cl);
@@ -310,8 +314,13 @@ static void test_snapshot(void)
     write_range(&c, "b", 0, 300);
     cl_start(&cl, f);
     wait_replica_has(&cl, f, "b/299", "v299", 15000);
-    wait_replica_has(&cl, f, "a/0", "v0", 1000);
     T_CHECK(cl_log_has(&cl, f, "installed snapshot"));
+    char key[32], val[32];
+    for (int i = 0; i < 400; i++) {
+        snprintf(key, sizeof(key), "%s/%d", i < 100 ? "a" : "b", i < 100 ? i : i - 100);
+        snprintf(val, sizeof(val), "v%d", i < 100 ? i : i - 100);
+        wait_replica_has(&cl, f, key, val, 1000);
+    }
     /* the session table came with the snapshot: the same session keeps working through f as leader */
     for (int i = 0; i < 3; i++)
         if (i != f)
