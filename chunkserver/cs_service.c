@@ -12,7 +12,9 @@
  * 4 KiB write thus moves 4 KiB per hop (the head used to merge edge blocks, read them back and forward
  * whole 64 KiB blocks: 16x the bytes on every hop). A call is answered when its local step and its forward are done, so
  * the head's answer means every replica has the data (in its page cache; Fsync makes it durable
- * everywhere).
+ * everywhere). A write with `sync` also makes the chunk durable on each replica before that replica answers
+ * (write_sync_local), so a writer's last write before close or fsync needs no Fsync pass of its own; the
+ * answer's `synced` says every replica did (a replica that predates the flag answers false).
  *
  * Before any of this, a Write passes the head's block gate (below): it runs only when no earlier write
  * touching one of its blocks is still in flight, else it is parked and resumed later, so every replica
@@ -254,6 +256,8 @@ struct hop {
     uint32_t next_id;
     char next_addr[256];
     bool forwarded; /* the forward was started: replicas may now hold the write, or not */
+    bool local_synced; /* a write with sync: this node synced the chunk after writing it */
+    bool down_synced;  /* ... and the next replica answered synced */
     void *owned; /* buffer lent to the forward (head only), freed with the hop */
     struct gate *gate; /* head only: the write's block range, released when the hop is answered */
 };
@@ -442,6 +446,7 @@ static void hop_answer(struct hop *h)
     } else {
         Synod__V1__WriteRep rep = SYNOD__V1__WRITE_REP__INIT;
         rep.chunk_len = h->chunk_len;
+        rep.synced = h->kind == HOP_WRITE && h->local_synced && (!h->forwarded || h->down_synced);
         rpc_reply(h->call, &rep.base);
     }
     if (h->gate)
@@ -465,6 +470,8 @@ static void hop_done(int err, ProtobufCMessage *reply, const struct rpc_status *
     if (err) {
         h->down_err = err;
         snprintf(h->down_detail, sizeof(h->down_detail), "%s", st ? st->detail : "");
+    } else if (h->kind == HOP_WRITE && reply) {
+        h->down_synced = ((const Synod__V1__WriteRep *)reply)->synced;
     }
     rpc_message_free(reply);
     hop_put(h);
@@ -586,6 +593,19 @@ static int write_runs(const Synod__V1__WriteReq *req, struct range **out, size_t
     return 0;
 }
 
+/* A write with sync (WriteReq.sync), after this node wrote its part: make the chunk durable here, as an
+ * Fsync would (fdatasync, and the directory if the chunk file is new). The next replica does the same in
+ * parallel with us (it got the forward first), so the chain pays one round trip for write and sync. */
+static void write_sync_local(struct hop *h)
+{
+    int r = cstore_sync(h->svc->store, h->chunk_id, h->version);
+    if (r)
+        hop_local(h, r, "sync");
+    else
+        LOG_DEBUG("chunk %016" PRIx64 " v%u: synced with its write", h->chunk_id, h->version);
+    h->local_synced = r == 0;
+}
+
 /* The head's write once its gate (may be NULL for an empty write) admits it: merge, forward, store. Runs
  * on a worker, or on the resumer for a write that was parked. Always answers through the hop. */
 static int write_run(struct cs_service *svc, struct rpc_call *call, const Synod__V1__WriteReq *req, struct gate *g)
@@ -674,6 +694,7 @@ static int write_run(struct cs_service *svc, struct rpc_call *call, const Synod_
         fw.chain = req->chain + 1;
         fw.create = req->create;
         fw.chunk_len = max_end;
+        fw.sync = req->sync;
         hop_forward(h, req->chain[0], "WriteBlocks", &fw.base, h->owned, len);
         wire_blocks_destroy(&wb);
     }
@@ -684,6 +705,8 @@ static int write_run(struct cs_service *svc, struct rpc_call *call, const Synod_
     if (nwhole && !r)
         r = cstore_write_stored(svc->store, req->chunk_id, req->version, blocks, nwhole, h->owned, stored_len);
     hop_local(h, r, "write");
+    if (!r && req->sync)
+        write_sync_local(h);
 out_free:
     free(buf);
     free(blocks);
@@ -895,6 +918,8 @@ static int h_write_blocks(struct rpc_call *call, const ProtobufCMessage *m, void
         p += ranges[i].len;
     }
     hop_local(h, r, "write");
+    if (!r && req->sync)
+        write_sync_local(h);
     free(blocks);
     free(ranges);
     hop_put(h);
@@ -911,6 +936,7 @@ static int h_fsync(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
     if (check_chain(req->chain, req->n_chain, why, sizeof(why)))
         return bad_request(call, why);
     struct hop *h = hop_new(svc, call, HOP_FSYNC, req->chunk_id, req->version);
+    LOG_DEBUG("chunk %016" PRIx64 " v%u: Fsync", req->chunk_id, req->version);
     if (req->n_chain) {
         Synod__V1__FsyncReq fw = *req;
         fw.n_chain = req->n_chain - 1;

@@ -58,6 +58,8 @@ struct cchunk {
     struct loc loc;
     bool dirty, unsynced;
     uint64_t wend;
+    uint32_t nin;  /* asynchronous writes of this chunk in flight */
+    uint64_t wseq; /* asynchronous writes of this chunk sent so far */
     /* under op_mu */
     bool wopen;
     uint64_t lease_until;
@@ -95,6 +97,8 @@ struct wreq {
     uint64_t chunk_id;
     uint32_t version;
     uint32_t head;
+    bool sync;    /* sent with WriteReq.sync (see send_pieces) */
+    uint64_t seq; /* its chunk's wseq when it was sent */
     int err;
     char detail[256];
     struct wreq *next;
@@ -131,6 +135,7 @@ struct cio_file {
     unsigned npend;
     uint64_t pend_bytes;
     uint64_t last_done;
+    bool flush_sync; /* a flush that syncs is sending: its last write of a chunk may carry the sync */
     /* in flight and failed writes (mu) */
     struct wreq *inflight;
     unsigned ninflight;
@@ -1264,8 +1269,11 @@ static void write_done(int err, ProtobufCMessage *reply, const struct rpc_status
 {
     struct wreq *w = arg;
     struct cio_file *f = w->f;
+    bool synced = err == 0 && w->sync && reply && ((const Synod__V1__WriteRep *)reply)->synced;
     rpc_message_free(reply);
     pthread_mutex_lock(&f->mu);
+    struct cchunk *ch = chunk_at(f, w->index);
+    ch->nin--;
     struct wreq **pp = &f->inflight;
     while (*pp != w)
         pp = &(*pp)->next;
@@ -1276,6 +1284,10 @@ static void write_done(int err, ProtobufCMessage *reply, const struct rpc_status
     f->inflight_bytes -= w->len;
     if (err == 0) {
         written(f, w->index, w->runs[w->nruns - 1].off + w->runs[w->nruns - 1].len);
+        /* Synced by its chain: it was sent with no other write of the chunk in flight (every earlier one
+         * had completed, so each replica's sync covered it too) and none was sent after it. */
+        if (synced && ch->wseq == w->seq)
+            ch->unsynced = false;
         pthread_cond_broadcast(&f->cv);
         pthread_mutex_unlock(&f->mu);
         wreq_put(w);
@@ -1460,12 +1472,23 @@ static int send_pieces(struct cio_file *f, uint64_t index, struct pend **ps, uin
     w->chunk_id = l.chunk_id;
     w->version = l.version;
     w->head = l.rep[0].id;
+    bool later = false; /* another piece of this chunk still waits: it will be the chunk's last write */
+    for (const struct pend *p = f->pend; p && !later; p = p->next)
+        later = p->off / CIO_CHUNK_SIZE == index;
     Synod__V1__WriteReq req;
     Synod__V1__ChunkserverAddr chain[MAX_REPL];
     Synod__V1__ChunkserverAddr *pchain[MAX_REPL];
     Synod__V1__PlainRange rmsg[MAX_RUNS], *rptr[MAX_RUNS];
     fill_write(&req, chain, pchain, &l, w, rmsg, rptr, create);
     pthread_mutex_lock(&f->mu);
+    struct cchunk *ch = chunk_at(f, index);
+    /* A flush that syncs sends a chunk's last write with sync when no other write of the chunk is in flight:
+     * the chain then makes the chunk durable (everything written to it before, too) in the write's own round
+     * trip, and fsync_all skips it (write_done). Otherwise the chunk gets its Fsync pass as before. */
+    w->sync = f->flush_sync && !later && ch->nin == 0;
+    req.sync = w->sync;
+    w->seq = ++ch->wseq;
+    ch->nin++;
     f->nwreq++;
     w->next = f->inflight;
     f->inflight = w;
@@ -1775,9 +1798,11 @@ static int flush_locked(struct cio_file *f, bool fsync, bool release, struct rpc
         if (r0)
             return r0;
     }
+    f->flush_sync = fsync;
     int r = wbuf_send(f);
     if (!r)
         r = pump(f, true);
+    f->flush_sync = false;
     int r2 = drain(f);
     r = r ? r : r2;
     if (fsync) {

@@ -220,6 +220,13 @@ int tk_write(const char *head, const char *const *chain, size_t nchain, uint64_t
 int tk_write_timeout(const char *head, const char *const *chain, size_t nchain, uint64_t id, uint32_t version,
                      uint64_t off, const void *data, size_t len, bool create, int64_t timeout_ms, struct rpc_status *st)
 {
+    return tk_write_sync(head, chain, nchain, id, version, off, data, len, create, false, NULL, timeout_ms, st);
+}
+
+int tk_write_sync(const char *head, const char *const *chain, size_t nchain, uint64_t id, uint32_t version,
+                  uint64_t off, const void *data, size_t len, bool create, bool sync, bool *synced,
+                  int64_t timeout_ms, struct rpc_status *st)
+{
     Synod__V1__WriteReq req = SYNOD__V1__WRITE_REQ__INIT;
     req.chunk_id = id;
     req.version = version;
@@ -227,12 +234,15 @@ int tk_write_timeout(const char *head, const char *const *chain, size_t nchain, 
     req.length = (uint32_t)len;
     req.crc = crc32c(0, data, len);
     req.create = create;
+    req.sync = sync;
     req.chain = chain_msgs(chain, nchain);
     req.n_chain = nchain;
     struct rpc_payload p = {.data = data, .len = len, .release = NULL};
     ProtobufCMessage *rep = NULL;
     int r = rpc_call(rpc_channel_get(head), &synod__v1__chunk_data__descriptor, "Write", &req.base, len ? &p : NULL,
                      timeout_ms, &rep, st);
+    if (synced)
+        *synced = r == 0 && rep && ((const Synod__V1__WriteRep *)rep)->synced;
     rpc_message_free(rep);
     chain_free(req.chain, nchain);
     return r;

@@ -59,6 +59,10 @@ int tk_write(const char *head, const char *const *chain, size_t nchain, uint64_t
 /* tk_write with its own deadline (tk_timeout_ms is shared by all threads). */
 int tk_write_timeout(const char *head, const char *const *chain, size_t nchain, uint64_t id, uint32_t version,
                      uint64_t off, const void *data, size_t len, bool create, int64_t timeout_ms, struct rpc_status *st);
+/* tk_write_timeout with WriteReq.sync; *synced (may be NULL) = the answer's WriteRep.synced. */
+int tk_write_sync(const char *head, const char *const *chain, size_t nchain, uint64_t id, uint32_t version,
+                  uint64_t off, const void *data, size_t len, bool create, bool sync, bool *synced,
+                  int64_t timeout_ms, struct rpc_status *st);
 /* A batched Write (WriteReq.ranges): runs [offs[i], offs[i] + lens[i]) inside the chunk, their bytes
  * concatenated in data (sum of lens bytes). Sent as given (tests also send malformed batches). */
 int tk_write_runs(const char *head, const char *const *chain, size_t nchain, uint64_t id, uint32_t version,

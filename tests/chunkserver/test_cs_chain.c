@@ -26,6 +26,9 @@
  * overlap_wait: the last replica is stopped while a write is in flight; an overlapping write with a
  *            later deadline waits (parked) and completes after the replica resumes; one with a short
  *            deadline fails EBUSY naming the block and no replica, and succeeds when retried.
+ * sync:      a Write with sync (the writer's last write before close or fsync) is answered synced = true only
+ *            after every replica fdatasync'ed the chunk (strace on the three daemons, background writeback
+ *            off); the same write without sync is answered synced = false and syncs nothing.
  * Usage: test_cs_chain <path to synod-chunk> <name>
  */
 #include <errno.h>
@@ -654,9 +657,69 @@ static void test_batch(void)
     stop3();
 }
 
+/* Trace fdatasync of the three daemons into dir/fds.<i> while fn runs; returns 0 after the tracers ended. */
+static void traced(const char *dir, void (*fn)(void *), void *arg)
+{
+    for (int i = 0; i < 3; i++)
+        T_EQ(tk_sh("strace -qq -f -y -e trace=fdatasync -p %d -o %s/fds.%d & echo $! >%s/tracer.%d", (int)cs[i].pid,
+                   dir, i, dir, i), 0);
+    clk_sleep_ns(NS_PER_SEC); /* attached */
+    fn(arg);
+    /* strace takes a while to detach from every thread: stop the three at once, then wait for them. */
+    T_EQ(tk_sh("d=%s; p=\"$(cat $d/tracer.0 $d/tracer.1 $d/tracer.2)\"; kill $p; "
+               "for x in $p; do while kill -0 $x 2>/dev/null; do sleep 0.05; done; done", dir), 0);
+}
+
+/* Whether replica i's trace shows an fdatasync of chunk id's file. */
+static bool trace_synced(const char *dir, int i, uint64_t id)
+{
+    return tk_sh("grep -q 'fdatasync(.*chunk_%016llx_' %s/fds.%d", (unsigned long long)id, dir, i) == 0;
+}
+
+struct sync_write {
+    uint64_t id;
+    bool sync, synced;
+    const uint8_t *data;
+};
+
+static void do_sync_write(void *arg)
+{
+    struct sync_write *w = arg;
+    const char *chain[] = {cs[1].addr, cs[2].addr};
+    struct rpc_status st;
+    T_EQ(tk_write_sync(cs[0].addr, chain, 2, w->id, 1, 0, w->data, 100000, true, w->sync, &w->synced, 20000, &st), 0);
+}
+
+static void test_sync(void)
+{
+    for (int i = 0; i < 3; i++) {
+        char tag[16];
+        snprintf(tag, sizeof(tag), "sync%d", i);
+        tk_start(&cs[i], tk_tempdir(tag), "", "--scrub_rate=0", "--writeback=0", NULL);
+    }
+    const char *dir = tk_tempdir("synctrace");
+    uint8_t *buf = xmalloc(100000);
+    tk_fill(buf, 100000, 5, true);
+    struct sync_write plain = {.id = 0xa1, .sync = false, .data = buf}, synced = {.id = 0xa2, .sync = true, .data = buf};
+    traced(dir, do_sync_write, &plain);
+    T_CHECK(!plain.synced);
+    for (int i = 0; i < 3; i++)
+        if (trace_synced(dir, i, plain.id))
+            T_FAIL("replica %d synced a write without sync (the trace cannot tell the two apart)", i);
+    traced(dir, do_sync_write, &synced);
+    T_CHECK(synced.synced);
+    for (int i = 0; i < 3; i++)
+        if (!trace_synced(dir, i, synced.id))
+            T_FAIL("replica %d answered a write with sync without an fdatasync of the chunk", i);
+    check_all(0xa2, 1, 0, buf, 100000);
+    free(buf);
+    stop3();
+}
+
 int main(int argc, char **argv)
 {
     static const struct tk_test tests[] = {{"basic", test_basic}, {"kill", test_kill}, {"stall", test_stall}, {"version", test_version}, {"errors", test_errors}, {"overlap", test_overlap},
-                                              {"overlap_wait", test_overlap_wait}, {"batch", test_batch}, {"overlap_bytes", test_overlap_bytes}, {NULL, NULL}};
+                                              {"overlap_wait", test_overlap_wait}, {"batch", test_batch}, {"overlap_bytes", test_overlap_bytes},
+                                              {"sync", test_sync}, {NULL, NULL}};
     return tk_main(argc, argv, tests);
 }

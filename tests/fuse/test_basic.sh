@@ -2,7 +2,7 @@
 # fuse_basic: the first POSIX checks (posix_checks.py) on a fresh 3+3 cluster, then the same data read back
 # after dropping the kernel's caches, so the bytes come from the chunkservers.
 source "$(dirname "$0")/harness.sh"
-fuse_setup
+fuse_setup --chunk-conf "log_level = debug" # chunkservers log each Fsync and each write synced in its call
 python3 "$HERE/posix_checks.py" "$MNT"
 sync
 echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
@@ -85,6 +85,8 @@ PY
 # returns, each of the three chunkservers has fdatasync'ed the new chunk (strace watches them; their own
 # background writeback would use syncfs, and only after 2 s).
 sync_pids=$(cat "$DATA"/chunk*/pid)
+declare -A loglines
+for c in "$DATA"/chunk*; do loglines[$c]=$(wc -l <"$c/log"); done
 tracers=()
 for p in $sync_pids; do
   strace -qq -f -y -e trace=fdatasync -p "$p" -o "$DATA/fdatasync.$p" &
@@ -99,5 +101,12 @@ kill "${tracers[@]}" 2>/dev/null || true
 wait "${tracers[@]}" 2>/dev/null || true
 for p in $sync_pids; do
   check 'grep -q "fdatasync(" "$DATA/fdatasync.$p"' "chunkserver pid $p synced the chunk before close returned"
+done
+# ... in the write's own chain round trip: the close sent the file's last write with sync (WriteReq.sync),
+# so every replica synced it before answering and no Fsync followed.
+for c in "$DATA"/chunk*; do
+  new=$(tail -n +"$((loglines[$c] + 1))" "$c/log")
+  check '[[ $(grep -c "synced with its write$" <<<"$new") == 1 ]]' "${c##*/} synced the chunk with its write"
+  check '! grep -q ": Fsync$" <<<"$new"' "${c##*/} got no Fsync for the file closed"
 done
 log "fuse_basic passed"
