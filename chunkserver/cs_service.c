@@ -936,7 +936,7 @@ static int h_fsync(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
     if (check_chain(req->chain, req->n_chain, why, sizeof(why)))
         return bad_request(call, why);
     struct hop *h = hop_new(svc, call, HOP_FSYNC, req->chunk_id, req->version);
-    LOG_DEBUG("chunk %016" PRIx64 " v%u: Fsync", req->chunk_id, req->version);
+    LOG_DEBUG("chunk %016" PRIx64 " v%u: Fsync, %zu after us", req->chunk_id, req->version, req->n_chain);
     if (req->n_chain) {
         Synod__V1__FsyncReq fw = *req;
         fw.n_chain = req->n_chain - 1;

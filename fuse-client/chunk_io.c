@@ -1686,65 +1686,144 @@ static int write_done_all(struct cio_file *f, bool release)
     return rc;
 }
 
-/* Fsync every chunk written since the last fsync, along its chain; op_mu held, nothing in flight. */
+/* One chunk's chain Fsync after a first attempt that failed with err (detail): drop a replica the failure
+ * names (reported to the metaserver) and try the rest, back off and retry otherwise, until `deadline`.
+ * Returns 0 or the error for the caller. */
+static int fsync_retry(struct cio_file *f, struct cchunk *ch, struct loc l, int err, const char *detail,
+                       uint64_t deadline)
+{
+    struct cio *c = f->c;
+    uint32_t backoff = 20;
+    char d[256];
+    snprintf(d, sizeof(d), "%s", detail);
+    for (;;) {
+        int rerr;
+        uint32_t bad = failed_replica(err, d, l.rep[0].id, &rerr);
+        LOG_WARN("%s: fsync of chunk %llu v%u failed: %s", err_name(err), (unsigned long long)l.chunk_id,
+                 l.version, d);
+        bool retry_now = false;
+        if (bad != UINT32_MAX && l.nrep > 1) {
+            /* Drop the failed replica from the chain; the others still hold the data. */
+            report_bad(f, l.chunk_id, l.version, bad, rerr);
+            uint32_t kept = 0;
+            for (uint32_t i = 0; i < l.nrep; i++)
+                if (l.rep[i].id != bad)
+                    l.rep[kept++] = l.rep[i];
+            if (kept < l.nrep) {
+                l.nrep = kept;
+                ch->wopen = false; /* the version moved on: reopen before the next write */
+                retry_now = true;
+            }
+        }
+        if (!retry_now) {
+            if (past(deadline) || fatal_write_err(rerr))
+                return fatal_write_err(rerr) ? rerr : -EIO;
+            backoff_sleep(&backoff);
+        }
+        Synod__V1__FsyncReq req = SYNOD__V1__FSYNC_REQ__INIT;
+        Synod__V1__ChunkserverAddr chain[MAX_REPL];
+        Synod__V1__ChunkserverAddr *pchain[MAX_REPL];
+        req.chunk_id = l.chunk_id;
+        req.version = l.version;
+        req.n_chain = chain_fill(&l, chain, pchain);
+        req.chain = pchain;
+        ProtobufCMessage *m;
+        struct rpc_status st;
+        err = rpc_call(rpc_channel_get(l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Fsync", &req.base, NULL,
+                       c->cfg.rpc_timeout_ms, &m, &st);
+        rpc_message_free(m);
+        if (err == 0)
+            return 0;
+        snprintf(d, sizeof(d), "%s", st.detail);
+    }
+}
+
+/* The first round of fsync_all: one asynchronous chain Fsync per chunk, all in flight at once. */
+struct fsync_round {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t left;
+};
+
+struct fsync_one {
+    struct fsync_round *round;
+    struct cchunk *ch;
+    struct loc l;
+    int err;
+    char detail[256];
+};
+
+static void fsync_one_done(int err, ProtobufCMessage *reply, const struct rpc_status *st, void *arg)
+{
+    struct fsync_one *o = arg;
+    rpc_message_free(reply);
+    o->err = err;
+    if (err)
+        snprintf(o->detail, sizeof(o->detail), "%s", st ? st->detail : "");
+    pthread_mutex_lock(&o->round->mu);
+    if (--o->round->left == 0)
+        pthread_cond_signal(&o->round->cv);
+    pthread_mutex_unlock(&o->round->mu);
+}
+
+#define FSYNC_WINDOW 32 /* chain Fsyncs of one file in flight at once */
+
+/* Sync every chunk written since its last sync on every replica of its chain. The chains work in parallel,
+ * FSYNC_WINDOW at a time (a file closed after a long write owes one Fsync per 64 MiB chunk: one after the
+ * other they cost a chain round trip each); a chunk whose Fsync fails is then retried alone (fsync_retry),
+ * all within io_timeout_ms. op_mu held. */
 static int fsync_all(struct cio_file *f)
 {
     struct cio *c = f->c;
-    int rc = 0;
     size_t nch;
     struct cchunk **all = chunks_all(f, &nch);
+    struct fsync_one *ones = xcalloc(nch ? nch : 1, sizeof(*ones));
+    struct fsync_round round = {.left = 0};
+    pthread_mutex_init(&round.mu, NULL);
+    pthread_cond_init(&round.cv, NULL);
+    size_t n = 0;
+    pthread_mutex_lock(&f->mu);
     for (size_t k = 0; k < nch; k++) {
-        struct cchunk *ch = all[k];
-        {
-            pthread_mutex_lock(&f->mu);
-            bool need = ch->unsynced;
-            struct loc l = ch->loc;
-            ch->unsynced = false;
-            pthread_mutex_unlock(&f->mu);
-            if (!need)
-                continue;
-            uint64_t deadline = deadline_after(c->cfg.io_timeout_ms);
-            uint32_t backoff = 20;
-            for (;;) {
-                Synod__V1__FsyncReq req = SYNOD__V1__FSYNC_REQ__INIT;
-                Synod__V1__ChunkserverAddr chain[MAX_REPL];
-                Synod__V1__ChunkserverAddr *pchain[MAX_REPL];
-                req.chunk_id = l.chunk_id;
-                req.version = l.version;
-                req.n_chain = chain_fill(&l, chain, pchain);
-                req.chain = pchain;
-                ProtobufCMessage *m;
-                struct rpc_status st;
-                int r = rpc_call(rpc_channel_get(l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Fsync",
-                                 &req.base, NULL, c->cfg.rpc_timeout_ms, &m, &st);
-                rpc_message_free(m);
-                if (r == 0)
-                    break;
-                int rerr;
-                uint32_t bad = failed_replica(r, st.detail, l.rep[0].id, &rerr);
-                LOG_WARN("%s: fsync of chunk %llu v%u failed: %s", err_name(r), (unsigned long long)l.chunk_id,
-                         l.version, st.detail);
-                if (bad != UINT32_MAX && l.nrep > 1) {
-                    /* Drop the failed replica from the chain; the others still hold the data. */
-                    report_bad(f, l.chunk_id, l.version, bad, rerr);
-                    uint32_t kept = 0;
-                    for (uint32_t i = 0; i < l.nrep; i++)
-                        if (l.rep[i].id != bad)
-                            l.rep[kept++] = l.rep[i];
-                    if (kept < l.nrep) {
-                        l.nrep = kept;
-                        ch->wopen = false; /* the version moved on: reopen before the next write */
-                        continue;
-                    }
-                }
-                if (past(deadline) || fatal_write_err(rerr)) {
-                    rc = rc ? rc : (fatal_write_err(rerr) ? rerr : -EIO);
-                    break;
-                }
-                backoff_sleep(&backoff);
-            }
-        }
+        if (!all[k]->unsynced)
+            continue;
+        all[k]->unsynced = false;
+        ones[n] = (struct fsync_one){.round = &round, .ch = all[k], .l = all[k]->loc};
+        n++;
     }
+    pthread_mutex_unlock(&f->mu);
+    uint64_t deadline = deadline_after(c->cfg.io_timeout_ms);
+    for (size_t i = 0; i < n; i++) {
+        if (i % FSYNC_WINDOW == 0) {
+            pthread_mutex_lock(&round.mu);
+            while (round.left)
+                pthread_cond_wait(&round.cv, &round.mu);
+            round.left = MIN(n - i, (size_t)FSYNC_WINDOW);
+            pthread_mutex_unlock(&round.mu);
+        }
+        Synod__V1__FsyncReq req = SYNOD__V1__FSYNC_REQ__INIT;
+        Synod__V1__ChunkserverAddr chain[MAX_REPL];
+        Synod__V1__ChunkserverAddr *pchain[MAX_REPL];
+        req.chunk_id = ones[i].l.chunk_id;
+        req.version = ones[i].l.version;
+        req.n_chain = chain_fill(&ones[i].l, chain, pchain);
+        req.chain = pchain;
+        rpc_call_async(rpc_channel_get(ones[i].l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Fsync",
+                       &req.base, NULL, c->cfg.rpc_timeout_ms, fsync_one_done, &ones[i]);
+    }
+    pthread_mutex_lock(&round.mu);
+    while (round.left)
+        pthread_cond_wait(&round.cv, &round.mu);
+    pthread_mutex_unlock(&round.mu);
+    pthread_cond_destroy(&round.cv);
+    pthread_mutex_destroy(&round.mu);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ones[i].err == 0)
+            continue;
+        int r = fsync_retry(f, ones[i].ch, ones[i].l, ones[i].err, ones[i].detail, deadline);
+        rc = rc ? rc : r;
+    }
+    free(ones);
     free(all);
     return rc;
 }

@@ -495,6 +495,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     if (to_set & FUSE_SET_ATTR_SIZE) {
         m.valid |= SYNOD__V1__SETATTR_VALID__SETATTR_SIZE;
         m.size = (uint64_t)attr->st_size;
+        itab_cache_changed(fs->it, ino);
     }
     /* UTIME_NOW is its own bit: the metaserver lets anyone with write access set "now", only the owner
      * an explicit time. */
@@ -644,11 +645,21 @@ static struct handle *H(struct fuse_file_info *fi)
     return (struct handle *)(uintptr_t)fi->fh;
 }
 
-static void handle_open(struct fs *fs, fuse_ino_t ino, const Synod__V1__Attr *a, uint64_t meta_fh,
+/* A new handle of ino, whose attributes the Open (or create) just answered (a may be NULL). The kernel's
+ * page cache of the file is kept when it holds data of the version `a` names (itab_keep_cache) and
+ * may_keep (not for a truncating open or a create, whose data just changed). */
+static void handle_open(struct fs *fs, fuse_ino_t ino, const Synod__V1__Attr *a, uint64_t meta_fh, bool may_keep,
                         struct fuse_file_info *fi)
 {
     struct handle *h = xcalloc(1, sizeof(*h));
     h->n = itab_pin(fs->it, ino, a ? a->size : 0);
+    bool keep = false;
+    if (a) {
+        struct itab_stamp s = {.ctime_ns = a->ctime_ns, .mtime_ns = a->mtime_ns, .size = a->size};
+        keep = itab_keep_cache(fs->it, ino, &s) && may_keep;
+    } else {
+        itab_cache_changed(fs->it, ino);
+    }
     if (a)
         cio_file_set_size(h->n->file, a->size, false);
     cio_file_invalidate(h->n->file); /* close-to-open: see other clients' writes */
@@ -656,13 +667,13 @@ static void handle_open(struct fs *fs, fuse_ino_t ino, const Synod__V1__Attr *a,
     /* O_APPEND: the kernel would place each write at its cached size, which lags behind another client's
      * appends for up to attr_timeout. So this handle bypasses the page cache and the client appends at the
      * size the metaserver just gave (close-to-open), grown by its own writes. */
+    fi->direct_io = 0;
     if (fi->flags & O_APPEND) {
         h->append = true;
         fi->direct_io = 1;
     }
     fi->fh = (uint64_t)(uintptr_t)h;
-    fi->keep_cache = 0;
-    fi->direct_io = 0;
+    fi->keep_cache = keep;
 }
 
 /* One open of ino is over (a handle closed, or an Open that failed): after the last one, the leader's
@@ -739,7 +750,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
             return;
         }
     }
-    handle_open(fs, cr_rep->attr->ino, cr_rep->attr, cr_rep->fh, fi);
+    handle_open(fs, cr_rep->attr->ino, cr_rep->attr, cr_rep->fh, false, fi);
     struct fuse_entry_param e;
     itab_lookup(fs->it, cr_rep->attr->ino, cr_rep->attr->size);
     if (!cr_rep->existed && fs->attr_timeout > 0) /* a file made just now has no xattrs */
@@ -783,7 +794,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     const Synod__V1__OpenRep *o = (const Synod__V1__OpenRep *)rep;
-    handle_open(fs, ino, o->attr, o->fh, fi);
+    handle_open(fs, ino, o->attr, o->fh, !trunc, fi);
     cio_file_seed_locations(H(fi)->n->file, o->located, o->chunks, o->n_chunks);
     if (trunc) /* the chunks' write ends must not bring the old size back */
         cio_file_set_size(H(fi)->n->file, o->attr ? o->attr->size : 0, true);
@@ -811,8 +822,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
-    UNUSED(ino);
     struct handle *h = H(fi);
+    itab_cache_changed(FS(req)->it, ino); /* the next open drops the page cache (see itab_keep_cache) */
     struct rpc_cancel tok;
     uint64_t at = (uint64_t)off;
     int r = cio_write_at(h->n->file, &at, h->append, buf, size, intr_begin(req, &tok));

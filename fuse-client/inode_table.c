@@ -200,6 +200,30 @@ void itab_nocaps_note(struct itab *t, uint64_t ino, uint64_t gen, uint64_t until
     pthread_mutex_unlock(&t->mu);
 }
 
+bool itab_keep_cache(struct itab *t, uint64_t ino, const struct itab_stamp *s)
+{
+    pthread_mutex_lock(&t->mu);
+    struct itab_inode *e = find(t, ino);
+    bool keep = false;
+    if (e) {
+        keep = e->stamped && e->stamp.ctime_ns == s->ctime_ns && e->stamp.mtime_ns == s->mtime_ns &&
+               e->stamp.size == s->size;
+        e->stamp = *s;
+        e->stamped = true;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return keep;
+}
+
+void itab_cache_changed(struct itab *t, uint64_t ino)
+{
+    pthread_mutex_lock(&t->mu);
+    struct itab_inode *e = find(t, ino);
+    if (e)
+        e->stamped = false;
+    pthread_mutex_unlock(&t->mu);
+}
+
 bool itab_nocaps(struct itab *t, uint64_t ino, uint64_t now_ns)
 {
     pthread_mutex_lock(&t->mu);

@@ -26,6 +26,11 @@ struct itab_inode {
     uint32_t pins;
     uint64_t xgen;         /* xattr generation (see itab_xattr_gen) */
     uint64_t nocaps_until; /* "no security.capability" known until this monotonic time (ns); 0: unknown */
+    bool stamped;          /* the kernel's page cache holds data of the version `stamp` (see itab_keep_cache) */
+    struct itab_stamp {
+        int64_t ctime_ns, mtime_ns;
+        uint64_t size;
+    } stamp;
     struct itab_inode *next;
 };
 
@@ -64,6 +69,16 @@ void itab_nocaps_note(struct itab *t, uint64_t ino, uint64_t gen, uint64_t until
 bool itab_nocaps(struct itab *t, uint64_t ino, uint64_t now_ns);
 /* This mount is changing ino's xattrs: forget what is cached and start a new generation. */
 void itab_xattr_changed(struct itab *t, uint64_t ino);
+/* Close-to-open without rereading unchanged files. An open must drop the kernel's page cache of the file
+ * when another client may have changed the data since it was read; when nothing changed, keeping it
+ * (FOPEN_KEEP_CACHE) turns a re-read into page-cache hits. The version of the data is the attribute triple
+ * (ctime, mtime, size) from the Open answer: every change of the data moves ctime (set by the leader at apply
+ * time, in ns, and not settable by clients), and mtime and size besides. itab_keep_cache(s) answers true if
+ * the cache is known to hold data of version s; otherwise it records s (the caller then opens without
+ * keep_cache, so the kernel drops the cache and refills it from data of version s or later) and answers
+ * false. A write or truncate through this mount forgets the version (itab_cache_changed). */
+bool itab_keep_cache(struct itab *t, uint64_t ino, const struct itab_stamp *s);
+void itab_cache_changed(struct itab *t, uint64_t ino);
 /* Number of entries (tests, statistics). */
 uint64_t itab_count(struct itab *t);
 

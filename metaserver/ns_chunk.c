@@ -585,6 +585,21 @@ static void note_placed(struct ns_ctx *c, const uint32_t *ids, size_t n)
     }
 }
 
+/* The order of a new chunk's replicas, rotated by its id. The first replica heads the chain: it takes the
+ * client's bytes and compresses the blocks for the others. Placement ranks candidates the same way for
+ * every chunk placed between two heartbeats, so without the rotation one chunkserver would head every
+ * chain (all of a cluster's compression and client ingress on one node); with it, the heads spread evenly
+ * over the chosen sets. Deterministic: the id comes from the state. */
+static void rotate_ids(uint32_t *ids, size_t n, uint64_t by)
+{
+    if (n < 2 || by % n == 0)
+        return;
+    uint32_t tmp[NS_MAX_GOAL];
+    for (size_t i = 0; i < n; i++)
+        tmp[i] = ids[(i + by) % n];
+    memcpy(ids, tmp, n * sizeof(*ids));
+}
+
 int op_chunk_open_write(struct ns_ctx *c, const Synod__V1__ChunkOpenWriteReq *r)
 {
     struct inode *n;
@@ -621,6 +636,7 @@ int op_chunk_open_write(struct ns_ctx *c, const Synod__V1__ChunkOpenWriteReq *r)
                 chunk_free(nw);
                 return -ENOSPC;
             }
+            rotate_ids(ids, got, nw->chunk_id + nw->version);
             set_replicas(nw, ids, got);
             note_placed(c, ids, got);
             fresh = true;
@@ -646,6 +662,7 @@ int op_chunk_open_write(struct ns_ctx *c, const Synod__V1__ChunkOpenWriteReq *r)
         nw->index = r->index;
         nw->goal = n->goal;
         nw->replicas = NULL;
+        rotate_ids(ids, got, nw->chunk_id);
         set_replicas(nw, ids, got);
         note_placed(c, ids, got);
         n->has_chunks = true;

@@ -107,6 +107,58 @@ done
 for c in "$DATA"/chunk*; do
   new=$(tail -n +"$((loglines[$c] + 1))" "$c/log")
   check '[[ $(grep -c "synced with its write$" <<<"$new") == 1 ]]' "${c##*/} synced the chunk with its write"
-  check '! grep -q ": Fsync$" <<<"$new"' "${c##*/} got no Fsync for the file closed"
+  check '! grep -q ": Fsync, " <<<"$new"' "${c##*/} got no Fsync for the file closed"
 done
+# fsync of a file with several chunks sends their chain Fsyncs in parallel: with one chunkserver stopped
+# (SIGSTOP), every chunk whose chain starts elsewhere reaches its head at once; one after the other, the
+# first Fsync would hold the rest back until its 5 s deadline. A first fsync shows (chunkservers' debug log:
+# "Fsync, 2 after us" = the head) which chunkserver heads each chunk (heads rotate over the replicas, see
+# ns_chunks test_heads_spread); the one heading the fewest is stopped.
+python3 - "$MNT" "$DATA" <<'PY' || fail "fsync did not send the chunks' Fsyncs in parallel"
+import os, re, signal, sys, threading, time
+mnt, data = sys.argv[1], sys.argv[2]
+names = ["chunk1", "chunk2", "chunk3"]
+pids = {n: int(open(f"{data}/{n}/pid").read()) for n in names}
+def marks():
+    return {n: os.path.getsize(f"{data}/{n}/log") for n in names}
+def heads(since):  # chunk id -> the chunkserver that got its Fsync from the client
+    out = {}
+    for n in names:
+        with open(f"{data}/{n}/log", errors="replace") as f:
+            f.seek(since[n])
+            for line in f:
+                m = re.search(r"chunk ([0-9a-f]{16}) v[0-9]+: Fsync, 2 after us", line)
+                if m:
+                    out[m.group(1)] = n
+    return out
+fd = os.open(f"{mnt}/multi", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+def write_all(b):  # 4 KiB ending on a 1 MiB boundary in each of 4 chunks: each is sent at once (4 in flight)
+    for i in range(4):
+        os.pwrite(fd, bytes([b]) * 4096, i * (64 << 20) + (1 << 20) - 4096)
+write_all(1)
+time.sleep(1)
+m = marks()
+os.fsync(fd)
+h = heads(m)
+stop = min(names, key=lambda n: sum(v == n for v in h.values()))
+expect = {k for k, v in h.items() if v != stop}
+write_all(2)
+time.sleep(1)  # the writes complete: with a chunkserver stopped they would hold the fsync's flush back
+m = marks()
+os.kill(pids[stop], signal.SIGSTOP)
+try:
+    t = threading.Thread(target=os.fsync, args=(fd,))
+    t.start()
+    end = time.time() + 3
+    while time.time() < end and not expect <= set(heads(m)):
+        time.sleep(0.05)
+    seen = {k for k in heads(m) if k in expect}
+finally:
+    os.kill(pids[stop], signal.SIGCONT)
+t.join(60)
+os.close(fd)
+print(f"{len(h)} chunks synced by Fsync; {stop} stopped; {len(seen)} of the {len(expect)} chunks headed elsewhere "
+      "reached their head meanwhile")
+sys.exit(0 if len(expect) >= 2 and seen == expect and not t.is_alive() else 1)
+PY
 log "fuse_basic passed"

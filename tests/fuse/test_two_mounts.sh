@@ -45,4 +45,31 @@ sleep 1
 if flock -n -x "$M2/lockfile" true; then fail "flock through the second mount should conflict"; fi
 wait $holder
 check 'flock -w 10 -x "$M2/lockfile" true' "flock free after the holder exited"
+# The page cache survives an open when the file did not change (FOPEN_KEEP_CACHE): the second mount
+# re-reads a file it read before with every chunkserver stopped (SIGSTOP). An overwrite of the same size
+# through the first mount is seen by the next open all the same (ctime and mtime moved).
+head -c $((1 << 20)) /dev/urandom >"$DATA/kc1"
+head -c $((1 << 20)) /dev/urandom >"$DATA/kc2"
+cp "$DATA/kc1" "$MNT/kc"
+HERE="$HERE" python3 - "$M2/kc" "$MNT/kc" "$DATA/kc1" "$DATA/kc2" $(cat "$DATA"/chunk*/pid) <<'PY' || fail "page cache kept across opens"
+import os, sys
+sys.path.insert(0, os.environ["HERE"])
+from stopped import while_stopped
+path2, path1, src1, src2, pids = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], [int(p) for p in sys.argv[5:]]
+want1, want2 = open(src1, "rb").read(), open(src2, "rb").read()
+def read():
+    with open(path2, "rb") as f:
+        return f.read()
+first = read()
+in_time, got = while_stopped(pids, read)
+kept = in_time and got == [want1]
+print("re-read with the chunkservers stopped:", "from the page cache" if in_time else "waited for them",
+      "; contents", "right" if got == [want1] else "WRONG")
+fd = os.open(path1, os.O_WRONLY)  # same size, new bytes
+os.write(fd, want2)
+os.close(fd)
+now = read()
+print("after another mount's overwrite:", "new contents" if now == want2 else "STALE contents")
+sys.exit(0 if first == want1 and kept and now == want2 else 1)
+PY
 log "fuse_two_mounts passed"

@@ -145,12 +145,15 @@ static void test_chunks(void)
     Synod__V1__ChunkOpenWriteRep *w;
     T_EQ(open_write(&t, f, 0, &w), 0);
     T_EQ(w->chunk->n_replicas, 3);
-    /* spread across labels: rack1 once (the emptier a), rack2, rack3 */
-    T_EQ(w->chunk->replicas[0]->id, a);
-    T_EQ(w->chunk->replicas[1]->id, c);
-    T_EQ(w->chunk->replicas[2]->id, d);
-    T_STREQ(w->chunk->replicas[0]->addr, "h1:1");
+    /* spread across labels: rack1 once (the emptier a), rack2, rack3; in that order rotated by the chunk id
+     * (the chain's head, see test_heads_spread) */
     uint64_t chunk = w->chunk->chunk_id;
+    const uint32_t ranked[3] = {a, c, d};
+    for (int i = 0; i < 3; i++)
+        T_EQ(w->chunk->replicas[i]->id, ranked[(i + chunk) % 3]);
+    for (int i = 0; i < 3; i++)
+        if (w->chunk->replicas[i]->id == a)
+            T_STREQ(w->chunk->replicas[i]->addr, "h1:1");
     uint32_t ver = w->chunk->version;
     T_EQ(ver, 1);
     T_CHECK(w->fresh); /* placed by this open: writes may create it */
@@ -230,7 +233,11 @@ static void test_chunks(void)
     n = cmds_for(&t, d, &cmds);
     T_EQ(n, 1);
     T_EQ(cmds[0]->type, SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE);
-    T_EQ(cmds[0]->source->id, a);
+    uint32_t first_left = 0; /* the source: the first replica left in the set's order (d was dropped) */
+    for (int i = 0; i < 3 && !first_left; i++)
+        if (ranked[(i + chunk) % 3] != d)
+            first_left = ranked[(i + chunk) % 3];
+    T_EQ(cmds[0]->source->id, first_left);
     heartbeat(&t, d, cmds, n);
     free_cmds(cmds, n);
     Synod__V1__ChunkLocReq lr = SYNOD__V1__CHUNK_LOC_REQ__INIT;
@@ -725,6 +732,32 @@ static void test_recent_allocs(void)
     tns_close(&t, false);
 }
 
+/* Chain heads (the first replica) of new chunks spread over the chunkservers of their sets, although
+ * placement ranks the candidates the same way for each (rotate_ids). */
+static void test_heads_spread(void)
+{
+    struct tns t;
+    tns_open(&t);
+    uint32_t ids[3] = {cs_register(&t, "h1:1", "", 900), cs_register(&t, "h2:1", "", 900),
+                       cs_register(&t, "h3:1", "", 900)};
+    uint64_t f, dir;
+    T_EQ(t_mknod(&t, ROOT, NS_ROOT_INO, "g3", S_IFDIR | 0755, &dir), 0);
+    set_goal(&t, dir, 3);
+    T_EQ(t_mknod(&t, ROOT, dir, "f", S_IFREG | 0644, &f), 0);
+    unsigned head[3] = {0, 0, 0};
+    for (uint64_t idx = 0; idx < 9; idx++) {
+        Synod__V1__ChunkOpenWriteRep *w;
+        T_EQ(open_write(&t, f, idx, &w), 0);
+        T_EQ(w->chunk->n_replicas, 3);
+        for (int j = 0; j < 3; j++)
+            head[j] += w->chunk->replicas[0]->id == ids[j];
+        synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    }
+    for (int j = 0; j < 3; j++)
+        T_EQ(head[j], 3);
+    tns_close(&t, false);
+}
+
 int main(void)
 {
     T_RUN(test_chunks);
@@ -735,5 +768,6 @@ int main(void)
     T_RUN(test_lease_expiry);
     T_RUN(test_delete_retry);
     T_RUN(test_recent_allocs);
+    T_RUN(test_heads_spread);
     return 0;
 }
