@@ -16,8 +16,10 @@ Workloads (all through the kernel VFS, the same options on every target). fio wr
 compressing file system (SynodFS) spend CPU on every block for little gain; MooseFS does not compress.
   seq_write    fio, 1 file of --size, 1 MiB writes, psync, end_fsync=1 (MB/s, fsync time included)
   seq_read     the same file after dropping the page cache (sync; echo 3 > drop_caches), 1 MiB reads
-  seq_reread   read it again without dropping the cache (a new open, fio --invalidate=0): shows whether
-               the page cache survives an open (local: yes; SynodFS: no, close-to-open invalidation)
+  seq_reread   read it once more untimed, then again timed, each a new open without dropping the cache
+               (fio --invalidate=0): shows whether the page cache survives an open of an unchanged file.
+               The untimed read is there because the targets run each workload in turn, so the next
+               target's seq_read (which drops every cache) ran between this target's read and re-read
   rand_read    fio, 4 KiB random reads, O_DIRECT, psync, 4 jobs x iodepth 1 on the first --rand-size
                bytes of that file, --runtime seconds (IOPS, all jobs together)
   rand_write   the same with random 4 KiB O_DIRECT writes (no fsync: what "written" means is each
@@ -158,7 +160,10 @@ def w_seq_read(d, o):
 
 
 def w_seq_reread(d, o):
-    # --invalidate=0: by default fio drops the file's cached pages itself before starting
+    # --invalidate=0: by default fio drops the file's cached pages itself before starting. The first read
+    # fills the cache again (another target's seq_read dropped every cache since this one's).
+    fio(["--name=seqreread-fill", f"--filename={d}/seq.dat", "--rw=read", "--bs=1M", f"--size={o.size}",
+         "--invalidate=0"], d)
     j = fio(["--name=seqreread", f"--filename={d}/seq.dat", "--rw=read", "--bs=1M", f"--size={o.size}",
              "--invalidate=0"], d)
     return j["read"]["bw_bytes"] / MB
