@@ -1686,6 +1686,17 @@ static int write_done_all(struct cio_file *f, bool release)
     return rc;
 }
 
+/* The chain Fsync of l's chunk (chain points into l's replicas via the arrays given). */
+static void fsync_req_fill(Synod__V1__FsyncReq *req, const struct loc *l, Synod__V1__ChunkserverAddr *chain,
+                           Synod__V1__ChunkserverAddr **pchain)
+{
+    synod__v1__fsync_req__init(req);
+    req->chunk_id = l->chunk_id;
+    req->version = l->version;
+    req->n_chain = chain_fill(l, chain, pchain);
+    req->chain = pchain;
+}
+
 /* One chunk's chain Fsync after a first attempt that failed with err (detail): drop a replica the failure
  * names (reported to the metaserver) and try the rest, back off and retry otherwise, until `deadline`.
  * Returns 0 or the error for the caller. */
@@ -1720,13 +1731,10 @@ static int fsync_retry(struct cio_file *f, struct cchunk *ch, struct loc l, int 
                 return fatal_write_err(rerr) ? rerr : -EIO;
             backoff_sleep(&backoff);
         }
-        Synod__V1__FsyncReq req = SYNOD__V1__FSYNC_REQ__INIT;
+        Synod__V1__FsyncReq req;
         Synod__V1__ChunkserverAddr chain[MAX_REPL];
         Synod__V1__ChunkserverAddr *pchain[MAX_REPL];
-        req.chunk_id = l.chunk_id;
-        req.version = l.version;
-        req.n_chain = chain_fill(&l, chain, pchain);
-        req.chain = pchain;
+        fsync_req_fill(&req, &l, chain, pchain);
         ProtobufCMessage *m;
         struct rpc_status st;
         err = rpc_call(rpc_channel_get(l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Fsync", &req.base, NULL,
@@ -1738,7 +1746,9 @@ static int fsync_retry(struct cio_file *f, struct cchunk *ch, struct loc l, int 
     }
 }
 
-/* The first round of fsync_all: one asynchronous chain Fsync per chunk, all in flight at once. */
+#define FSYNC_WINDOW 32 /* chain Fsyncs of one file in flight at once */
+
+/* The first round of fsync_all: one asynchronous chain Fsync per chunk, FSYNC_WINDOW in flight at once. */
 struct fsync_round {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -1765,8 +1775,6 @@ static void fsync_one_done(int err, ProtobufCMessage *reply, const struct rpc_st
         pthread_cond_signal(&o->round->cv);
     pthread_mutex_unlock(&o->round->mu);
 }
-
-#define FSYNC_WINDOW 32 /* chain Fsyncs of one file in flight at once */
 
 /* Sync every chunk written since its last sync on every replica of its chain. The chains work in parallel,
  * FSYNC_WINDOW at a time (a file closed after a long write owes one Fsync per 64 MiB chunk: one after the
@@ -1800,13 +1808,10 @@ static int fsync_all(struct cio_file *f)
             round.left = MIN(n - i, (size_t)FSYNC_WINDOW);
             pthread_mutex_unlock(&round.mu);
         }
-        Synod__V1__FsyncReq req = SYNOD__V1__FSYNC_REQ__INIT;
+        Synod__V1__FsyncReq req;
         Synod__V1__ChunkserverAddr chain[MAX_REPL];
         Synod__V1__ChunkserverAddr *pchain[MAX_REPL];
-        req.chunk_id = ones[i].l.chunk_id;
-        req.version = ones[i].l.version;
-        req.n_chain = chain_fill(&ones[i].l, chain, pchain);
-        req.chain = pchain;
+        fsync_req_fill(&req, &ones[i].l, chain, pchain);
         rpc_call_async(rpc_channel_get(ones[i].l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Fsync",
                        &req.base, NULL, c->cfg.rpc_timeout_ms, fsync_one_done, &ones[i]);
     }
