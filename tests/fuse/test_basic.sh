@@ -2,6 +2,7 @@
 # fuse_basic: the first POSIX checks (posix_checks.py) on a fresh 3+3 cluster, then the same data read back
 # after dropping the kernel's caches, so the bytes come from the chunkservers.
 source "$(dirname "$0")/harness.sh"
+FUSE_MOUNT_OPTS=allow_other # an unprivileged caller too (the groups check below)
 fuse_setup --chunk-conf "log_level = debug" # chunkservers log each Fsync and each write synced in its call
 python3 "$HERE/posix_checks.py" "$MNT"
 sync
@@ -109,6 +110,32 @@ for c in "$DATA"/chunk*; do
   check '[[ $(grep -c "synced with its write$" <<<"$new") == 1 ]]' "${c##*/} synced the chunk with its write"
   check '! grep -q ": Fsync, " <<<"$new"' "${c##*/} got no Fsync for the file closed"
 done
+# Root's operations skip the supplementary groups (fuse_req_getgroups reads /proc/PID/task/TID/status for
+# each call; the namespace never consults them for uid 0). strace on synod-mount: a create, a rename and an
+# unlink as root open no /proc status file; the same as an unprivileged user (uid 65534, in a world-writable
+# directory) do, so the check sees the reads when they happen (posix_suite's group_member covers their use).
+chmod 755 "$DATA" # mktemp made it 0700: the unprivileged caller must reach the mount point below it
+mkdir -m 1777 "$MNT/credtest"
+mpid=$(cat "$DATA/mount.pid")
+cred_trace() { # $1: output file; the rest: command run under the trace
+  local out=$1
+  shift
+  strace -qq -f -e trace=openat -p "$mpid" -o "$out" &
+  local tr=$!
+  sleep 1
+  "$@"
+  kill "$tr" 2>/dev/null || true
+  wait "$tr" 2>/dev/null || true
+}
+cred_ops='import os, sys
+d = sys.argv[1]
+os.close(os.open(d + "a", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+os.rename(d + "a", d + "b")
+os.unlink(d + "b")'
+cred_trace "$DATA/cred.root" python3 -c "$cred_ops" "$MNT/credtest/r"
+cred_trace "$DATA/cred.user" setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 -c "$cred_ops" "$MNT/credtest/u"
+check '! grep -q "/proc/.*/status" "$DATA/cred.root"' "root's create, rename and unlink read no groups from /proc"
+check 'grep -q "/proc/.*/status" "$DATA/cred.user"' "an unprivileged user's operations read their groups"
 # fsync of a file with several chunks sends their chain Fsyncs in parallel: with one chunkserver stopped
 # (SIGSTOP), every chunk whose chain starts elsewhere reaches its head at once; one after the other, the
 # first Fsync would hold the rest back until its 5 s deadline. A first fsync shows (chunkservers' debug log:
