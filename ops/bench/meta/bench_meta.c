@@ -495,7 +495,7 @@ static struct result run_phase(struct client *cl, int n, enum phase ph)
 }
 
 /* Open a session and make the client's directory (not measured). */
-static void client_setup(struct client *c, int nclients, int id, int leader)
+static void client_setup(struct client *c, int round, int nclients, int id, int leader)
 {
     memset(c, 0, sizeof(*c));
     c->id = id;
@@ -506,7 +506,7 @@ static void client_setup(struct client *c, int nclients, int id, int leader)
     c->lat_us = xcalloc((size_t)g_ops, sizeof(*c->lat_us));
     Synod__V1__SessionOpenReq so = SYNOD__V1__SESSION_OPEN_REQ__INIT;
     char cname[64];
-    snprintf(cname, sizeof(cname), "bench-meta-%d-%d", nclients, id);
+    snprintf(cname, sizeof(cname), "bench-meta-r%d-%d-%d", round, nclients, id);
     so.client_name = cname;
     Synod__V1__SessionOpenRep *sr = NULL;
     int rc = mcall(c, "SessionOpen", &so.base, (ProtobufCMessage **)&sr);
@@ -515,7 +515,7 @@ static void client_setup(struct client *c, int nclients, int id, int leader)
     c->session = sr->session;
     rpc_message_free(&sr->base);
     char dname[NAME_LEN + 16];
-    snprintf(dname, sizeof(dname), "c%d-%d", nclients, id);
+    snprintf(dname, sizeof(dname), "r%d-c%d-%d", round, nclients, id); /* --clients 1: both rounds have 1 */
     Synod__V1__ReqId rid;
     Synod__V1__MknodReq r = SYNOD__V1__MKNOD_REQ__INIT;
     r.rid = next_rid(c, &rid);
@@ -632,7 +632,7 @@ int main(int argc, char **argv)
     for (int ci = 0; ci < 2; ci++) {
         int n = counts[ci];
         for (int i = 0; i < n; i++)
-            client_setup(&cl[i], n, i, leader);
+            client_setup(&cl[i], ci, n, i, leader);
         for (int ph = 0; ph < PH_COUNT; ph++) {
             res[ci][ph] = run_phase(cl, n, (enum phase)ph);
             print_row(n, (enum phase)ph, &res[ci][ph]);
