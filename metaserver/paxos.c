@@ -549,14 +549,28 @@ static void on_prepare(struct paxos *p, const struct paxos_msg *m)
         p->leader = m->from;
         p->election_deadline = p->now + rand_timeout(p);
     }
+    /* A candidate behind our commit point (first_slot <= commit) may get a promise without the entries when
+     * they would exceed PAXOS_MAX_MSG_BYTES: the promise then names commit + 1 as our log start, which makes
+     * the candidate abort its campaign and catch up from us (on_promise, I5), exactly as if we had
+     * snapshotted up to there; it never proposes on an incomplete promise. */
+    bool behind = m->first_slot <= p->commit;
+    uint64_t bytes = 0;
     struct entvec ev = { 0 };
     for (uint64_t s = MAX(m->first_slot, p->log_start); s <= p->last; s++) {
         struct slot_ent *e = ent_get(p, s);
-        if (e)
-            ent_push(&ev, s, e->ballot, e->chosen, e->val);
+        if (!e)
+            continue;
+        bytes += e->val ? e->val->len : 0;
+        if (behind && bytes > PAXOS_MAX_MSG_BYTES) {
+            ent_release(ev.v, ev.n);
+            free(ev.v);
+            ev = (struct entvec){ 0 };
+            break;
+        }
+        ent_push(&ev, s, e->ballot, e->chosen, e->val);
     }
     struct paxos_msg *r = reply(p, PAXOS_MSG_PROMISE, m, true);
-    r->log_start = p->log_start;
+    r->log_start = behind && bytes > PAXOS_MAX_MSG_BYTES ? p->commit + 1 : p->log_start;
     msg_take_entries(r, &ev);
 }
 
@@ -744,12 +758,13 @@ static void on_catchup_req(struct paxos *p, const struct paxos_msg *m)
         return;
     }
     uint64_t n = MIN((uint64_t)MAX(m->max_slots, 1u), (uint64_t)p->cfg.catchup_batch);
-    uint64_t end = MIN(p->commit, first + n - 1);
+    uint64_t end = MIN(p->commit, first + n - 1), bytes = 0;
     struct entvec ev = { 0 };
-    for (uint64_t s = first; s <= end; s++) {
+    for (uint64_t s = first; s <= end && bytes <= PAXOS_MAX_MSG_BYTES; s++) { /* the requester asks again */
         struct slot_ent *e = ent_get(p, s);
         ASSERT(e && e->chosen); /* I5 */
         ent_push(&ev, s, e->ballot, true, e->val);
+        bytes += e->val ? e->val->len : 0;
     }
     struct paxos_msg *r = out(p, false, PAXOS_MSG_CATCHUP_REP, m->from);
     r->log_start = p->log_start;

@@ -83,6 +83,12 @@ enum paxos_value_kind { PAXOS_VAL_NOOP = 0, PAXOS_VAL_CMD = 1, PAXOS_VAL_CONFIG 
 
 /* An immutable, reference-counted value (one slot's content). Single-threaded refcount: share only between
  * objects driven by the same thread, or copy. */
+/* Bytes of values that one PROMISE or CATCHUP_REP carries at most (one entry more can pass it). A turn's
+ * messages to a peer travel together (the transport splits them by size, rsm_net.c) and one message must fit
+ * the transport's 64 MiB limit; unbounded, a PROMISE to a candidate far behind carried the whole retained
+ * log (up to ~100k slots of up to 1 MiB) and its encoding ran the acceptor out of memory. */
+#define PAXOS_MAX_MSG_BYTES (16u << 20)
+
 struct paxos_val {
     uint32_t refs;
     uint32_t kind; /* enum paxos_value_kind */

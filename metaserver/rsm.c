@@ -639,8 +639,6 @@ static void apply_entry(struct rsm *r, const struct paxos_entry *e)
 
 static void install_reset(struct rsm *r)
 {
-    if (r->inst.batch)
-        leveldb_writebatch_destroy(r->inst.batch);
     free(r->inst.last_key);
     memset(&r->inst, 0, sizeof(r->inst));
 }
@@ -651,9 +649,10 @@ static void snap_trigger(struct rsm *r, uint32_t from, uint64_t index)
         return;
     LOG_INFO("snapshot: pulling snapshot %llu from node %u (applied %llu)", (unsigned long long)index, from,
              (unsigned long long)paxos_applied_index(r->px));
+    if (rsm_store_stage_clear(r) != 0) /* what an abandoned transfer staged */
+        PANIC("snapshot: cannot clear the staging area in leveldb");
     r->inst.active = true;
     r->inst.from = from;
-    r->inst.batch = leveldb_writebatch_create();
     rsm_net_snap_request(r, from, 0, NULL, 0);
 }
 
@@ -668,12 +667,19 @@ static void snap_chunk(struct rsm *r, int err, Synod__V1__SnapshotRep *rep)
     }
     r->inst.snapshot_id = rep->snapshot_id;
     r->inst.bytes += rep->data.len;
-    if (rsm_store_snap_parse(r, rep->data.data, rep->data.len, rep->count, r->inst.batch) != 0 ||
-        (!rep->last && !rep->last_key.len)) {
+    if (!rep->last && !rep->last_key.len) {
         LOG_WARN("snapshot from node %u: malformed chunk: abandoned", r->inst.from);
         install_reset(r);
         return;
     }
+    int src = rsm_store_stage_put(r, rep->data.data, rep->data.len, rep->count);
+    if (src == -EBADMSG) {
+        LOG_WARN("snapshot from node %u: malformed chunk: abandoned", r->inst.from);
+        install_reset(r);
+        return;
+    }
+    if (src)
+        PANIC("snapshot: cannot stage a piece in leveldb (%d)", src);
     if (!rep->last) {
         free(r->inst.last_key);
         r->inst.last_key = xmalloc(rep->last_key.len);
@@ -687,7 +693,7 @@ static void snap_chunk(struct rsm *r, int err, Synod__V1__SnapshotRep *rep)
         install_reset(r);
         return;
     }
-    if (rsm_store_snap_install(r, r->inst.batch, index) != 0)
+    if (rsm_store_stage_commit(r, index) != 0)
         PANIC("snapshot %llu: cannot install into leveldb", (unsigned long long)index);
     int rc = paxos_snapshot_installed(r->px, index, now_us());
     ASSERT(rc == 0);
@@ -979,6 +985,7 @@ int rsm_new(const struct rsm_config *cfg, const struct rsm_sm *sm, void *sm_arg,
     r->max_batch_cmds = cfg->max_batch_cmds ? cfg->max_batch_cmds : 1024;
     r->max_batch_bytes = cfg->max_batch_bytes ? cfg->max_batch_bytes : (1u << 20);
     r->snapshot_chunk = cfg->snapshot_chunk ? cfg->snapshot_chunk : (1u << 20);
+    r->install_batch = 4 * (size_t)r->snapshot_chunk;
     size_t np = 0;
     while (sm->prefixes && sm->prefixes[np])
         np++;
@@ -1010,6 +1017,9 @@ int rsm_new(const struct rsm_config *cfg, const struct rsm_sm *sm, void *sm_arg,
     if (rc)
         goto out_free;
     struct paxos_durable d;
+    rc = rsm_store_install_recover(r); /* before the applied index is read: an install may be half done */
+    if (rc)
+        goto out_free;
     rc = rsm_store_recover(r, &d);
     if (rc)
         goto out_free;
@@ -1023,9 +1033,7 @@ int rsm_new(const struct rsm_config *cfg, const struct rsm_sm *sm, void *sm_arg,
                 " discarding the state machine's state; it will be reinstalled from a peer's snapshot",
                 (unsigned long long)d.applied, (unsigned long long)snap_mark);
         rsm_store_durable_free(&d);
-        leveldb_writebatch_t *none = leveldb_writebatch_create();
-        rc = rsm_store_snap_install(r, none, 0);
-        leveldb_writebatch_destroy(none);
+        rc = rsm_store_reset_content(r);
         if (rc || (rc = rsm_store_recover(r, &d)) != 0)
             goto out_free;
     }

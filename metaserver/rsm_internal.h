@@ -26,6 +26,8 @@ struct rpc_call;
 #define RSM_KEY_NSESS "r/nsess"    /* last session id allocated, u64 BE */
 #define RSM_KEY_SESS "r/s/"        /* + session u64 BE -> acked floor u64 LE, client name */
 #define RSM_KEY_CACHE "r/c/"       /* + session u64 BE + seq u64 BE -> err i32 LE, zxid u64 LE, reply */
+#define RSM_KEY_STAGE "i/"         /* + key: a snapshot being installed (staging, outside the content) */
+#define RSM_KEY_INSTALL "x/install" /* index of a staged snapshot whose install committed, u64 BE (synced) */
 #define RSM_LOG_KEY_LEN 12
 
 /* Values are rejected as absurd above these (untrusted input off the wire). */
@@ -113,7 +115,6 @@ struct rsm_install { /* a snapshot being pulled from a peer */
     uint64_t snapshot_id, index, bytes;
     char *last_key;
     size_t last_key_len;
-    leveldb_writebatch_t *batch;
 };
 
 struct rsm {
@@ -129,6 +130,7 @@ struct rsm {
     struct rsm_peer peers[PAXOS_MAX_NODES];
     uint32_t heartbeat_ms, election_ms, lease_ms, session_lease_ms, snapshot_every;
     uint32_t max_batch_cmds, max_batch_bytes, snapshot_chunk;
+    size_t install_batch; /* bytes per LevelDB batch of a snapshot install (4 pieces) */
 
     /* input queue (any thread -> whoever runs the next turn) */
     pthread_mutex_t mu;
@@ -196,10 +198,17 @@ bool rsm_store_snap_key(const struct rsm *r, const char *key, size_t klen);
  * ~max bytes; *last: no more records; *last_key: copy of the last key written (caller frees). */
 int rsm_store_snap_read(struct rsm *r, const struct rsm_snap *s, const void *after, size_t alen, size_t max,
                         uint8_t **out, size_t *len, uint32_t *count, bool *last, char **last_key, size_t *lklen);
-/* Parse records into batch (validating keys). -EBADMSG on malformed input. */
-int rsm_store_snap_parse(struct rsm *r, const uint8_t *data, size_t len, uint32_t count, leveldb_writebatch_t *b);
-/* Replace the snapshot content with batch's records and applied = index, synced. */
-int rsm_store_snap_install(struct rsm *r, leveldb_writebatch_t *records, uint64_t index);
+/* Snapshot install (see rsm_store.c): write a received piece's records (validated; -EBADMSG on malformed
+ * input) under the staging prefix; commit the staging as snapshot `index` (marker synced, then the swap
+ * into the live content, applied = index); at start, finish a committed install or clear an abandoned
+ * staging; clear the staging. All in batches of ~install_batch bytes. */
+int rsm_store_stage_put(struct rsm *r, const uint8_t *data, size_t len, uint32_t count);
+int rsm_store_stage_commit(struct rsm *r, uint64_t index);
+int rsm_store_install_recover(struct rsm *r);
+int rsm_store_stage_clear(struct rsm *r);
+/* Delete the snapshot content and set applied = snapshot marker = 0, synced (state lost: a peer's
+ * snapshot replaces it). */
+int rsm_store_reset_content(struct rsm *r);
 /* The served snapshot (refcounted; any thread). */
 struct rsm_snap *rsm_snap_get(struct rsm *r);
 void rsm_snap_put(struct rsm *r, struct rsm_snap *s);

@@ -39,6 +39,7 @@
 #include <string.h>
 
 #define RSM_MAX_INFLIGHT 128
+#define RSM_MAX_DELIVER_BYTES (24u << 20) /* messages per Deliver call or reply, by size (RPC_MAX_MESSAGE is 64 MiB) */
 #define RSM_DELIVER_TIMEOUT_MS 1000
 #define RSM_SNAP_TIMEOUT_MS 5000
 #define RSM_MAX_BATCH_MSGS 65536
@@ -240,23 +241,17 @@ uint64_t rsm_net_commits(struct rsm *r, uint64_t now_us)
     return next;
 }
 
-static void flush_peer(struct rsm *r, struct rsm_peer *p)
+/* Send msgs[0..n) to p as one PaxosAck (the reply of its held Deliver) or one Deliver call. */
+static void send_group(struct rsm *r, struct rsm_peer *p, struct paxos_msg *const *msgs, size_t n)
 {
-    size_t n = p->n_out, n_ent = 0;
-    p->n_out = 0;
-    for (size_t i = 0; i < n && p->commit_held; i++) { /* a message that carries the held commit point */
-        const struct paxos_msg *m = p->out[i];
-        if ((m->type == PAXOS_MSG_ACCEPT || m->type == PAXOS_MSG_HEARTBEAT || m->type == PAXOS_MSG_COMMIT) &&
-            m->ballot == p->commit.ballot && m->commit >= p->commit.commit)
-            p->commit_held = false;
-    }
+    size_t n_ent = 0;
     if (!p->held && atomic_load(&p->inflight) >= RSM_MAX_INFLIGHT) {
         LOG_DEBUG("paxos: peer %s has %d calls in flight: batch of %zu messages dropped", p->addr,
                   RSM_MAX_INFLIGHT, n);
         return;
     }
     for (size_t i = 0; i < n; i++)
-        n_ent += p->out[i]->n_entries;
+        n_ent += msgs[i]->n_entries;
     Synod__V1__PaxosMsg *pm = xcalloc(n, sizeof(*pm));
     Synod__V1__PaxosMsg **pmp = xcalloc(n, sizeof(*pmp));
     Synod__V1__PaxosSlot *ps = xcalloc(n_ent ? n_ent : 1, sizeof(*ps));
@@ -264,7 +259,7 @@ static void flush_peer(struct rsm *r, struct rsm_peer *p)
     Synod__V1__PaxosValue *pv = xcalloc(n_ent ? n_ent : 1, sizeof(*pv));
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        const struct paxos_msg *m = p->out[i];
+        const struct paxos_msg *m = msgs[i];
         synod__v1__paxos_msg__init(&pm[i]);
         pmp[i] = &pm[i];
         pm[i].type = m->type;
@@ -320,6 +315,38 @@ static void flush_peer(struct rsm *r, struct rsm_peer *p)
     free(ps);
     free(psp);
     free(pv);
+}
+
+/* Wire bytes of a message, roughly (values plus per-entry and per-message overhead). */
+static size_t msg_bytes(const struct paxos_msg *m)
+{
+    size_t b = 64;
+    for (size_t j = 0; j < m->n_entries; j++)
+        b += 48 + (m->entries[j].val ? m->entries[j].val->len : 0);
+    return b;
+}
+
+/* A turn's messages to p, in groups of at most RSM_MAX_DELIVER_BYTES (one message alone may pass it: the
+ * core bounds each to about PAXOS_MAX_MSG_BYTES): the first answers p's held Deliver if there is one, the
+ * others go as Deliver calls. One encoding of everything overran the transport's 64 MiB limit, or memory
+ * (a PROMISE per PREPARE of a candidate far behind, each with the whole log). */
+static void flush_peer(struct rsm *r, struct rsm_peer *p)
+{
+    size_t n = p->n_out;
+    p->n_out = 0;
+    for (size_t i = 0; i < n && p->commit_held; i++) { /* a message that carries the held commit point */
+        const struct paxos_msg *m = p->out[i];
+        if ((m->type == PAXOS_MSG_ACCEPT || m->type == PAXOS_MSG_HEARTBEAT || m->type == PAXOS_MSG_COMMIT) &&
+            m->ballot == p->commit.ballot && m->commit >= p->commit.commit)
+            p->commit_held = false;
+    }
+    for (size_t i = 0; i < n;) {
+        size_t j = i, bytes = 0;
+        while (j < n && (j == i || bytes + msg_bytes(p->out[j]) <= RSM_MAX_DELIVER_BYTES))
+            bytes += msg_bytes(p->out[j++]);
+        send_group(r, p, p->out + i, j - i);
+        i = j;
+    }
 }
 
 void rsm_net_flush(struct rsm *r)

@@ -10,8 +10,19 @@
  * index may be lower than the one reached before, but every entry above it is still in the log.
  *
  * Snapshots are key ranges: a LevelDB snapshot (consistent image) of "r/" and the state machine's prefixes,
- * serialised as (varint klen, key, varint vlen, value) records for the wire, and installed on the receiver
- * in one synced WriteBatch that deletes the old content, writes the records and the applied index.
+ * serialised as (varint klen, key, varint vlen, value) records for the wire.
+ *
+ * INSTALL, in memory bounded by the piece size whatever the state's size (one WriteBatch of the whole
+ * snapshot needed the state's size in memory, and LevelDB wrote it as one log record):
+ *   1. each piece received is written at once under the staging prefix "i/" (i/<key>, unsynced); the live
+ *      state stays as it was, so an abandoned transfer only leaves staging, cleared at the next start;
+ *   2. after the last piece, the install marker RSM_KEY_INSTALL = index is written synced (and with it, the
+ *      log being sequential, every staged record before it): from here the install is committed;
+ *   3. the live content is deleted and the staging copied into it, in batches of ~install_batch bytes;
+ *   4. one synced batch sets applied = snapshot marker = index and drops the install marker;
+ *   5. the staging is deleted in batches.
+ * A crash in 3 or 4 leaves the marker and a complete staging: the next start redoes 3-5 before it reads the
+ * applied index (rsm_store_install_recover). Steps 3 and 5 are idempotent.
  */
 #include "metaserver/rsm_internal.h"
 
@@ -20,7 +31,9 @@
 
 #include <errno.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static void log_key(uint8_t out[RSM_LOG_KEY_LEN], uint64_t slot)
 {
@@ -321,52 +334,190 @@ int rsm_store_snap_read(struct rsm *r, const struct rsm_snap *s, const void *aft
     return 0;
 }
 
-int rsm_store_snap_parse(struct rsm *r, const uint8_t *data, size_t len, uint32_t count, leveldb_writebatch_t *b)
+/* Write b (unsynced) and reset it for the next batch. */
+static int flush_batch(struct rsm *r, leveldb_writebatch_t *b, size_t *bytes, const char *what)
 {
-    const uint8_t *p = data, *end = data + len;
-    uint32_t n = 0;
-    while (p < end) {
-        uint64_t kl, vl;
-        size_t m = util_get_varint(p, end, &kl);
-        if (!m || kl > (uint64_t)(end - p - (ptrdiff_t)m) || kl == 0)
-            return -EBADMSG;
-        const uint8_t *k = p + m;
-        p = k + kl;
-        m = util_get_varint(p, end, &vl);
-        if (!m || vl > (uint64_t)(end - p - (ptrdiff_t)m))
-            return -EBADMSG;
-        p += m;
-        if (!rsm_store_snap_key(r, (const char *)k, kl))
-            return -EBADMSG;
-        leveldb_writebatch_put(b, (const char *)k, kl, (const char *)p, vl);
-        p += vl;
-        n++;
-    }
-    return n == count ? 0 : -EBADMSG;
+    char *err = NULL;
+    leveldb_write(r->db, r->wnosync, b, &err);
+    leveldb_writebatch_clear(b);
+    *bytes = 0;
+    return kv_leveldb_err(&err, what);
 }
 
-int rsm_store_snap_install(struct rsm *r, leveldb_writebatch_t *records, uint64_t index)
+/* Crash injection for tests (SYNOD_META_CRASH_IN_INSTALL=N: the process exits abruptly after N batches of
+ * the copy in step 3), so that the resumed install is tested. */
+static void maybe_crash(size_t *batches)
+{
+    const char *e = getenv("SYNOD_META_CRASH_IN_INSTALL");
+    if (e && *e && ++*batches >= (size_t)strtoul(e, NULL, 10)) {
+        LOG_ERR("SYNOD_META_CRASH_IN_INSTALL: exiting in the middle of a snapshot install (test)");
+        _exit(70);
+    }
+}
+
+static bool is_key(const char *k, size_t kl, const char *name)
+{
+    return kl == strlen(name) && memcmp(k, name, kl) == 0;
+}
+
+/* Delete every key under prefix (plen bytes), in batches of ~max bytes (unsynced); with keep_indexes, not
+ * r/applied and r/snap. */
+static int delete_prefix(struct rsm *r, const char *prefix, size_t plen, size_t max, bool keep_indexes)
 {
     leveldb_writebatch_t *b = leveldb_writebatch_create();
     leveldb_iterator_t *it = leveldb_create_iterator(r->db, r->ropt);
-    for (const char **pp = r->prefixes; *pp; pp++) {
-        size_t pl = strlen(*pp);
-        for (leveldb_iter_seek(it, *pp, pl); leveldb_iter_valid(it); leveldb_iter_next(it)) {
-            size_t kl;
-            const char *k = leveldb_iter_key(it, &kl);
-            if (kl < pl || memcmp(k, *pp, pl) != 0)
-                break;
-            leveldb_writebatch_delete(b, k, kl);
+    size_t bytes = 0;
+    int rc = 0;
+    for (leveldb_iter_seek(it, prefix, plen); rc == 0 && leveldb_iter_valid(it); leveldb_iter_next(it)) {
+        size_t kl;
+        const char *k = leveldb_iter_key(it, &kl);
+        if (kl < plen || memcmp(k, prefix, plen) != 0)
+            break;
+        if (keep_indexes && (is_key(k, kl, RSM_KEY_APPLIED) || is_key(k, kl, RSM_KEY_SNAP)))
+            continue;
+        leveldb_writebatch_delete(b, k, kl); /* the iterator reads its own snapshot: deleting is safe */
+        bytes += kl + 16;
+        if (bytes >= max)
+            rc = flush_batch(r, b, &bytes, "snapshot install: delete");
+    }
+    leveldb_iter_destroy(it);
+    if (rc == 0 && bytes)
+        rc = flush_batch(r, b, &bytes, "snapshot install: delete");
+    leveldb_writebatch_destroy(b);
+    return rc;
+}
+
+/* Steps 3-5 of an install whose staging is complete and whose marker is durable. */
+static int install_swap(struct rsm *r, uint64_t index)
+{
+    size_t max = MAX(r->install_batch, (size_t)1);
+    int rc = 0;
+    for (const char **pp = r->prefixes; *pp && rc == 0; pp++)
+        rc = delete_prefix(r, *pp, strlen(*pp), max, false);
+    leveldb_writebatch_t *b = leveldb_writebatch_create();
+    leveldb_iterator_t *it = leveldb_create_iterator(r->db, r->ropt);
+    size_t sl = strlen(RSM_KEY_STAGE), bytes = 0, batches = 0;
+    for (leveldb_iter_seek(it, RSM_KEY_STAGE, sl); rc == 0 && leveldb_iter_valid(it); leveldb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = leveldb_iter_key(it, &kl);
+        if (kl <= sl || memcmp(k, RSM_KEY_STAGE, sl) != 0)
+            break;
+        const char *v = leveldb_iter_value(it, &vl);
+        leveldb_writebatch_put(b, k + sl, kl - sl, v, vl);
+        bytes += kl + vl;
+        if (bytes >= max) {
+            rc = flush_batch(r, b, &bytes, "snapshot install: copy");
+            maybe_crash(&batches);
         }
     }
     leveldb_iter_destroy(it);
-    leveldb_writebatch_append(b, records);
+    if (rc == 0 && bytes)
+        rc = flush_batch(r, b, &bytes, "snapshot install: copy");
+    if (rc == 0) {
+        uint8_t v[8];
+        put_be64(v, index);
+        leveldb_writebatch_put(b, RSM_KEY_APPLIED, strlen(RSM_KEY_APPLIED), (const char *)v, 8);
+        leveldb_writebatch_put(b, RSM_KEY_SNAP, strlen(RSM_KEY_SNAP), (const char *)v, 8);
+        leveldb_writebatch_delete(b, RSM_KEY_INSTALL, strlen(RSM_KEY_INSTALL));
+        char *err = NULL;
+        leveldb_write(r->db, r->wsync, b, &err);
+        rc = kv_leveldb_err(&err, "snapshot install: applied index");
+    }
+    leveldb_writebatch_destroy(b);
+    if (rc == 0)
+        rc = delete_prefix(r, RSM_KEY_STAGE, sl, max, false);
+    return rc;
+}
+
+int rsm_store_stage_clear(struct rsm *r)
+{
+    return delete_prefix(r, RSM_KEY_STAGE, strlen(RSM_KEY_STAGE), MAX(r->install_batch, (size_t)1), false);
+}
+
+int rsm_store_stage_put(struct rsm *r, const uint8_t *data, size_t len, uint32_t count)
+{
+    leveldb_writebatch_t *b = leveldb_writebatch_create();
+    const uint8_t *p = data, *end = data + len;
+    uint32_t n = 0;
+    size_t sl = strlen(RSM_KEY_STAGE);
+    char *key = NULL;
+    size_t cap = 0;
+    int rc = 0;
+    while (p < end) {
+        uint64_t kl, vl;
+        size_t m = util_get_varint(p, end, &kl);
+        if (!m || kl > (uint64_t)(end - p - (ptrdiff_t)m) || kl == 0) {
+            rc = -EBADMSG;
+            break;
+        }
+        const uint8_t *k = p + m;
+        p = k + kl;
+        m = util_get_varint(p, end, &vl);
+        if (!m || vl > (uint64_t)(end - p - (ptrdiff_t)m) || !rsm_store_snap_key(r, (const char *)k, kl)) {
+            rc = -EBADMSG;
+            break;
+        }
+        p += m;
+        if (sl + kl > cap) {
+            cap = sl + kl;
+            key = xrealloc(key, cap);
+        }
+        memcpy(key, RSM_KEY_STAGE, sl);
+        memcpy(key + sl, k, kl);
+        leveldb_writebatch_put(b, key, sl + kl, (const char *)p, vl);
+        p += vl;
+        n++;
+    }
+    free(key);
+    if (rc == 0 && n != count)
+        rc = -EBADMSG;
+    if (rc == 0) {
+        char *err = NULL;
+        leveldb_write(r->db, r->wnosync, b, &err);
+        rc = kv_leveldb_err(&err, "snapshot install: stage");
+    }
+    leveldb_writebatch_destroy(b);
+    return rc;
+}
+
+int rsm_store_stage_commit(struct rsm *r, uint64_t index)
+{
     uint8_t v[8];
     put_be64(v, index);
+    char *err = NULL;
+    leveldb_put(r->db, r->wsync, RSM_KEY_INSTALL, strlen(RSM_KEY_INSTALL), (const char *)v, 8, &err);
+    int rc = kv_leveldb_err(&err, "snapshot install: marker");
+    return rc ? rc : install_swap(r, index);
+}
+
+int rsm_store_install_recover(struct rsm *r)
+{
+    uint64_t index = rsm_store_get_u64(r, RSM_KEY_INSTALL);
+    if (index) {
+        LOG_WARN("snapshot %llu: the install was interrupted after its commit: finishing it",
+                 (unsigned long long)index);
+        return install_swap(r, index);
+    }
+    return rsm_store_stage_clear(r); /* an abandoned transfer's pieces, if any */
+}
+
+/* r/applied and r/snap go last, in the synced batch: until then a crash leaves the condition that called
+ * for the reset (snapshot marker above the applied index), and the next start resets again. */
+int rsm_store_reset_content(struct rsm *r)
+{
+    size_t max = MAX(r->install_batch, (size_t)1);
+    int rc = 0;
+    for (const char **pp = r->prefixes; *pp && rc == 0; pp++)
+        rc = delete_prefix(r, *pp, strlen(*pp), max, true);
+    if (rc)
+        return rc;
+    leveldb_writebatch_t *b = leveldb_writebatch_create();
+    uint8_t v[8];
+    put_be64(v, 0);
     leveldb_writebatch_put(b, RSM_KEY_APPLIED, strlen(RSM_KEY_APPLIED), (const char *)v, 8);
     leveldb_writebatch_put(b, RSM_KEY_SNAP, strlen(RSM_KEY_SNAP), (const char *)v, 8);
     char *err = NULL;
     leveldb_write(r->db, r->wsync, b, &err);
     leveldb_writebatch_destroy(b);
-    return kv_leveldb_err(&err, "snapshot install");
+    return kv_leveldb_err(&err, "reset state");
 }

@@ -139,7 +139,12 @@ bool cl_alive(struct cluster *c, int i)
 {
     struct cl_node *nd = &c->nodes[i];
     int st;
-    return nd->pid > 0 && waitpid(nd->pid, &st, WNOHANG) == 0;
+    if (nd->pid <= 0)
+        return false;
+    if (waitpid(nd->pid, &st, WNOHANG) == 0)
+        return true;
+    nd->pid = 0; /* reaped (or gone): it may be started again */
+    return false;
 }
 
 static void rm_rf(const char *path)

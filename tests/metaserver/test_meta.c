@@ -321,6 +321,32 @@ static void test_snapshot(void)
         snprintf(val, sizeof(val), "v%d", i < 100 ? i : i - 100);
         wait_replica_has(&cl, f, key, val, 1000);
     }
+    /* Installs are staged piece by piece and swapped in batches (rsm_store.c). A follower that dies in the
+     * middle of the swap (SYNOD_META_CRASH_IN_INSTALL: after 3 batches of 256 bytes, i.e. with some of the
+     * staged keys copied and the rest not) finishes the install when it starts again, from its own staging
+     * and without a second transfer, and has every key. */
+    cl_signal(&cl, f, SIGKILL);
+    cl_wipe(&cl, f);
+    write_range(&c, "c", 0, 100);
+    setenv("SYNOD_META_CRASH_IN_INSTALL", "3", 1);
+    cl_start(&cl, f);
+    unsetenv("SYNOD_META_CRASH_IN_INSTALL");
+    for (int t = 0; t < 150 && cl_alive(&cl, f); t++)
+        usleep(100 * 1000);
+    T_CHECK(!cl_alive(&cl, f));
+    T_CHECK(cl_log_has(&cl, f, "exiting in the middle of a snapshot install"));
+    put_ok(&c, "keep", "alive"); /* the session's lease (10 s) runs on requests */
+    cl_start(&cl, f);
+    wait_replica_has(&cl, f, "c/99", "v99", 15000);
+    T_CHECK(cl_log_has(&cl, f, "the install was interrupted after its commit: finishing it"));
+    put_ok(&c, "keep", "alive");
+    for (int i = 0; i < 500; i++) {
+        const char *pre = i < 100 ? "a" : i < 400 ? "b" : "c";
+        int k = i < 100 ? i : i < 400 ? i - 100 : i - 400;
+        snprintf(key, sizeof(key), "%s/%d", pre, k);
+        snprintf(val, sizeof(val), "v%d", k);
+        wait_replica_has(&cl, f, key, val, 1000);
+    }
     /* the session table came with the snapshot: the same session keeps working through f as leader */
     for (int i = 0; i < 3; i++)
         if (i != f)
