@@ -65,6 +65,7 @@ struct cchunk {
     uint64_t lease_until;
     uint64_t wgen;
     bool fresh; /* placed by our open and no write has succeeded yet: writes carry create */
+    bool wrote; /* a write of ours to this chunk (this chunk id) succeeded: never fresh again */
 };
 
 /* A run of bytes in the file. */
@@ -1193,10 +1194,12 @@ static int chunk_open(struct cio_file *f, uint64_t index, bool force, struct loc
         rpc_message_free(m);
         pthread_mutex_lock(&f->mu);
         ch = chunk_at(f, index);
-        /* A renewal of our own fresh chunk stays fresh until a write succeeds (see written()). */
+        /* A renewal of our own fresh chunk stays fresh until a write succeeds (see written()); once one has, a
+         * replica without the chunk lost data, whatever the answer says. */
         if (ch->loc.chunk_id != l.chunk_id)
-            ch->fresh = false;
-        ch->fresh |= rep_fresh;
+            ch->fresh = ch->wrote = false;
+        if (!ch->wrote)
+            ch->fresh |= rep_fresh;
         ch->loc = l;
         ch->loc_valid = true;
         ch->loc_until = now + (uint64_t)lease * NS_PER_MS;
@@ -1257,6 +1260,7 @@ static void written(struct cio_file *f, uint64_t index, uint64_t end)
     struct cchunk *ch = chunk_at(f, index);
     ch->dirty = ch->unsynced = true;
     ch->fresh = false; /* every replica of the chain has the chunk now */
+    ch->wrote = true;
     ch->wend = MAX(ch->wend, end);
 }
 

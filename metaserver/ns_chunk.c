@@ -639,8 +639,15 @@ int op_chunk_open_write(struct ns_ctx *c, const Synod__V1__ChunkOpenWriteReq *r)
             rotate_ids(ids, got, nw->chunk_id + nw->version);
             set_replicas(nw, ids, got);
             note_placed(c, ids, got);
+            nw->unwritten = true;
             fresh = true;
         }
+        /* Placed for this session and never written since (ChunkRec.unwritten): no replica holds data, and the
+         * session may not know it placed it (an answer lost with a leader change, the open sent again as a new
+         * request), so its writes may still create it. Not for another session: a writer that died between
+         * its writes and their completion may have left data on some replicas, which must not be recreated
+         * empty on the others. */
+        fresh |= old->unwritten && old->lease_session == c->session;
         if (!held && old->lease_session && old->lease_session != c->session) {
             lease_key(&lk, old->lease_session, old->chunk_id);
             nk_del(c, &lk);
@@ -662,6 +669,7 @@ int op_chunk_open_write(struct ns_ctx *c, const Synod__V1__ChunkOpenWriteReq *r)
         nw->index = r->index;
         nw->goal = n->goal;
         nw->replicas = NULL;
+        nw->unwritten = true;
         rotate_ids(ids, got, nw->chunk_id);
         set_replicas(nw, ids, got);
         note_placed(c, ids, got);
@@ -716,6 +724,10 @@ int op_chunk_write_done(struct ns_ctx *c, const Synod__V1__ChunkWriteDoneReq *r)
         if (ext > old->extent) {
             n->blocks += (ext + 511) / 512 - (old->extent + 511) / 512;
             nw->extent = ext;
+            changed = true;
+        }
+        if (old->unwritten) { /* a write completed: the replicas hold data now */
+            nw->unwritten = false;
             changed = true;
         }
         n->mtime = n->ctime = c->now;

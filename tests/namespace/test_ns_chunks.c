@@ -165,7 +165,10 @@ static void test_chunks(void)
     t.session = s1;
     T_EQ(open_write(&t, f, 0, &w), 0); /* same session: lease extended, no bump */
     T_EQ(w->chunk->version, 1);
-    T_CHECK(!w->fresh); /* the client keeps its own fresh state across renewals */
+    /* still fresh: nothing was written yet. The client may not know it placed the chunk: its first open can
+     * be applied while the answer is lost (leader change), and the open it sends again is a new request.
+     * Said not fresh, its writes could not create the chunk anywhere (ENOENT on every replica, EIO). */
+    T_CHECK(w->fresh);
     synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
     T_EQ(write_done(&t, f, 0, chunk, 2, 10), -ESTALE);
     T_EQ(write_done(&t, f, 0, chunk, 1, 5000), 0);
@@ -324,8 +327,8 @@ static void test_chunks(void)
 }
 
 /* Every replica of a chunk lost while its writer holds the lease: the writer's next open places the chunk
- * afresh (new version, live chunkservers) and says it is fresh, so its writes may create it; a chunk that
- * still has a replica is never fresh. */
+ * afresh (new version, live chunkservers) and says it is fresh, so its writes may create it; it stays fresh
+ * until a write completes (ChunkRec.unwritten); a chunk written once is never fresh again. */
 static void test_fresh_replace(void)
 {
     struct tns t;
@@ -353,8 +356,14 @@ static void test_fresh_replace(void)
     T_EQ(w->chunk->n_replicas, 1);
     T_CHECK(w->chunk->replicas[0]->id == a || w->chunk->replicas[0]->id == b);
     synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
-    T_EQ(open_write(&t, f, 0, &w), 0); /* it has a replica now: a renewal is not fresh */
-    T_CHECK(!w->fresh);
+    T_EQ(open_write(&t, f, 0, &w), 0); /* re-placed, still unwritten: a renewal is fresh */
+    T_CHECK(w->fresh);
+    uint64_t chunk = w->chunk->chunk_id;
+    uint32_t ver = w->chunk->version;
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    T_EQ(write_done(&t, f, 0, chunk, ver, 100), 0); /* written: its replica holds data now */
+    T_EQ(open_write(&t, f, 0, &w), 0);
+    T_CHECK(!w->fresh); /* a replica missing it has lost data: never recreate it empty */
     synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
     tns_close(&t, false);
 }
