@@ -39,6 +39,10 @@ struct grpc_call; /* gRPC core's call (grpc/grpc.h), named here for struct rpc_c
 #define RPC_MAX_MESSAGE (64u << 20)  /* send and receive limit, both sides */
 #define RPC_DEFERRED 1               /* handler return: it will answer later via rpc_reply/rpc_fail */
 #define RPC_DATA_FIELD 15            /* the bulk `bytes data` field number */
+/* Status detail of an EAGAIN that the server's runtime gave, not the operation (no leader serving, leadership
+ * lost): the request was not applied by that attempt; send it again with the same ReqId. Without this detail
+ * an EAGAIN from a method that can answer EAGAIN itself (write leases, locks) is that method's answer. */
+#define RPC_DETAIL_RETRY "retry: not applied"
 
 /* ---------------------------------------------------------------------------------------------------- */
 /* Server                                                                                                */

@@ -252,7 +252,9 @@ static int call_svc(struct mc *mc, const ProtobufCServiceDescriptor *svc, const 
             pause = tries % mc->naddrs == 0;
             break;
         case -EAGAIN:
-            if (flags & MC_EAGAIN_RESULT)
+            /* the operation's answer, unless the server's runtime says it was not applied (RPC_DETAIL_RETRY):
+             * then the same request again, like any other retry (a new request could be applied twice) */
+            if ((flags & MC_EAGAIN_RESULT) && strcmp(st.detail, RPC_DETAIL_RETRY) != 0)
                 goto out;
             pause = true;
             break;

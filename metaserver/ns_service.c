@@ -142,9 +142,10 @@ struct pending {
 
 static void log_done(void *arg, int err, const uint8_t *reply, size_t len, uint64_t zxid)
 {
-    UNUSED(zxid);
     struct pending *p = arg;
-    if (err)
+    if (err == -EAGAIN && !zxid) /* not applied by this submission: the runtime's, not the operation's */
+        rpc_fail(p->call, err, RPC_DETAIL_RETRY);
+    else if (err)
         fail(p->s, p->call, err);
     else
         reply_bytes(p->call, p->md->output, reply, len);

@@ -622,8 +622,7 @@ static void apply_entry(struct rsm *r, const struct paxos_entry *e)
         struct rsm_pending *pd = &r->pend[0];
         if (pd->slot == e->slot && pd->zxid == v->zxid && pd->n == n) {
             for (size_t i = 0; i < n; i++)
-                sub_finish(pd->subs[i], res[i].err, res[i].reply.data, res[i].reply.len,
-                           res[i].err ? 0 : res[i].zxid);
+                sub_finish(pd->subs[i], res[i].err, res[i].reply.data, res[i].reply.len, res[i].zxid);
             free(pd->subs);
             pd->subs = NULL;
             pd->n = 0;

@@ -111,9 +111,12 @@ int rsm_start(struct rsm *r);
 void rsm_free(struct rsm *r);
 
 /* Completion of a submitted command: err 0 with the reply bytes (borrowed for the callback), or -errno:
- * -EREMOTE not the leader (see rsm_leader), -EAGAIN leader not serving yet / overloaded (retry),
- * -ECANCELED shutting down, -ESTALE unknown or expired session, or the apply's own -errno. `zxid` is the
- * entry's zxid (0 on failure). Runs in a loop turn (see THREADS); must not block. */
+ * -EREMOTE not the leader (see rsm_leader), -EAGAIN leader not serving yet / overloaded / leadership lost
+ * (retry), -ECANCELED shutting down, -ESTALE unknown or expired session, or the apply's own -errno. `zxid`
+ * is the entry's zxid when the command was applied, its own error included (an apply may answer -EAGAIN
+ * itself, e.g. a write lease held elsewhere); 0 when this submission was not applied (whether an earlier
+ * proposal of it was is unknown: retry with the same session and seq). Runs in a loop turn (see THREADS);
+ * must not block. */
 typedef void (*rsm_done_fn)(void *arg, int err, const uint8_t *reply, size_t len, uint64_t zxid);
 
 /* Submit a command for the log. session/seq for exactly-once (session 0: internal, no dedup); `acked`: every

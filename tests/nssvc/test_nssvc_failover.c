@@ -260,6 +260,37 @@ static void chunkserver_double(void)
             (double)(clk_mono_ns() - t0) / 1e9);
 }
 
+/* A leader cut off from both followers (SIGSTOP) loses its leadership with a mutation pending: the answer is
+ * EAGAIN from the runtime, marked as not applied (RPC_DETAIL_RETRY), which tells a client to send the same
+ * request again. For methods that answer EAGAIN themselves (ChunkOpenWrite: lease held elsewhere), a client
+ * that took the runtime's EAGAIN for the answer sent a NEW request, while the first could still be applied
+ * (by the next leader): the chunk was placed twice for it. */
+static void retry_detail(void)
+{
+    int l = leader_index();
+    T_CHECK(l >= 0);
+    for (int i = 0; i < N; i++)
+        if (i != l && pids[i] > 0)
+            kill(pids[i], SIGSTOP);
+    Synod__V1__MknodReq r = SYNOD__V1__MKNOD_REQ__INIT;
+    r.rid = rid();
+    r.cred = &root;
+    r.parent = 1;
+    r.name = "cut-off";
+    r.mode = S_IFREG | 0644;
+    struct rpc_status st;
+    ProtobufCMessage *rep = NULL;
+    int rc = rpc_call(rpc_channel_get(addrs[l]), &synod__v1__meta__descriptor, "Mknod", &r.base, NULL, 10000, &rep,
+                      &st);
+    rpc_message_free(rep);
+    for (int i = 0; i < N; i++)
+        if (i != l && pids[i] > 0)
+            kill(pids[i], SIGCONT);
+    fprintf(stderr, "mutation on a leader cut off: %d (%s)\n", rc, st.detail);
+    T_EQ(rc, -EAGAIN);
+    T_STREQ(st.detail, RPC_DETAIL_RETRY);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -281,6 +312,7 @@ int main(int argc, char **argv)
     stream();
     fprintf(stderr, "stream of %d ops with a failover: %.2f s\n", OPS, (double)(clk_mono_ns() - t0) / 1e9);
     chunkserver_double();
+    retry_detail();
     for (int i = 0; i < N; i++)
         if (pids[i] > 0) {
             kill(pids[i], SIGTERM);
