@@ -26,6 +26,7 @@
 #define REGISTER_TIMEOUT_MS 2000
 #define COPY_TIMEOUT_MS 30000
 #define MAX_REDIRECTS 4
+#define RESULT_BATCH_MS 20 /* after a copy finished: wait this long for others, then heartbeat */
 
 struct cmd {
     struct cmd *next;
@@ -315,6 +316,10 @@ static void *worker_main(void *arg)
         ctl->results[ctl->nresults].cmd_id = c->cmd_id;
         ctl->results[ctl->nresults].err = r;
         ctl->nresults++;
+        /* A copy's result goes out at once (the metaserver starts the next copy only after it: at most
+         * max_repl_per_cs in flight per chunkserver), not at the next heartbeat, up to heartbeat_ms later. */
+        if (c->type == SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE)
+            cs_stop_nudge(&ctl->stop);
         free(c->source);
         free(c);
     }
@@ -616,7 +621,11 @@ static void *control_main(void *arg)
             registered = false;
             continue;
         }
-        cs_stop_sleep_ms(&ctl->stop, ctl->heartbeat_ms);
+        bool nudged;
+        if (cs_stop_wait(&ctl->stop, ctl->heartbeat_ms, &nudged))
+            break;
+        if (nudged && cs_stop_sleep_ms(&ctl->stop, RESULT_BATCH_MS)) /* results finishing together: one heartbeat */
+            break;
     }
     cstore_thread_release();
     return NULL;

@@ -14,6 +14,7 @@ struct cs_stop {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stopped;
+    bool nudged; /* cs_stop_nudge since the last cs_stop_wait */
 };
 
 void cs_stop_init(struct cs_stop *st);
@@ -23,5 +24,9 @@ void cs_stop_raise(struct cs_stop *st);
 bool cs_stop_raised(struct cs_stop *st);
 /* Sleep up to ms milliseconds; returns true if the flag is (or becomes) raised. */
 bool cs_stop_sleep_ms(struct cs_stop *st, uint64_t ms);
+/* Wake a cs_stop_wait early (without raising the flag); a nudge while nobody waits ends the next wait. */
+void cs_stop_nudge(struct cs_stop *st);
+/* Like cs_stop_sleep_ms, but a nudge also ends it (*nudged tells). */
+bool cs_stop_wait(struct cs_stop *st, uint64_t ms, bool *nudged);
 
 #endif

@@ -99,7 +99,7 @@ static const struct config_key nssvc_keys[] = {
     {"namespace.default_goal", CONFIG_INT, "3", "replication goal of the root (inherited on create)"},
     {"namespace.chunk_lease", CONFIG_DURATION, "60s", "write lease on a chunk"},
     {"namespace.cs_heartbeat", CONFIG_DURATION, "1s", "heartbeat period told to chunkservers"},
-    {"namespace.max_repl_per_cs", CONFIG_INT, "2", "copies in flight per chunkserver (as source or target)"},
+    {"namespace.max_repl_per_cs", CONFIG_INT, "4", "copies in flight per chunkserver, as source or target (set when the cluster is created)"},
     {"namespace.unknown_chunk_grace", CONFIG_DURATION, "10m", "unknown chunks reported are deleted after this"},
     {"namespace.cs_dead_step", CONFIG_INT, "4096", "copies of a dead chunkserver dropped from replica sets per command"},
     {NULL, 0, NULL, NULL},

@@ -483,7 +483,7 @@ static int fm_register(struct rpc_call *call, const ProtobufCMessage *m, void *a
     snprintf(fm->last_addr, sizeof(fm->last_addr), "%s", req->addr);
     Synod__V1__RegisterRep rep = SYNOD__V1__REGISTER_REP__INIT;
     rep.id = req->id ? req->id : fm->next_id++;
-    rep.heartbeat_ms = 100;
+    rep.heartbeat_ms = fm->heartbeat_ms ? fm->heartbeat_ms : 100;
     pthread_mutex_unlock(&fm->mu);
     rpc_reply(call, &rep.base);
     return 0;
@@ -509,6 +509,8 @@ static int fm_heartbeat(struct rpc_call *call, const ProtobufCMessage *m, void *
     fm->results = xrealloc(fm->results, (fm->nresults + req->n_results + 1) * sizeof(*fm->results));
     for (size_t i = 0; i < req->n_results; i++)
         fm->results[fm->nresults++] = *req->results[i];
+    if (req->n_results)
+        fm->result_ns = clk_mono_ns();
     fm->cfails = xrealloc(fm->cfails, (fm->ncfails + req->n_chain_failures + 1) * sizeof(*fm->cfails));
     for (size_t i = 0; i < req->n_chain_failures; i++)
         fm->cfails[fm->ncfails++] = *req->chain_failures[i];
@@ -520,6 +522,8 @@ static int fm_heartbeat(struct rpc_call *call, const ProtobufCMessage *m, void *
     rep.n_cmds = fm->ncmds;
     rep.report_wanted = fm->want_report;
     fm->want_report = false;
+    if (fm->ncmds)
+        fm->cmds_sent_ns = clk_mono_ns();
     rpc_reply(call, &rep.base);
     for (size_t i = 0; i < fm->ncmds; i++)
         if (fm->cmds[i].source) {

@@ -117,6 +117,9 @@ struct fake_meta {
     size_t ncmds;
     bool want_report;
     bool unknown; /* heartbeats answer ENOENT ("register first") until a registration */
+    uint32_t heartbeat_ms;  /* told at registration (0: 100) */
+    uint64_t cmds_sent_ns;  /* CLOCK_MONOTONIC of the last heartbeat answer that carried commands */
+    uint64_t result_ns;     /* ... and of the last heartbeat that brought results */
 };
 
 /* Start a double on a free port (mode FM_LEADER, ids from 100). Cannot fail (fails the test). */

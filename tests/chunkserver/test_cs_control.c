@@ -11,6 +11,9 @@
  *            no partial chunk left), with results coming back in heartbeats.
  * copyrate:  a replicate of an 8 MiB incompressible chunk by a chunkserver started with copy_rate=2M
  *            takes at least 4 s (and less than 20 s), and the copy is intact.
+ * resultlag: with 3 s heartbeats, a replicate's result comes back ~20 ms after the copy ends (the finished
+ *            copy wakes the control loop), not at the next heartbeat: the metaserver starts the next copy only
+ *            after it (max_repl_per_cs in flight), so waiting a heartbeat halved the re-replication rate.
  * Usage: test_cs_control <path to synod-chunk> <name>
  */
 #include <errno.h>
@@ -188,6 +191,37 @@ static void test_commands(void)
     rpc_client_shutdown();
 }
 
+static void test_resultlag(void)
+{
+    struct fake_meta m1, m2;
+    fm_start(&m1);
+    fm_start(&m2);
+    m2.heartbeat_ms = 3000;
+    struct cs_proc c1, c2;
+    tk_start(&c1, tk_tempdir("lag1"), m1.addr, "--scrub_rate=0", NULL);
+    tk_start(&c2, tk_tempdir("lag2"), m2.addr, "--scrub_rate=0", NULL);
+    int one = 1;
+    T_CHECK(fm_wait(&m1, fm_reports_at_least, &one, WAIT_MS));
+    T_CHECK(fm_wait(&m2, fm_reports_at_least, &one, WAIT_MS));
+    uint8_t buf[4096];
+    tk_fill(buf, sizeof(buf), 3, true);
+    T_EQ(tk_write(c1.addr, NULL, 0, 0x70, 1, 0, buf, sizeof(buf), true, NULL), 0);
+    fm_push_cmd(&m2, 7, SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE, 0x70, 1, 0, c1.addr);
+    wait_result(&m2, 7, 0);
+    pthread_mutex_lock(&m2.mu);
+    uint64_t lag = m2.result_ns - m2.cmds_sent_ns;
+    pthread_mutex_unlock(&m2.mu);
+    fprintf(stderr, "resultlag: copy command sent -> result received: %llu ms (heartbeat 3000 ms)\n",
+            (unsigned long long)(lag / NS_PER_MS));
+    T_CHECK(lag < 1000 * NS_PER_MS);
+    T_EQ(tk_read(c2.addr, 0x70, 1, 0, sizeof(buf), false, buf), 0);
+    T_EQ(tk_stop(&c1, SIGTERM), 0);
+    T_EQ(tk_stop(&c2, SIGTERM), 0);
+    fm_free(&m1);
+    fm_free(&m2);
+    rpc_client_shutdown();
+}
+
 static void test_copyrate(void)
 {
     struct fake_meta m;
@@ -262,6 +296,7 @@ int main(int argc, char **argv)
 {
     static const struct tk_test tests[] = {{"register", test_register}, {"commands", test_commands},
                                               {"copyrate", test_copyrate}, {"chainfail", test_chainfail},
+                                              {"resultlag", test_resultlag},
                                               {NULL, NULL}};
     return tk_main(argc, argv, tests);
 }
