@@ -137,17 +137,26 @@ static void wait_result(struct fake_meta *fm, uint64_t cmd, int want)
         T_FAIL("command %llu: result %d, want %d", (unsigned long long)cmd, r, want);
 }
 
+/* Two chunkservers, each with its own metaserver double (m2 telling heartbeat_ms, 0 = the double's 100),
+ * both registered and reported. */
+static void start_pair(struct fake_meta *m1, struct fake_meta *m2, uint32_t heartbeat_ms, struct cs_proc *c1,
+                       struct cs_proc *c2, const char *name1, const char *name2)
+{
+    fm_start(m1);
+    fm_start(m2);
+    m2->heartbeat_ms = heartbeat_ms;
+    tk_start(c1, tk_tempdir(name1), m1->addr, "--scrub_rate=0", NULL);
+    tk_start(c2, tk_tempdir(name2), m2->addr, "--scrub_rate=0", NULL);
+    int one = 1;
+    T_CHECK(fm_wait(m1, fm_reports_at_least, &one, WAIT_MS));
+    T_CHECK(fm_wait(m2, fm_reports_at_least, &one, WAIT_MS));
+}
+
 static void test_commands(void)
 {
     struct fake_meta m1, m2;
-    fm_start(&m1);
-    fm_start(&m2);
     struct cs_proc c1, c2;
-    tk_start(&c1, tk_tempdir("cmd1"), m1.addr, "--scrub_rate=0", NULL);
-    tk_start(&c2, tk_tempdir("cmd2"), m2.addr, "--scrub_rate=0", NULL);
-    int one = 1;
-    T_CHECK(fm_wait(&m1, fm_reports_at_least, &one, WAIT_MS));
-    T_CHECK(fm_wait(&m2, fm_reports_at_least, &one, WAIT_MS));
+    start_pair(&m1, &m2, 0, &c1, &c2, "cmd1", "cmd2");
     size_t big = 5 * MiB + 12345;
     uint8_t *ref = xmalloc(big), *got = xmalloc(big);
     tk_fill(ref, big, 9, true);
@@ -194,15 +203,8 @@ static void test_commands(void)
 static void test_resultlag(void)
 {
     struct fake_meta m1, m2;
-    fm_start(&m1);
-    fm_start(&m2);
-    m2.heartbeat_ms = 3000;
     struct cs_proc c1, c2;
-    tk_start(&c1, tk_tempdir("lag1"), m1.addr, "--scrub_rate=0", NULL);
-    tk_start(&c2, tk_tempdir("lag2"), m2.addr, "--scrub_rate=0", NULL);
-    int one = 1;
-    T_CHECK(fm_wait(&m1, fm_reports_at_least, &one, WAIT_MS));
-    T_CHECK(fm_wait(&m2, fm_reports_at_least, &one, WAIT_MS));
+    start_pair(&m1, &m2, 3000, &c1, &c2, "lag1", "lag2");
     uint8_t buf[4096];
     tk_fill(buf, sizeof(buf), 3, true);
     T_EQ(tk_write(c1.addr, NULL, 0, 0x70, 1, 0, buf, sizeof(buf), true, NULL), 0);
