@@ -340,13 +340,18 @@ static void flush_peer(struct rsm *r, struct rsm_peer *p)
             m->ballot == p->commit.ballot && m->commit >= p->commit.commit)
             p->commit_held = false;
     }
-    for (size_t i = 0; i < n;) {
-        size_t j = i, bytes = 0;
-        while (j < n && (j == i || bytes + msg_bytes(p->out[j]) <= RSM_MAX_DELIVER_BYTES))
-            bytes += msg_bytes(p->out[j++]);
-        send_group(r, p, p->out + i, j - i);
-        i = j;
+    size_t i = 0, bytes = 0;
+    for (size_t j = 0; j < n; j++) { /* each message's size once: [i, j) is the group being filled */
+        size_t b = msg_bytes(p->out[j]);
+        if (j > i && bytes + b > RSM_MAX_DELIVER_BYTES) {
+            send_group(r, p, p->out + i, j - i);
+            i = j;
+            bytes = 0;
+        }
+        bytes += b;
     }
+    if (i < n)
+        send_group(r, p, p->out + i, n - i);
 }
 
 void rsm_net_flush(struct rsm *r)
