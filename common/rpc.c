@@ -1019,7 +1019,11 @@ struct rpc_channel *rpc_channel_get(const char *target)
                                GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
                                GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, GRPC_ARG_ENABLE_RETRIES,
                                GRPC_ARG_KEEPALIVE_TIME_MS};
-        int ivals[] = {(int)RPC_MAX_MESSAGE, (int)RPC_MAX_MESSAGE, 100, 100, 1000, 0, 10000};
+        /* Reconnects start 100 ms after a failure and back off to at most 1 s apart. gRPC takes the "minimum
+         * reconnect backoff" as the minimum time it gives one connection attempt: at 100 ms a peer that was
+         * slow to answer the HTTP/2 handshake (a replica restarting on a loaded machine: 200-400 ms seen) was
+         * never reached, each attempt cut short, for seconds (rpc_slow_handshake; meta_failover). */
+        int ivals[] = {(int)RPC_MAX_MESSAGE, (int)RPC_MAX_MESSAGE, RPC_CONNECT_TIMEOUT_MS, 100, 1000, 0, 10000};
         for (int i = 0; i < 7; i++) {
             args[i].type = GRPC_ARG_INTEGER;
             args[i].key = (char *)ikeys[i];

@@ -37,6 +37,7 @@
 struct grpc_call; /* gRPC core's call (grpc/grpc.h), named here for struct rpc_cancel_hook */
 
 #define RPC_MAX_MESSAGE (64u << 20)  /* send and receive limit, both sides */
+#define RPC_CONNECT_TIMEOUT_MS 1000  /* the least time one connection attempt gets (then backoff, at most 1 s) */
 #define RPC_DEFERRED 1               /* handler return: it will answer later via rpc_reply/rpc_fail */
 #define RPC_DATA_FIELD 15            /* the bulk `bytes data` field number */
 /* Status detail of an EAGAIN that the server's runtime gave, not the operation (no leader serving, leadership

@@ -54,6 +54,7 @@
 #define RSM_MAX_QUEUE_BYTES (512u << 20)
 #define RSM_WAIT_TIMEOUT_NS (2 * NS_PER_SEC)
 #define RSM_EXPIRY_SCAN_NS (100 * NS_PER_MS)
+#define RSM_SLOW_PERSIST_NS (200 * NS_PER_MS) /* a Paxos fsync this slow is logged */
 
 void rsm_buf_append(struct rsm_buf *b, const void *data, size_t len)
 {
@@ -778,9 +779,14 @@ static void run_ready(struct rsm *r)
             size_t early = apply_before_persist(r, &rd);
             for (size_t i = 0; i < early; i++)
                 apply_entry(r, &rd.apply[i]);
+            uint64_t t0 = clk_mono_ns();
             int rc = rsm_store_persist(r, &rd);
             if (rc != 0)
                 PANIC("paxos persist failed (%d): cannot keep promises, stopping", rc);
+            uint64_t took = clk_mono_ns() - t0;
+            if (took >= RSM_SLOW_PERSIST_NS) /* heartbeats and elections wait on this: say why they were late */
+                LOG_WARN("slow durable write: %llu ms for %zu log entries", (unsigned long long)(took / NS_PER_MS),
+                         rd.n_entries);
             for (size_t i = 0; i < rd.n_send_after; i++)
                 rsm_net_queue(r, &rd.send_after[i]);
             rsm_net_flush(r);
@@ -822,6 +828,22 @@ static void handle_role(struct rsm *r, uint64_t now_ns)
             r->n_wait--;
             sub_finish(s, -EAGAIN, NULL, 0, 0);
         }
+    }
+    uint64_t ballot = paxos_ballot(r->px);
+    uint32_t leader = paxos_leader_hint(r->px);
+    if (st == PAXOS_LOOKING && ballot && ballot != r->logged_ballot) {
+        LOG_INFO("campaigning with ballot %llu.%u from slot %llu", (unsigned long long)PAXOS_BALLOT_ROUND(ballot),
+                 PAXOS_BALLOT_NODE(ballot), (unsigned long long)paxos_commit_index(r->px) + 1);
+        r->logged_ballot = ballot;
+        r->logged_leader = PAXOS_NO_NODE;
+    } else if ((st == PAXOS_FOLLOWING || st == PAXOS_OBSERVING) && leader != r->logged_leader) {
+        LOG_INFO("%s node %u (commit %llu)", st == PAXOS_FOLLOWING ? "following" : "observing", leader,
+                 (unsigned long long)paxos_commit_index(r->px));
+        r->logged_leader = leader;
+        r->logged_ballot = 0;
+    } else if (st == PAXOS_LEADING) {
+        r->logged_ballot = ballot;
+        r->logged_leader = r->cfg.self;
     }
     if (serving && !r->was_serving) {
         LOG_INFO("leading with ballot %llu.%u from slot %llu: serving", (unsigned long long)PAXOS_BALLOT_ROUND(paxos_ballot(r->px)),
@@ -996,6 +1018,7 @@ int rsm_new(const struct rsm_config *cfg, const struct rsm_sm *sm, void *sm_arg,
     pthread_mutex_init(&r->run_mu, NULL);
     r->next_tick = now_us();
     r->next_commit = UINT64_MAX;
+    r->logged_leader = PAXOS_NO_NODE;
     atomic_init(&r->wake_us, r->next_tick);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

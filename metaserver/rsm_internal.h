@@ -83,6 +83,7 @@ struct rsm_peer {
     char *addr;
     struct rpc_channel *ch;
     atomic_int inflight;  /* Deliver calls outstanding (dispatcher thread decrements) */
+    bool unreachable;     /* the last Deliver failed (dispatcher thread only: logs the transitions) */
     struct rpc_call *held; /* a Deliver from this peer whose PaxosAck will carry our next messages to it */
     struct paxos_msg **out; /* messages collected for the next flush (borrowed from the ready) */
     size_t n_out, cap_out;
@@ -156,6 +157,8 @@ struct rsm {
     uint64_t trunc_floor;  /* log keys below this are already deleted */
     uint64_t last_snap;    /* index of the latest local snapshot */
     bool was_serving;
+    uint64_t logged_ballot;  /* role changes already logged (handle_role): ballot campaigned/led with, */
+    uint32_t logged_leader;  /* and the leader followed */
     uint64_t next_expiry_scan;
     struct rsm_install inst;
     uint8_t *ebuf; /* entry encoding scratch */

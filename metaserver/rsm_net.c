@@ -187,9 +187,12 @@ void rsm_net_queue(struct rsm *r, struct paxos_msg *m)
 /* A Deliver completed (dispatcher thread): the peer's answers may ride its PaxosAck. */
 static void deliver_done(int err, ProtobufCMessage *reply, const struct rpc_status *st, void *arg)
 {
-    UNUSED(err);
-    UNUSED(st);
     struct rsm_peer *p = arg;
+    if (err && !p->unreachable)
+        LOG_INFO("paxos: node %u (%s) unreachable: %s", p->id, p->addr, st && st->detail[0] ? st->detail : strerror(-err));
+    else if (!err && p->unreachable)
+        LOG_INFO("paxos: node %u (%s) reachable again", p->id, p->addr);
+    p->unreachable = err != 0;
     const Synod__V1__PaxosAck *a = (const Synod__V1__PaxosAck *)reply;
     if (a && a->n_msgs) {
         if (a->from != p->id || a->n_msgs > RSM_MAX_BATCH_MSGS)

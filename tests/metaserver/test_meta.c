@@ -220,10 +220,14 @@ static void test_failover(void)
             l.n_puts, (unsigned long long)l.acked_adds, (unsigned long long)l.failed_puts,
             (unsigned long long)l.failed_adds, l.last_err);
     /* Election timeout is uniform in [1, 2) s: a typical failover is one timeout (median and p90 ~2 s), and
-     * a split vote costs a second one, so the worst of 20 kills may reach ~4 s (3.5 s seen on a loaded CI
-     * run). The bound catches a lost leader or a stuck election, not one unlucky draw. */
+     * a split vote costs a second one (3.5 s seen on a loaded CI run). The worst of 20 kills may take a
+     * third: the killed leader restarts ~0.5 s before the next kill, and a survivor whose channel to it is
+     * still reconnecting cannot win until it is back (6.8 s seen once under ASan with the FUSE tests running,
+     * when each connection attempt got only 100 ms: rpc_slow_handshake). The bounds catch a lost leader or a
+     * stuck election (no write at all for 20 s fails above), not unlucky draws. */
     T_CHECK(ms[KILLS / 2] < 2500);
-    T_CHECK(ms[KILLS - 1] < 4500);
+    T_CHECK(ms[KILLS * 9 / 10] < 4500);
+    T_CHECK(ms[KILLS - 1] < 8000);
     /* every acknowledged write is there; the counter saw each acknowledged add exactly once */
     struct kvc c;
     kvc_init(&c, cl.servers, 15000);

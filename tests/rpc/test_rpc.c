@@ -18,7 +18,11 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static atomic_int handled;
 static atomic_int lent_released;
@@ -529,6 +533,62 @@ static void test_restart(void)
     rpc_client_shutdown();
 }
 
+static void *cont_later(void *arg)
+{
+    pid_t pid = (pid_t)(intptr_t)arg;
+    clk_sleep_ns(400 * NS_PER_MS);
+    kill(pid, SIGCONT);
+    return NULL;
+}
+
+/* A peer slow to finish the connection handshake is still reached by a call whose deadline allows it. Here
+ * the server is a stopped process: the kernel accepts its TCP connections, the HTTP/2 handshake waits until
+ * it runs again 400 ms later (a replica restarting on a loaded machine answered after 200-400 ms). gRPC's
+ * minimum connect timeout is the channel argument min_reconnect_backoff; at 100 ms every attempt was cut
+ * short ("tcp handshaker shutdown"), the channel went to TRANSIENT_FAILURE and the call failed at once. */
+static void test_slow_handshake(void)
+{
+    int fds[2];
+    T_CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    T_CHECK(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        struct rpc_server *srv = start_any(2);
+        int port = rpc_server_port(srv);
+        if (write(fds[1], &port, sizeof(port)) != (ssize_t)sizeof(port))
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(fds[1]);
+    int port = 0;
+    T_EQ(read(fds[0], &port, sizeof(port)), (ssize_t)sizeof(port));
+    close(fds[0]);
+    T_EQ(kill(pid, SIGSTOP), 0);
+    int st;
+    T_EQ(waitpid(pid, &st, WUNTRACED), pid);
+    T_CHECK(WIFSTOPPED(st));
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    pthread_t th;
+    T_CHECK(pthread_create(&th, NULL, cont_later, (void *)(intptr_t)pid) == 0);
+    Synod__Test__EchoReq req = SYNOD__TEST__ECHO_REQ__INIT;
+    req.text = "slow";
+    struct rpc_status rs;
+    uint64_t t0 = clk_mono_ns();
+    int r = echo(addr, &req, 3000, NULL, &rs);
+    uint64_t took = (clk_mono_ns() - t0) / NS_PER_MS;
+    fprintf(stderr, "call to a peer that handshakes after 400 ms: %d (%s) after %llu ms\n", r, r ? rs.detail : "ok",
+            (unsigned long long)took);
+    pthread_join(th, NULL);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    T_EQ(r, 0);
+    T_CHECK(took >= 350);
+    rpc_client_shutdown();
+}
+
 static atomic_bool load_stop;
 static atomic_int load_ok, load_err;
 
@@ -744,6 +804,7 @@ int main(int argc, char **argv)
         {"async", test_async},         {"deadline", test_deadline}, {"dead_peer", test_dead_peer},
         {"large", test_large},         {"malformed", test_malformed}, {"unknown_method", test_unknown_method},
         {"deferred", test_deferred},   {"addr_in_use", test_addr_in_use}, {"restart", test_restart},
+        {"slow_handshake", test_slow_handshake},
         {"shutdown_load", test_shutdown_load}, {"cancel", test_cancel},
     };
     for (size_t i = 0; i < ARRAY_SIZE(tests); i++) {
