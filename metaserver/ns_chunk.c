@@ -337,6 +337,30 @@ void chunk_clamp_extent(struct ns_ctx *c, struct inode *n, uint64_t size)
     chunk_free(old);
 }
 
+/* Remove chunk r from the table: its replicas queued for deletion (at del_version; 0 = any), its lease and
+ * pending copies gone. The caller accounts for the inode's blocks. */
+static void chunk_drop(struct ns_ctx *c, Synod__V1__ChunkRec *r, uint32_t del_version)
+{
+    for (size_t i = 0; i < r->n_replicas; i++)
+        delete_enqueue(c, r->replicas[i], r->chunk_id, del_version);
+    if (r->lease_session) {
+        struct nkey lk;
+        lease_key(&lk, r->lease_session, r->chunk_id);
+        nk_del(c, &lk);
+    }
+    struct nkey pk;
+    nk_init(&pk, 'p');
+    nk_u64(&pk, r->chunk_id);
+    struct kv_iter *pit = kv_iter_prefix(c->txn, pk.b, pk.len);
+    for (; kv_iter_valid(pit); kv_iter_next(pit)) {
+        size_t kl;
+        const char *key = kv_iter_key(pit, &kl);
+        kv_del(c->txn, key, kl);
+    }
+    kv_iter_free(pit);
+    chunk_store(c, r, NULL);
+}
+
 /* Drop every chunk of n at index >= first: replicas queued for deletion, leases and pending copies gone. */
 void chunks_drop_from(struct ns_ctx *c, struct inode *n, uint64_t first_index)
 {
@@ -347,24 +371,7 @@ void chunks_drop_from(struct ns_ctx *c, struct inode *n, uint64_t first_index)
     for (; kv_iter_valid(it); kv_iter_next(it)) {
         Synod__V1__ChunkRec *r = (Synod__V1__ChunkRec *)iter_msg(it, &synod__v1__chunk_rec__descriptor);
         n->blocks -= MIN(n->blocks, (r->extent + 511) / 512);
-        for (size_t i = 0; i < r->n_replicas; i++)
-            delete_enqueue(c, r->replicas[i], r->chunk_id, r->version);
-        if (r->lease_session) {
-            struct nkey lk;
-            lease_key(&lk, r->lease_session, r->chunk_id);
-            nk_del(c, &lk);
-        }
-        struct nkey pk;
-        nk_init(&pk, 'p');
-        nk_u64(&pk, r->chunk_id);
-        struct kv_iter *pit = kv_iter_prefix(c->txn, pk.b, pk.len);
-        for (; kv_iter_valid(pit); kv_iter_next(pit)) {
-            size_t kl;
-            const char *key = kv_iter_key(pit, &kl);
-            kv_del(c->txn, key, kl);
-        }
-        kv_iter_free(pit);
-        chunk_store(c, r, NULL);
+        chunk_drop(c, r, r->version);
         chunk_free(r);
     }
     kv_iter_free(it);
@@ -809,6 +816,12 @@ int op_lease_expire(struct ns_ctx *c, const Synod__V1__LeaseExpire *r)
     return 0;
 }
 
+/* The session ended (closed, or expired: its client is gone) and its write leases with it. A chunk it
+ * placed and never completed a write on (ChunkRec.unwritten) is dropped: no write on it was committed (the
+ * file's size and the chunk's extent never moved), its replicas hold nothing, or what a dying writer left on
+ * some of them, and nobody can finish it. Kept, it named replicas without the chunk: a read of that range
+ * failed over every replica (ENOENT) instead of reading a hole, and re-replication retried copies from a
+ * source that had none. Its replicas are queued for deletion at any version, for the partial data. */
 void leases_release_session(struct ns_ctx *c, uint64_t session)
 {
     struct nkey p;
@@ -820,7 +833,12 @@ void leases_release_session(struct ns_ctx *c, uint64_t session)
         const char *k = kv_iter_key(it, &kl);
         uint64_t chunk = get_be64(k + 11);
         kv_del(c->txn, k, kl);
-        lease_clear(c, chunk, session);
+        Synod__V1__ChunkRec *r = chunk_get_by_id(c, chunk);
+        if (r && r->lease_session == session && r->unwritten)
+            chunk_drop(c, r, 0);
+        else
+            lease_clear(c, chunk, session);
+        chunk_free(r);
     }
     kv_iter_free(it);
 }

@@ -368,6 +368,69 @@ static void test_fresh_replace(void)
     tns_close(&t, false);
 }
 
+/* Cmds of type `type` for chunk on cs. */
+static size_t cmds_of(struct tns *t, uint32_t cs, uint32_t type, uint64_t chunk)
+{
+    Synod__V1__ChunkCmd **cmds;
+    size_t n = cmds_for(t, cs, &cmds), k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += cmds[i]->type == type && cmds[i]->chunk_id == chunk;
+    free_cmds(cmds, n);
+    return k;
+}
+
+/* A writer's session ends (its client died) after it placed chunks: the one it never completed a write on
+ * is dropped, replicas queued for deletion at any version, and the range reads as a hole; the one it wrote
+ * stays, lease released. */
+static void test_unwritten_session_end(void)
+{
+    struct tns t;
+    tns_open(&t);
+    uint32_t a = cs_register(&t, "h1:1", "rack1", 900);
+    uint32_t b = cs_register(&t, "h2:1", "rack2", 900);
+    uint64_t f, g;
+    T_EQ(t_mknod(&t, ROOT, NS_ROOT_INO, "f", S_IFREG | 0644, &f), 0);
+    T_EQ(t_mknod(&t, ROOT, NS_ROOT_INO, "g", S_IFREG | 0644, &g), 0);
+    set_goal(&t, f, 2);
+    set_goal(&t, g, 2);
+    uint64_t s1 = t.session, s2 = t_session_open(&t);
+    t.session = s2;
+    Synod__V1__ChunkOpenWriteRep *w;
+    T_EQ(open_write(&t, f, 0, &w), 0);
+    T_CHECK(w->fresh);
+    T_EQ(w->chunk->n_replicas, 2);
+    uint64_t fc = w->chunk->chunk_id;
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    T_EQ(open_write(&t, g, 0, &w), 0);
+    uint64_t gc = w->chunk->chunk_id;
+    uint32_t gv = w->chunk->version;
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    T_EQ(write_done(&t, g, 0, gc, gv, 4096), 0);
+    T_EQ(open_write(&t, g, 0, &w), 0); /* written before, leased again */
+    T_CHECK(!w->fresh);
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    t.session = s1;
+    T_EQ(t_session_end(&t, s2, true), 0);
+    Synod__V1__ChunkLocRep *loc = locations(&t, f, 1);
+    T_EQ(loc->n_chunks, 0); /* a hole */
+    protobuf_c_message_free_unpacked(&loc->base, NULL);
+    T_EQ(cmds_of(&t, a, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, fc), 1);
+    T_EQ(cmds_of(&t, b, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, fc), 1);
+    loc = locations(&t, g, 1);
+    T_EQ(loc->n_chunks, 1);
+    T_EQU(loc->chunks[0]->chunk_id, gc);
+    T_EQ(loc->chunks[0]->n_replicas, 2);
+    protobuf_c_message_free_unpacked(&loc->base, NULL);
+    T_EQ(cmds_of(&t, a, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, gc), 0);
+    T_EQ(open_write(&t, g, 0, &w), 0); /* the lease went with the session: another one gets it at once */
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    T_EQ(open_write(&t, f, 0, &w), 0); /* and f's chunk 0 is placed afresh */
+    T_CHECK(w->fresh);
+    T_CHECK(w->chunk->chunk_id != fc);
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    tns_close(&t, false);
+}
+
 static uint64_t held(struct tns *t, uint32_t cs)
 {
     struct kv_txn *txn = kv_txn_begin(t->db);
@@ -771,6 +834,7 @@ int main(void)
 {
     T_RUN(test_chunks);
     T_RUN(test_fresh_replace);
+    T_RUN(test_unwritten_session_end);
     T_RUN(test_blocks_release);
     T_RUN(test_plan_cursor);
     T_RUN(test_dead_steps);
