@@ -73,6 +73,7 @@
 #define NS_CHUNK_SIZE (64ull << 20)
 #define NS_READDIR_MAX 4096      /* entries per page at most (0 in the request = 1024) */
 #define NS_MAX_GOAL 9
+#define NS_MAX_REPL_LIMIT 1000 /* namespace.max_repl_per_cs, synodctl repl-limit */
 
 /* Chunkserver states (ChunkserverRec.state). */
 enum ns_cs_state { NS_CS_UP = 0, NS_CS_DEAD = 1, NS_CS_DECOMMISSIONING = 2 };

@@ -630,6 +630,7 @@ static int dispatch(struct ns_ctx *c, const Synod__V1__NsCommand *cmd)
     case SYNOD__V1__NS_COMMAND__CMD_SET_LOCK: return op_set_lock(c, cmd->set_lock);
     case SYNOD__V1__NS_COMMAND__CMD_SET_GOAL: return op_set_goal(c, cmd->set_goal);
     case SYNOD__V1__NS_COMMAND__CMD_DECOMMISSION: return op_decommission(c, cmd->decommission);
+    case SYNOD__V1__NS_COMMAND__CMD_REPL_LIMIT: return op_repl_limit(c, cmd->repl_limit);
     case SYNOD__V1__NS_COMMAND__CMD_CS_REGISTER: return op_cs_register(c, cmd->cs_register);
     case SYNOD__V1__NS_COMMAND__CMD_CS_HEARTBEAT: return op_cs_heartbeat(c, cmd->cs_heartbeat);
     case SYNOD__V1__NS_COMMAND__CMD_CS_REPORT: return op_cs_report(c, cmd->cs_report);

@@ -437,6 +437,23 @@ int op_decommission(struct ns_ctx *c, const Synod__V1__DecommissionReq *r)
     return 0;
 }
 
+/* The planner's per-chunkserver copy limit (NsCounters.max_repl_per_cs): read (0) or set. Copies already
+ * started are not stopped; the next plan counts them against the new limit. */
+int op_repl_limit(struct ns_ctx *c, const Synod__V1__ReplLimitReq *r)
+{
+    if (r->limit > NS_MAX_REPL_LIMIT)
+        return -EINVAL;
+    Synod__V1__NsCounters *ctr = ctr_get(c);
+    if (r->limit && r->limit != ctr->max_repl_per_cs) {
+        ctr->max_repl_per_cs = r->limit;
+        ctr_dirty(c);
+    }
+    Synod__V1__ReplLimitRep rep = SYNOD__V1__REPL_LIMIT_REP__INIT;
+    rep.limit = ctr->max_repl_per_cs;
+    reply_msg(c, &rep.base);
+    return 0;
+}
+
 int op_repl_start(struct ns_ctx *c, const Synod__V1__ReplStart *r)
 {
     Synod__V1__ChunkRec *rec = chunk_get_by_id(c, r->chunk_id);
@@ -744,6 +761,13 @@ static bool leased(const Synod__V1__ChunkRec *rec, int64_t now)
     return rec->lease_session && rec->lease_expire_ns > now;
 }
 
+/* A copy may start: no writer (a copy would miss the writes after its start) and some write completed (an
+ * unwritten chunk's replicas hold nothing to copy: the source answers ENOENT, every round). */
+static bool copyable(const Synod__V1__ChunkRec *rec, int64_t now)
+{
+    return !leased(rec, now) && !rec->unwritten;
+}
+
 /* Replicas of rec on UP chunkservers (the copies that count toward the goal). */
 static size_t good_copies(struct ns_ctx *c, const Synod__V1__ChunkRec *rec, uint32_t except)
 {
@@ -833,8 +857,7 @@ static bool plan_under_goal(struct plan *pl, const char *k, size_t kl, void *arg
     Synod__V1__ChunkRec *rec = chunk_get_by_id(&pl->c, chunk);
     ASSERT(rec);
     Synod__V1__ReplStart *rs;
-    /* being written: copy it later (a copy would miss the writes after its start) */
-    if (!leased(rec, pl->now) && plan_copy(pl, rec, 0, &rs))
+    if (copyable(rec, pl->now) && plan_copy(pl, rec, 0, &rs))
         out_push(o, rs);
     chunk_free(rec);
     return o->n < o->max && plan_room(pl);
@@ -852,7 +875,7 @@ static bool plan_drain(struct plan *pl, const char *k, size_t kl, void *arg)
     if (!rec)
         return true;
     Synod__V1__ReplStart *rs;
-    if (rec->n_replicas >= rec->goal && !leased(rec, pl->now) && good_copies(&pl->c, rec, 0) < rec->goal &&
+    if (rec->n_replicas >= rec->goal && copyable(rec, pl->now) && good_copies(&pl->c, rec, 0) < rec->goal &&
         plan_copy(pl, rec, o->drain, &rs))
         out_push(o, rs);
     chunk_free(rec);
@@ -1038,7 +1061,7 @@ size_t ns_plan_rebalance(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, u
             if (!rec)
                 continue;
             uint64_t bytes = 0;
-            if (!leased(rec, now_ns) && rec->n_replicas >= rec->goal)
+            if (copyable(rec, now_ns) && rec->n_replicas >= rec->goal)
                 bytes = chunk_bytes(&pl.c, rec);
             struct cs_cand *to = NULL;
             for (size_t i = 0; bytes && i < pl.nc; i++) {

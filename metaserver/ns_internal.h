@@ -169,6 +169,7 @@ int op_cs_heartbeat(struct ns_ctx *c, const Synod__V1__HeartbeatReq *r);
 int op_cs_report(struct ns_ctx *c, const Synod__V1__ChunkReportReq *r);
 int op_cs_dead(struct ns_ctx *c, const Synod__V1__ChunkserverDead *r);
 int op_decommission(struct ns_ctx *c, const Synod__V1__DecommissionReq *r);
+int op_repl_limit(struct ns_ctx *c, const Synod__V1__ReplLimitReq *r);
 int op_repl_start(struct ns_ctx *c, const Synod__V1__ReplStart *r);
 
 /* chunk-side hooks used by the namespace */

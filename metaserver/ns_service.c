@@ -99,7 +99,8 @@ static const struct config_key nssvc_keys[] = {
     {"namespace.default_goal", CONFIG_INT, "3", "replication goal of the root (inherited on create)"},
     {"namespace.chunk_lease", CONFIG_DURATION, "60s", "write lease on a chunk"},
     {"namespace.cs_heartbeat", CONFIG_DURATION, "1s", "heartbeat period told to chunkservers"},
-    {"namespace.max_repl_per_cs", CONFIG_INT, "4", "copies in flight per chunkserver, as source or target (set when the cluster is created)"},
+    {"namespace.max_repl_per_cs", CONFIG_INT, "4",
+     "copies in flight per chunkserver, as source or target (at cluster creation; later: synodctl repl-limit)"},
     {"namespace.unknown_chunk_grace", CONFIG_DURATION, "10m", "unknown chunks reported are deleted after this"},
     {"namespace.cs_dead_step", CONFIG_INT, "4096", "copies of a dead chunkserver dropped from replica sets per command"},
     {NULL, 0, NULL, NULL},
@@ -1223,7 +1224,8 @@ static int plugin_create(const struct config *cfg, struct rpc_server *srv, const
     int64_t goal = config_get_int(cfg, "namespace.default_goal");
     int64_t repl = config_get_int(cfg, "namespace.max_repl_per_cs");
     int64_t step = config_get_int(cfg, "namespace.cs_dead_step");
-    if (goal < 1 || goal > NS_MAX_GOAL || repl < 1 || repl > 1000 || timeout_ms == 0 || step < 1 || step > 1000000) {
+    if (goal < 1 || goal > NS_MAX_GOAL || repl < 1 || repl > NS_MAX_REPL_LIMIT || timeout_ms == 0 || step < 1 ||
+        step > 1000000) {
         LOG_ERR("namespace: bad config: default_goal %lld (1..%d), max_repl_per_cs %lld (1..1000), cs_timeout "
                 "%llu ms, cs_dead_step %lld (1..1000000)", (long long)goal, NS_MAX_GOAL, (long long)repl,
                 (unsigned long long)timeout_ms, (long long)step);

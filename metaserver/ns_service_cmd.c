@@ -51,6 +51,7 @@ static const struct nssvc_method methods[] = {
     {"Admin", "Rebalance", NONE, NSSVC_LOCAL},
     {"Admin", "Decommission", C(DECOMMISSION), NSSVC_LOG},
     {"Admin", "Fsck", NONE, NSSVC_LOCAL},
+    {"Admin", "ReplLimit", C(REPL_LIMIT), NSSVC_LOG},
 };
 
 const struct nssvc_method *nssvc_method_find(const char *service, const char *name)

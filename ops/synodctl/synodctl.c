@@ -35,7 +35,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: synodctl [-m|--metaservers host:port[,host:port...]] [--json] [-t|--timeout MS] COMMAND\n"
             "  -m, --metaservers  metaservers to ask (default: $SYNOD_METASERVERS, else 127.0.0.1:7001)\n"
-            "  --json             one JSON object instead of tables (status, rebalance, fsck)\n"
+            "  --json             one JSON object instead of tables (status, rebalance, fsck, repl-limit)\n"
             "  -t, --timeout      per-call deadline in ms (default 2000; fsck waits at least 120 s)\n"
             "commands:\n"
             "  status                         every metaserver (role, zxid, applied, reachable), chunkservers\n"
@@ -49,7 +49,9 @@ static void usage(FILE *out)
             "  rebalance [--dry-run] [--threshold PCT] [--max-moves N]\n"
             "                                 move copies from chunkservers above mean usage + PCT (default 10)\n"
             "                                 to ones below it, copy then drop; --dry-run only lists them\n"
-            "  fsck [--repair]                check namespace and chunk table; --repair fixes what is safe\n");
+            "  fsck [--repair]                check namespace and chunk table; --repair fixes what is safe\n"
+            "  repl-limit [N]                 copies in flight per chunkserver (re-replication, drain, rebalance);\n"
+            "                                 with N (1..1000) set it\n");
 }
 
 /* --- calls ------------------------------------------------------------------------------------------- */
@@ -421,6 +423,36 @@ static int cmd_rebalance(int argc, char **argv)
     return 0;
 }
 
+/* --- repl-limit -------------------------------------------------------------------------------------- */
+
+static int cmd_repl_limit(int argc, char **argv)
+{
+    Synod__V1__ReplLimitReq req = SYNOD__V1__REPL_LIMIT_REQ__INIT;
+    if (argc > 1)
+        return 2;
+    if (argc == 1) {
+        char *end;
+        long v = strtol(argv[0], &end, 10);
+        if (*end || v < 1 || v > 1000) {
+            fprintf(stderr, "synodctl: repl-limit must be 1..1000\n");
+            return 2;
+        }
+        req.limit = (uint32_t)v;
+    }
+    Synod__V1__ReplLimitRep *rep;
+    int rc = call_leader("ReplLimit", &req.base, timeout_ms, (ProtobufCMessage **)&rep);
+    if (rc) {
+        fprintf(stderr, "synodctl: repl-limit: %s\n", err_str(rc));
+        return 1;
+    }
+    if (json)
+        printf("{\"repl_limit\":%u}\n", rep->limit);
+    else
+        printf("copies in flight per chunkserver: %u\n", rep->limit);
+    rpc_message_free(&rep->base);
+    return 0;
+}
+
 /* --- fsck -------------------------------------------------------------------------------------------- */
 
 static int cmd_fsck(int argc, char **argv)
@@ -513,6 +545,8 @@ int main(int argc, char **argv)
         rc = cmd_decommission(nargs, args);
     else if (!strcmp(cmd, "rebalance"))
         rc = cmd_rebalance(nargs, args);
+    else if (!strcmp(cmd, "repl-limit"))
+        rc = cmd_repl_limit(nargs, args);
     else if (!strcmp(cmd, "fsck"))
         rc = cmd_fsck(nargs, args);
     else

@@ -3,7 +3,8 @@
 # Files written at goal 3; one chunkserver decommissioned and drained (chunks_left reaches 0 within a bounded
 # wait) while every file still reads back; the drained chunkserver killed and the data read through a fresh
 # mount (so no copy on it is needed); fsck clean; goal 2 set recursively on a directory and its copies trimmed
-# (the chunk table's total drops by one copy per chunk there); status shows every metaserver and the leader.
+# (the chunk table's total drops by one copy per chunk there); status shows every metaserver and the leader;
+# repl-limit reads and sets the per-chunkserver copy limit.
 source "$(dirname "$0")/../fuse/harness.sh"
 fuse_setup --chunks 4
 
@@ -68,4 +69,11 @@ out=$(ctl status) || fail "status exit $?"
 check 'grep -q "under goal 0, missing 0, over goal 0" <<<"$out"' "status healthy at the end"
 out=$(ctl rebalance --dry-run --threshold 5) || fail "rebalance exit $?"
 check 'grep -q "^mean usage" <<<"$out"' "rebalance dry run ($out)"
+# the copy limit: the configured value, changed through any metaserver (redirected to the leader), kept
+check '[[ $(ctl repl-limit) == "copies in flight per chunkserver: 4" ]]' "repl-limit reads the default"
+check '[[ $(ctl repl-limit 9) == "copies in flight per chunkserver: 9" ]]' "repl-limit set"
+check '[[ $(ctl --json repl-limit) == "{\"repl_limit\":9}" ]]' "repl-limit kept"
+rc=0
+ctl repl-limit 0 >/dev/null 2>&1 || rc=$?
+check '[[ $rc == 2 ]]' "repl-limit 0 is a usage error"
 log "admin_cluster passed"

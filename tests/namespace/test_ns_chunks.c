@@ -431,6 +431,100 @@ static void test_unwritten_session_end(void)
     tns_close(&t, false);
 }
 
+/* Directory dname (under the root) at goal, holding f[0..n) named f0, f1...: chunk 0 of each placed on goal
+ * chunkservers under a write lease, or written (ChunkWriteDone, lease returned) when `written`. */
+static void files_at_goal(struct tns *t, const char *dname, uint32_t goal, uint64_t *f, int n, bool written)
+{
+    uint64_t dir;
+    T_EQ(t_mknod(t, ROOT, NS_ROOT_INO, dname, S_IFDIR | 0755, &dir), 0);
+    set_goal(t, dir, goal);
+    for (int i = 0; i < n; i++) {
+        char name[8];
+        snprintf(name, sizeof(name), "f%d", i);
+        Synod__V1__ChunkOpenWriteRep *w;
+        f[i] = file_open_write(t, dir, name, &w);
+        T_EQ(w->chunk->n_replicas, goal);
+        if (written)
+            T_EQ(write_done(t, f[i], 0, w->chunk->chunk_id, w->chunk->version, 100), 0);
+        synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    }
+}
+
+static int repl_limit(struct tns *t, uint32_t limit, uint32_t *now)
+{
+    Synod__V1__ReplLimitReq r = SYNOD__V1__REPL_LIMIT_REQ__INIT;
+    r.limit = limit;
+    C(REPL_LIMIT, repl_limit, r);
+    ProtobufCMessage *m = NULL;
+    int rc = tns_apply(t, &cmd, &m);
+    if (rc == 0) {
+        *now = ((Synod__V1__ReplLimitRep *)m)->limit;
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    return rc;
+}
+
+static size_t planned(struct tns *t)
+{
+    struct kv_txn *txn = kv_txn_begin(t->db);
+    Synod__V1__ReplStart **plan;
+    size_t n = ns_plan_replication(txn, t->now, 60ll * 1000000000, 100, &(struct ns_plan_cursor){.budget = 0}, &plan);
+    kv_txn_abort(txn);
+    for (size_t i = 0; i < n; i++)
+        synod__v1__repl_start__free_unpacked(plan[i], NULL);
+    free(plan);
+    return n;
+}
+
+/* An unwritten chunk is never copied, even with its lease lapsed: no replica has anything to copy (the
+ * source would answer ENOENT, every round). Its first completed write makes it copyable. */
+static void test_unwritten_not_copied(void)
+{
+    struct tns t;
+    tns_open(&t);
+    cs_register(&t, "h1:1", "rack1", 900);
+    cs_register(&t, "h2:1", "rack2", 900);
+    uint64_t f;
+    Synod__V1__ChunkOpenWriteRep *w;
+    f = file_open_write(&t, NS_ROOT_INO, "f", &w);
+    T_EQ(w->chunk->n_replicas, 1);
+    uint64_t chunk = w->chunk->chunk_id;
+    uint32_t ver = w->chunk->version;
+    t.now += (int64_t)w->lease_ms * 1000000 + 1000000000; /* the lease lapsed, the session lives on */
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    set_goal(&t, f, 2);
+    T_EQ(planned(&t), 0);
+    T_EQ(write_done(&t, f, 0, chunk, ver, 100), 0);
+    T_EQ(planned(&t), 1);
+    tns_close(&t, false);
+}
+
+/* The per-chunkserver copy limit is read and changed through the log (synodctl repl-limit), and the next
+ * plan obeys it: 12 chunks short of one copy that only one chunkserver can take. */
+static void test_repl_limit(void)
+{
+    struct tns t;
+    tns_open(&t);
+    cs_register(&t, "h1:1", "rack1", 900);
+    cs_register(&t, "h2:1", "rack2", 900);
+    uint64_t f[12];
+    files_at_goal(&t, "d", 2, f, 12, true);
+    cs_register(&t, "h3:1", "rack3", 900);
+    for (int i = 0; i < 12; i++)
+        set_goal(&t, f[i], 3);
+    uint32_t lim = 0;
+    T_EQ(repl_limit(&t, 0, &lim), 0); /* 0 reads */
+    T_EQ(lim, 2);                     /* this namespace's NsInit did not set it */
+    T_EQ(planned(&t), 2);
+    T_EQ(repl_limit(&t, 7, &lim), 0);
+    T_EQ(lim, 7);
+    T_EQ(planned(&t), 7);
+    T_EQ(repl_limit(&t, 1001, &lim), -EINVAL);
+    T_EQ(repl_limit(&t, 0, &lim), 0);
+    T_EQ(lim, 7);
+    tns_close(&t, false);
+}
+
 static uint64_t held(struct tns *t, uint32_t cs)
 {
     struct kv_txn *txn = kv_txn_begin(t->db);
@@ -455,17 +549,8 @@ static void test_dead_steps(void)
     struct tns t;
     tns_open(&t);
     uint32_t a = cs_register(&t, "h1:1", "rack1", 900), b = cs_register(&t, "h2:1", "rack2", 800);
-    uint64_t dir, f[5];
-    T_EQ(t_mknod(&t, ROOT, NS_ROOT_INO, "g2", S_IFDIR | 0755, &dir), 0);
-    set_goal(&t, dir, 2);
-    for (int i = 0; i < 5; i++) {
-        char name[8];
-        snprintf(name, sizeof(name), "f%d", i);
-        Synod__V1__ChunkOpenWriteRep *w;
-        f[i] = file_open_write(&t, dir, name, &w);
-        T_EQ(w->chunk->n_replicas, 2);
-        synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
-    }
+    uint64_t f[5];
+    files_at_goal(&t, "g2", 2, f, 5, false);
     T_EQ(held(&t, a), 5);
     cs_dead(&t, b, 2, true); /* b is UP: a continuation does nothing */
     T_EQ(held(&t, b), 5);
@@ -835,6 +920,8 @@ int main(void)
     T_RUN(test_chunks);
     T_RUN(test_fresh_replace);
     T_RUN(test_unwritten_session_end);
+    T_RUN(test_repl_limit);
+    T_RUN(test_unwritten_not_copied);
     T_RUN(test_blocks_release);
     T_RUN(test_plan_cursor);
     T_RUN(test_dead_steps);
