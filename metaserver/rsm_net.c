@@ -189,7 +189,8 @@ static void deliver_done(int err, ProtobufCMessage *reply, const struct rpc_stat
 {
     struct rsm_peer *p = arg;
     if (err && !p->unreachable)
-        LOG_INFO("paxos: node %u (%s) unreachable: %s", p->id, p->addr, st && st->detail[0] ? st->detail : strerror(-err));
+        LOG_INFO("paxos: node %u (%s) unreachable: %s", p->id, p->addr,
+                 st && st->detail[0] ? st->detail : strerror(-err));
     else if (!err && p->unreachable)
         LOG_INFO("paxos: node %u (%s) reachable again", p->id, p->addr);
     p->unreachable = err != 0;

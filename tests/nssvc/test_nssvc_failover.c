@@ -265,13 +265,53 @@ static void chunkserver_double(void)
  * request again. For methods that answer EAGAIN themselves (ChunkOpenWrite: lease held elsewhere), a client
  * that took the runtime's EAGAIN for the answer sent a NEW request, while the first could still be applied
  * (by the next leader): the chunk was placed twice for it. */
+/* The state letter of pid from /proc/PID/stat ('T' when stopped), '?' if unreadable. */
+static char proc_state(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return '?';
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    return p && p[1] == ' ' ? p[2] : '?';
+}
+
+/* Which node `at` names as leader (its own view), or -1. */
+static int leader_seen_by(int at)
+{
+    Synod__V1__StatusReq q = SYNOD__V1__STATUS_REQ__INIT;
+    ProtobufCMessage *rep = NULL;
+    struct rpc_status st;
+    int l = -1;
+    if (rpc_call(rpc_channel_get(addrs[at]), &synod__v1__admin__descriptor, "Status", &q.base, NULL, 2000, &rep,
+                 &st) == 0 && ((Synod__V1__StatusRep *)rep)->leader < N)
+        l = (int)((Synod__V1__StatusRep *)rep)->leader;
+    rpc_message_free(rep);
+    return l;
+}
+
 static void retry_detail(void)
 {
-    int l = leader_index();
+    int l = -1;
+    for (int tries = 0; tries < 100 && l < 0; tries++) { /* a leader that names itself: no stale hint */
+        int c = leader_index();
+        if (leader_seen_by(c) == c)
+            l = c;
+        else
+            clk_sleep_ns(50 * NS_PER_MS);
+    }
     T_CHECK(l >= 0);
     for (int i = 0; i < N; i++)
-        if (i != l && pids[i] > 0)
+        if (i != l && pids[i] > 0) {
             kill(pids[i], SIGSTOP);
+            for (int w = 0; w < 200 && proc_state(pids[i]) != 'T'; w++) /* stopped before we send */
+                clk_sleep_ns(5 * NS_PER_MS);
+            fprintf(stderr, "node %d (%s) stopped: state %c\n", i, addrs[i], proc_state(pids[i]));
+        }
     Synod__V1__MknodReq r = SYNOD__V1__MKNOD_REQ__INIT;
     r.rid = rid();
     r.cred = &root;
@@ -286,7 +326,11 @@ static void retry_detail(void)
     for (int i = 0; i < N; i++)
         if (i != l && pids[i] > 0)
             kill(pids[i], SIGCONT);
-    fprintf(stderr, "mutation on a leader cut off: %d (%s)\n", rc, st.detail);
+    fprintf(stderr, "mutation on leader %d (%s) cut off: %d (%s)\n", l, addrs[l], rc, st.detail);
+    if (rc != -EAGAIN) /* what each node says now, for the record */
+        for (int i = 0; i < N; i++)
+            if (pids[i] > 0)
+                fprintf(stderr, "node %d (%s, pid %d): leader %d\n", i, addrs[i], (int)pids[i], leader_seen_by(i));
     T_EQ(rc, -EAGAIN);
     T_STREQ(st.detail, RPC_DETAIL_RETRY);
 }
