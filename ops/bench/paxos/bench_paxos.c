@@ -35,6 +35,8 @@
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/util.h"
+#include "bench_etcd.h"
+#include "bench_proc.h"
 #include "etcd_min.pb-c.h"
 #include "paxos.pb-c.h"
 
@@ -61,7 +63,7 @@
 #include <unistd.h>
 
 #define NNODES              3
-#define MAX_ARGS            40
+#define MAX_ARGS            BENCH_ETCD_ARGS
 #define KEY_SPACE           100000
 #define VALUE_LEN           64
 #define WARMUP_S            1.0
@@ -111,19 +113,11 @@ static void kill_all_children(void)
     }
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    UNUSED(sb);
-    UNUSED(flag);
-    UNUSED(ftw);
-    return remove(path) ? -1 : 0;
-}
-
 static void cleanup(void)
 {
     kill_all_children();
     if (g_dir[0] && !g_keep)
-        nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        bench_rm_tree(g_dir);
     else if (g_dir[0])
         fprintf(stderr, "bench_paxos: kept %s\n", g_dir);
     g_dir[0] = 0;
@@ -137,44 +131,10 @@ static void on_signal(int sig)
     raise(sig);
 }
 
-static pid_t spawn(char *const argv[], const char *log_path)
-{
-    pid_t pid = fork();
-    if (pid < 0)
-        PANIC("fork: %s", strerror(errno));
-    if (pid == 0) {
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        int nfd = open("/dev/null", O_RDONLY);
-        if (nfd >= 0)
-            dup2(nfd, 0);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
 static void node_start(struct node *n)
 {
     ASSERT(n->pid == 0);
-    n->pid = spawn(n->argv, n->log_path);
-}
-
-/* A port that was free a moment ago (bind to port 0 and let go). */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) || getsockname(fd, (struct sockaddr *)&a, &len))
-        PANIC("cannot find a free port: %s", strerror(errno));
-    close(fd);
-    return ntohs(a.sin_port);
+    n->pid = bench_spawn(n->argv, n->log_path);
 }
 
 static void set_args(struct node *n, ...)
@@ -204,65 +164,36 @@ static void etcd_setup(struct cluster *c, const char *etcd_bin)
     c->kind = SYS_ETCD;
     c->name = "etcd";
     int peer[NNODES];
-    char initial[512] = "";
+    char client[NNODES][64];
     for (int i = 0; i < NNODES; i++) {
-        peer[i] = free_port();
-        snprintf(c->nodes[i].addr, sizeof(c->nodes[i].addr), "127.0.0.1:%d", free_port());
-        char one[96];
-        snprintf(one, sizeof(one), "%se%d=http://127.0.0.1:%d", i ? "," : "", i, peer[i]);
-        strcat(initial, one);
+        peer[i] = bench_free_port();
+        snprintf(c->nodes[i].addr, sizeof(c->nodes[i].addr), "127.0.0.1:%d", bench_free_port());
+        snprintf(client[i], sizeof(client[i]), "%s", c->nodes[i].addr);
     }
+    char token[64];
+    snprintf(token, sizeof(token), "bench-paxos-%d", (int)getpid());
     for (int i = 0; i < NNODES; i++) {
         struct node *n = &c->nodes[i];
-        char name[16], data[PATH_MAX], curl[96], purl[96], token[64];
-        snprintf(name, sizeof(name), "e%d", i);
-        snprintf(data, sizeof(data), "%s/etcd%d", g_dir, i);
-        snprintf(curl, sizeof(curl), "http://%s", n->addr);
-        snprintf(purl, sizeof(purl), "http://127.0.0.1:%d", peer[i]);
-        snprintf(token, sizeof(token), "bench-paxos-%d", (int)getpid());
         snprintf(n->log_path, sizeof(n->log_path), "%s/etcd%d.log", g_dir, i);
-        set_args(n, etcd_bin, "--name", name, "--data-dir", data, "--listen-client-urls", curl,
-                 "--advertise-client-urls", curl, "--listen-peer-urls", purl, "--initial-advertise-peer-urls",
-                 purl, "--initial-cluster", initial, "--initial-cluster-token", token,
-                 "--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr",
-                 "--log-level", "warn", NULL);
+        bench_etcd_args(etcd_bin, g_dir, token, i, NNODES, client, peer, n->argv);
     }
 }
 
-/* Maintenance.Status of member i: 0 with its own member id and the leader it believes in (0: none), or
- * -errno. */
 static int etcd_status(struct cluster *c, int i, uint64_t *self_id, uint64_t *leader_id)
 {
-    Etcdserverpb__StatusRequest req = ETCDSERVERPB__STATUS_REQUEST__INIT;
-    ProtobufCMessage *rep = NULL;
-    int r = rpc_call(rpc_channel_get(c->nodes[i].addr), &etcdserverpb__maintenance__descriptor, "Status",
-                     &req.base, NULL, 500, &rep, NULL);
-    if (r == 0) {
-        Etcdserverpb__StatusResponse *s = (Etcdserverpb__StatusResponse *)rep;
-        *self_id = s->header ? s->header->member_id : 0;
-        *leader_id = s->leader;
-        rpc_message_free(rep);
-    }
-    return r;
+    return bench_etcd_status(c->nodes[i].addr, self_id, leader_id);
 }
 
 /* Index of the member that every answering member names as leader, or -1. */
 static int etcd_leader(struct cluster *c)
 {
-    int leader = -1;
-    uint64_t ids[NNODES] = {0}, lead[NNODES] = {0};
-    for (int i = 0; i < NNODES; i++)
-        if (c->nodes[i].pid > 0 && etcd_status(c, i, &ids[i], &lead[i]) != 0)
-            ids[i] = lead[i] = 0;
-    for (int i = 0; i < NNODES; i++)
-        if (ids[i] && lead[i] == ids[i])
-            leader = i;
-    if (leader < 0)
-        return -1;
-    for (int i = 0; i < NNODES; i++)
-        if (ids[i] && lead[i] != ids[leader])
-            return -1;
-    return leader;
+    char client[NNODES][64];
+    bool alive[NNODES];
+    for (int i = 0; i < NNODES; i++) {
+        snprintf(client[i], sizeof(client[i]), "%s", c->nodes[i].addr);
+        alive[i] = c->nodes[i].pid > 0;
+    }
+    return bench_etcd_leader(client, alive, NNODES);
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -274,7 +205,7 @@ static void synod_setup(struct cluster *c, const char *meta_bin)
     c->name = "SynodFS";
     char peers[512] = "";
     for (int i = 0; i < NNODES; i++) {
-        snprintf(c->nodes[i].addr, sizeof(c->nodes[i].addr), "127.0.0.1:%d", free_port());
+        snprintf(c->nodes[i].addr, sizeof(c->nodes[i].addr), "127.0.0.1:%d", bench_free_port());
         strcat(peers, i ? "," : "");
         strcat(peers, c->nodes[i].addr);
     }
