@@ -337,15 +337,25 @@ void chunk_clamp_extent(struct ns_ctx *c, struct inode *n, uint64_t size)
     chunk_free(old);
 }
 
+/* The session that placed an unwritten chunk (ChunkRec.placed_by; the lease holder in older records). */
+static uint64_t chunk_placer(const Synod__V1__ChunkRec *r)
+{
+    return r->placed_by ? r->placed_by : r->lease_session;
+}
+
 /* Remove chunk r from the table: its replicas queued for deletion (at del_version; 0 = any), its lease and
  * pending copies gone. The caller accounts for the inode's blocks. */
 static void chunk_drop(struct ns_ctx *c, Synod__V1__ChunkRec *r, uint32_t del_version)
 {
     for (size_t i = 0; i < r->n_replicas; i++)
         delete_enqueue(c, r->replicas[i], r->chunk_id, del_version);
+    struct nkey lk;
     if (r->lease_session) {
-        struct nkey lk;
         lease_key(&lk, r->lease_session, r->chunk_id);
+        nk_del(c, &lk);
+    }
+    if (r->unwritten && r->placed_by && r->placed_by != r->lease_session) { /* kept past its lease lapse */
+        lease_key(&lk, r->placed_by, r->chunk_id);
         nk_del(c, &lk);
     }
     struct nkey pk;
@@ -647,6 +657,7 @@ int op_chunk_open_write(struct ns_ctx *c, const Synod__V1__ChunkOpenWriteReq *r)
             set_replicas(nw, ids, got);
             note_placed(c, ids, got);
             nw->unwritten = true;
+            nw->placed_by = c->session;
             fresh = true;
         }
         /* Placed for this session and never written since (ChunkRec.unwritten): no replica holds data, and the
@@ -654,7 +665,7 @@ int op_chunk_open_write(struct ns_ctx *c, const Synod__V1__ChunkOpenWriteReq *r)
          * request), so its writes may still create it. Not for another session: a writer that died between
          * its writes and their completion may have left data on some replicas, which must not be recreated
          * empty on the others. */
-        fresh |= old->unwritten && old->lease_session == c->session;
+        fresh |= old->unwritten && chunk_placer(old) == c->session;
         if (!held && old->lease_session && old->lease_session != c->session) {
             lease_key(&lk, old->lease_session, old->chunk_id);
             nk_del(c, &lk);
@@ -677,6 +688,7 @@ int op_chunk_open_write(struct ns_ctx *c, const Synod__V1__ChunkOpenWriteReq *r)
         nw->goal = n->goal;
         nw->replicas = NULL;
         nw->unwritten = true;
+        nw->placed_by = c->session;
         rotate_ids(ids, got, nw->chunk_id);
         set_replicas(nw, ids, got);
         note_placed(c, ids, got);
@@ -735,6 +747,7 @@ int op_chunk_write_done(struct ns_ctx *c, const Synod__V1__ChunkWriteDoneReq *r)
         }
         if (old->unwritten) { /* a write completed: the replicas hold data now */
             nw->unwritten = false;
+            nw->placed_by = 0;
             changed = true;
         }
         n->mtime = n->ctime = c->now;
@@ -805,19 +818,25 @@ int op_lease_expire(struct ns_ctx *c, const Synod__V1__LeaseExpire *r)
         return -ENOENT;
     bool expired = old->lease_session && old->lease_expire_ns <= c->now;
     uint64_t s = old->lease_session;
+    /* the placer's index key stays with an unwritten chunk: its session's end still finds and drops it */
+    bool keep_key = old->unwritten && chunk_placer(old) == s;
     chunk_free(old);
     if (!expired)
         return -EBUSY;
     struct nkey lk;
     lease_key(&lk, s, r->chunk_id);
-    nk_del(c, &lk);
+    if (!keep_key)
+        nk_del(c, &lk);
     lease_clear(c, r->chunk_id, s);
     reply_empty(c);
     return 0;
 }
 
 /* The session ended (closed, or expired: its client is gone) and its write leases with it. A chunk it
- * placed and never completed a write on (ChunkRec.unwritten) is dropped: no write on it was committed (the
+ * placed and never completed a write on (ChunkRec.unwritten, placed_by) is dropped, also when its lease had
+ * lapsed (op_lease_expire keeps the 'w' key of such a chunk for this). Not when another session holds a
+ * lease on it now: that writer was not told `fresh` and its completed write ends `unwritten` (left undone:
+ * if it never completes one, the chunk stays until the file goes). No write on it was committed (the
  * file's size and the chunk's extent never moved), its replicas hold nothing, or what a dying writer left on
  * some of them, and nobody can finish it. Kept, it named replicas without the chunk: a read of that range
  * failed over every replica (ENOENT) instead of reading a hole, and re-replication retried copies from a
@@ -834,7 +853,8 @@ void leases_release_session(struct ns_ctx *c, uint64_t session)
         uint64_t chunk = get_be64(k + 11);
         kv_del(c->txn, k, kl);
         Synod__V1__ChunkRec *r = chunk_get_by_id(c, chunk);
-        if (r && r->lease_session == session && r->unwritten)
+        bool other_holder = r && r->lease_session && r->lease_session != session;
+        if (r && r->unwritten && chunk_placer(r) == session && !other_holder)
             chunk_drop(c, r, 0);
         else
             lease_clear(c, chunk, session);

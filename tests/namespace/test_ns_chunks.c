@@ -431,6 +431,68 @@ static void test_unwritten_session_end(void)
     tns_close(&t, false);
 }
 
+/* The leader's LeaseExpire of chunk (proposed once the lease's time is past). */
+static int lease_expire(struct tns *t, uint64_t chunk)
+{
+    Synod__V1__LeaseExpire m = SYNOD__V1__LEASE_EXPIRE__INIT;
+    m.chunk_id = chunk;
+    C(LEASE_EXPIRE, lease_expire, m);
+    return tns_apply(t, &cmd, NULL);
+}
+
+/* The placing session outlives its write lease (a client stalled past lease_ms, then back): the lapse clears
+ * the lease holder, not the placer. Its next open is still `fresh` (its first writes may create the chunk:
+ * no replica has it), and its end still drops the chunk. Before ChunkRec.placed_by, both keyed on the lease
+ * holder: the reopen was not fresh (the writes then found the chunk on no replica: EIO), and the chunk
+ * outlived the session as a record without data (reads failed over every replica). Another session's open
+ * is never fresh, and a chunk it holds is not dropped at the placer's end. */
+static void test_unwritten_lease_lapsed(void)
+{
+    struct tns t;
+    tns_open(&t);
+    uint32_t a = cs_register(&t, "h1:1", "rack1", 900);
+    uint64_t f, g;
+    T_EQ(t_mknod(&t, ROOT, NS_ROOT_INO, "f", S_IFREG | 0644, &f), 0);
+    T_EQ(t_mknod(&t, ROOT, NS_ROOT_INO, "g", S_IFREG | 0644, &g), 0);
+    uint64_t s1 = t.session, s2 = t_session_open(&t), s3 = t_session_open(&t);
+    t.session = s2;
+    Synod__V1__ChunkOpenWriteRep *w;
+    T_EQ(open_write(&t, f, 0, &w), 0);
+    uint64_t fc = w->chunk->chunk_id;
+    int64_t lease_ns = (int64_t)w->lease_ms * 1000000;
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    T_EQ(open_write(&t, g, 0, &w), 0);
+    uint64_t gc = w->chunk->chunk_id;
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    t.now += lease_ns + 1000000000;
+    t.session = s1;
+    T_EQ(lease_expire(&t, fc), 0);
+    T_EQ(lease_expire(&t, gc), 0);
+    t.session = s2; /* back after the stall */
+    T_EQ(open_write(&t, f, 0, &w), 0);
+    T_CHECK(w->fresh);
+    T_EQU(w->chunk->chunk_id, fc);
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    t.now += lease_ns + 1000000000;
+    t.session = s1;
+    T_EQ(lease_expire(&t, fc), 0);
+    t.session = s3; /* g's chunk: another writer takes the lapsed lease; it was not placed for s3 */
+    T_EQ(open_write(&t, g, 0, &w), 0);
+    T_CHECK(!w->fresh);
+    synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    t.session = s1;
+    T_EQ(t_session_end(&t, s2, true), 0);
+    Synod__V1__ChunkLocRep *loc = locations(&t, f, 1);
+    T_EQ(loc->n_chunks, 0); /* dropped with its placer, lease lapsed or not */
+    protobuf_c_message_free_unpacked(&loc->base, NULL);
+    T_EQ(cmds_of(&t, a, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, fc), 1);
+    loc = locations(&t, g, 1);
+    T_EQ(loc->n_chunks, 1); /* s3 holds it */
+    protobuf_c_message_free_unpacked(&loc->base, NULL);
+    T_EQ(cmds_of(&t, a, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, gc), 0);
+    tns_close(&t, false);
+}
+
 /* Directory dname (under the root) at goal, holding f[0..n) named f0, f1...: chunk 0 of each placed on goal
  * chunkservers under a write lease, or written (ChunkWriteDone, lease returned) when `written`. */
 static void files_at_goal(struct tns *t, const char *dname, uint32_t goal, uint64_t *f, int n, bool written)
@@ -920,6 +982,7 @@ int main(void)
     T_RUN(test_chunks);
     T_RUN(test_fresh_replace);
     T_RUN(test_unwritten_session_end);
+    T_RUN(test_unwritten_lease_lapsed);
     T_RUN(test_repl_limit);
     T_RUN(test_unwritten_not_copied);
     T_RUN(test_blocks_release);
