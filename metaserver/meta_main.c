@@ -25,27 +25,33 @@ static const struct meta_plugin *const plugins[] = {
     &nssm_plugin,
 };
 
-#define BASE_KEYS                                                                                          \
-    {"node_id", CONFIG_INT, NULL, "this node's id: its index in `peers`"},                                 \
-    {"peers", CONFIG_STR, NULL,                                                                            \
-     "every node's host:port, by id: 'host:port,host:port,...' or '0=host:port,1=host:port,...'"},        \
-    {"listen", CONFIG_STR, "", "address to listen on (default: this node's address in peers)"},            \
-    {"data_dir", CONFIG_STR, NULL, "data directory (LevelDB in <data_dir>/db)"},                           \
-    {"state_machine", CONFIG_STR, "kv", "the state machine plugin: kv | namespace"},                       \
-    {"observers", CONFIG_STR, "", "comma-separated node ids that replicate without voting"},               \
-    {"heartbeat", CONFIG_DURATION, "100ms", "leader heartbeat interval"},                                  \
-    {"election_timeout", CONFIG_DURATION, "1s",                                                           \
-     "a follower campaigns after a random timeout in [t, 2t) without a leader"},                          \
-    {"lease", CONFIG_DURATION, "0", "leader read lease (0 = 2/3 of election_timeout); must be shorter"},   \
-    {"window", CONFIG_INT, "0", "Paxos slots in flight (0 = the core's default)"},                         \
-    {"max_batch_cmds", CONFIG_INT, "0", "client commands per slot (0 = 1024)"},                            \
-    {"max_batch_bytes", CONFIG_SIZE, "0", "bytes per slot (0 = 1M)"},                                      \
-    {"snapshot_every", CONFIG_INT, "0", "applied entries between snapshots (0 = 100000)"},                 \
-    {"snapshot_chunk", CONFIG_SIZE, "0", "bytes of records per snapshot transfer piece (0 = 1M)"},           \
-    {"log_retain", CONFIG_INT, "0", "log slots kept below a snapshot for catch-up (0 = 1024)"},              \
-    {"session_lease", CONFIG_DURATION, "10s", "client session lease"},                                     \
-    {"rpc_threads", CONFIG_INT, "1", "RPC worker threads (1: no hand-offs between threads)"},              \
-    {"log_level", CONFIG_STR, "info", "error | warn | info | debug"}
+#define BASE_KEYS                                                                                            \
+    {"node_id", CONFIG_INT, NULL, "this node's id: its index in `peers`"},                                   \
+        {"peers", CONFIG_STR, NULL,                                                                          \
+         "every node's host:port, by id: 'host:port,host:port,...' or '0=host:port,1=host:port,...'"},       \
+        {"listen", CONFIG_STR, "", "address to listen on (default: this node's address in peers)"},          \
+        {"data_dir", CONFIG_STR, NULL, "data directory (LevelDB in <data_dir>/db)"},                         \
+        {"state_machine", CONFIG_STR, "kv", "the state machine plugin: kv | namespace"},                     \
+        {"observers", CONFIG_STR, "", "comma-separated node ids that replicate without voting"},             \
+        {"cluster_token", CONFIG_STR, "",                                                                    \
+         "names the cluster, the same on every node; with peers and observers it makes the cluster id that " \
+         "every Paxos message carries: another cluster's node (a reused port, a redeployed host) is "        \
+         "refused"},                                                                                         \
+        {"heartbeat", CONFIG_DURATION, "100ms", "leader heartbeat interval"},                                \
+        {"election_timeout", CONFIG_DURATION, "1s",                                                          \
+         "a follower campaigns after a random timeout in [t, 2t) without a leader"},                         \
+        {"lease", CONFIG_DURATION, "0", "leader read lease (0 = 2/3 of election_timeout); must be shorter"}, \
+        {"window", CONFIG_INT, "0", "Paxos slots in flight (0 = the core's default)"},                       \
+        {"max_batch_cmds", CONFIG_INT, "0", "client commands per slot (0 = 1024)"},                          \
+        {"max_batch_bytes", CONFIG_SIZE, "0", "bytes per slot (0 = 1M)"},                                    \
+        {"snapshot_every", CONFIG_INT, "0", "applied entries between snapshots (0 = 100000)"},               \
+        {"snapshot_chunk", CONFIG_SIZE, "0", "bytes of records per snapshot transfer piece (0 = 1M)"},       \
+        {"log_retain", CONFIG_INT, "0", "log slots kept below a snapshot for catch-up (0 = 1024)"},          \
+        {"session_lease", CONFIG_DURATION, "10s", "client session lease"},                                   \
+        {"rpc_threads", CONFIG_INT, "1", "RPC worker threads (1: no hand-offs between threads)"},            \
+    {                                                                                                        \
+        "log_level", CONFIG_STR, "info", "error | warn | info | debug"                                       \
+    }
 
 #define META_MAX_NODES 16 /* PAXOS_MAX_NODES */
 
@@ -120,8 +126,8 @@ int main(int argc, char **argv)
     daemon_block_signals();
     struct config_key *keys = all_keys();
     struct config *cfg = NULL;
-    int rc = daemon_init(argc, argv, "synod-meta", "the SynodFS metadata server (a Multi-Paxos replica)", keys,
-                         &cfg);
+    int rc = daemon_init(argc, argv, "synod-meta", "the SynodFS metadata server (a Multi-Paxos replica)",
+                         keys, &cfg);
     if (rc) {
         free(keys);
         return rc > 0 ? 0 : 2;
@@ -189,6 +195,7 @@ int main(int argc, char **argv)
         .log_retain = (uint32_t)config_get_int(cfg, "log_retain"),
         .snapshot_chunk = (uint32_t)config_get_size(cfg, "snapshot_chunk"),
         .session_lease_ms = (uint32_t)config_get_duration_ms(cfg, "session_lease"),
+        .cluster_token = config_get_str(cfg, "cluster_token"),
     };
     rc = rsm_new(&rc_cfg, sm, plugin_arg, srv, &r);
     if (rc)
@@ -198,8 +205,8 @@ int main(int argc, char **argv)
         LOG_ERR("cannot start: %s", strerror(-rc));
         goto out;
     }
-    LOG_INFO("synod-meta node %lld of %d (%s) listening on %s, state machine %s", (long long)self, n, peers[self],
-             listen, plugin->name);
+    LOG_INFO("synod-meta node %lld of %d (%s) listening on %s, state machine %s", (long long)self, n,
+             peers[self], listen, plugin->name);
     int sig = daemon_wait_signal();
     LOG_INFO("signal %d: shutting down", sig);
     exit_code = 0;

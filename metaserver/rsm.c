@@ -1,4 +1,5 @@
-/* rsm.c - the replicated state machine runtime: one turn at a time drives the Paxos core over LevelDB and gRPC.
+/* rsm.c - the replicated state machine runtime: one turn at a time drives the Paxos core over LevelDB and
+ * gRPC.
  *
  * THE LOOP. A turn takes EVERY queued input at once (peer message batches, client submissions, snapshot
  * chunks) and feeds them; ticks the core (every 5 ms, CLOCK_MONOTONIC); packs waiting submissions into as few
@@ -9,13 +10,13 @@
  * On the leader, entries chosen in earlier turns are applied (and their clients answered) before the fsync of
  * the turn's new slots (apply_before_persist); a ready with nothing to persist applies first and sends after,
  * so client replies leave before COMMITs. Outgoing messages are collected per peer and flushed as one
- * asynchronous Deliver per peer, or as the reply of a Deliver held from that peer (inline answers, rsm_net.c);
- * COMMITs are held back briefly because the next ACCEPT carries the commit point anyway. No turn waits on a
- * peer.
+ * asynchronous Deliver per peer, or as the reply of a Deliver held from that peer (inline answers,
+ * rsm_net.c); COMMITs are held back briefly because the next ACCEPT carries the commit point anyway. No turn
+ * waits on a peer.
  *
  * WHO RUNS A TURN. Turns are serialised by the runtime lock (run_mu). Paxos messages come in on RPC threads
- * (the Deliver handler on a follower, the Deliver completion on the leader); such a thread queues them and, if
- * no turn is running, runs the turn itself (rsm_enqueue_run): a thread hand-off (futex wake and context
+ * (the Deliver handler on a follower, the Deliver completion on the leader); such a thread queues them and,
+ * if no turn is running, runs the turn itself (rsm_enqueue_run): a thread hand-off (futex wake and context
  * switch, expensive on a shared 2-core VM) less at each hop of the commit path. Otherwise, and for client
  * submissions (their callers may hold locks that completion callbacks take), the runtime thread is woken; it
  * also runs the timers (tick, held COMMITs). An RPC thread runs one turn and hands anything that arrived
@@ -49,11 +50,11 @@
 #include <string.h>
 #include <time.h>
 
-#define RSM_TICK_US 5000
-#define RSM_MAX_WAIT 200000          /* submissions waiting for a slot before -EAGAIN */
+#define RSM_TICK_US         5000
+#define RSM_MAX_WAIT        200000 /* submissions waiting for a slot before -EAGAIN */
 #define RSM_MAX_QUEUE_BYTES (512u << 20)
 #define RSM_WAIT_TIMEOUT_NS (2 * NS_PER_SEC)
-#define RSM_EXPIRY_SCAN_NS (100 * NS_PER_MS)
+#define RSM_EXPIRY_SCAN_NS  (100 * NS_PER_MS)
 #define RSM_SLOW_PERSIST_NS (200 * NS_PER_MS) /* a Paxos fsync this slow is logged */
 
 void rsm_buf_append(struct rsm_buf *b, const void *data, size_t len)
@@ -67,7 +68,10 @@ void rsm_buf_append(struct rsm_buf *b, const void *data, size_t len)
     b->len += len;
 }
 
-static uint64_t now_us(void) { return clk_mono_ns() / 1000; }
+static uint64_t now_us(void)
+{
+    return clk_mono_ns() / 1000;
+}
 
 /* ---- input queue ---- */
 
@@ -132,8 +136,7 @@ static void input_free(struct rsm_input *in, int err)
         rsm_msgs_free(in->msgs, in->n_msgs);
         if (in->call)
             rsm_net_ack(in->call);
-    }
-    else if (in->kind == RSM_IN_SUBMIT)
+    } else if (in->kind == RSM_IN_SUBMIT)
         sub_finish(in->sub, err, NULL, 0, 0);
     else
         rpc_message_free(in->snap_rep);
@@ -173,7 +176,7 @@ static void sess_add(struct rsm *r, uint64_t id, uint64_t expires)
             r->sess = xrealloc(r->sess, r->cap_sess * sizeof(*r->sess));
         }
         memmove(&r->sess[i + 1], &r->sess[i], (r->n_sess - i) * sizeof(*r->sess));
-        r->sess[i] = (struct rsm_sess){ id, expires, false };
+        r->sess[i] = (struct rsm_sess){id, expires, false};
         r->n_sess++;
     }
     pthread_mutex_unlock(&r->sess_mu);
@@ -314,7 +317,10 @@ int rsm_session_touch(struct rsm *r, uint64_t session)
     return rc;
 }
 
-uint32_t rsm_session_lease_ms(const struct rsm *r) { return r->session_lease_ms; }
+uint32_t rsm_session_lease_ms(const struct rsm *r)
+{
+    return r->session_lease_ms;
+}
 
 /* Fail everything waiting (not leading any more, or shutting down). */
 static void fail_waiting(struct rsm *r, int err)
@@ -401,7 +407,6 @@ static void propose_waiting(struct rsm *r)
 
 /* ---- apply ---- */
 
-
 static void cache_key(uint8_t k[20], uint64_t session, uint64_t seq)
 {
     memcpy(k, RSM_KEY_CACHE, 4);
@@ -429,13 +434,14 @@ static void drop_cache(struct kv_txn *txn, uint64_t session, uint64_t below)
     kv_iter_free(it);
 }
 
-static void apply_open(struct rsm *r, struct kv_txn *txn, const uint8_t *name, size_t len, struct cmd_result *res,
-                       uint64_t *opened)
+static void apply_open(struct rsm *r, struct kv_txn *txn, const uint8_t *name, size_t len,
+                       struct cmd_result *res, uint64_t *opened)
 {
     uint8_t v[8];
     char *cur = NULL;
     size_t cl = 0;
-    uint64_t id = kv_get(txn, RSM_KEY_NSESS, strlen(RSM_KEY_NSESS), &cur, &cl) == 0 && cl == 8 ? get_be64(cur) : 0;
+    uint64_t id =
+        kv_get(txn, RSM_KEY_NSESS, strlen(RSM_KEY_NSESS), &cur, &cl) == 0 && cl == 8 ? get_be64(cur) : 0;
     free(cur);
     id++;
     put_be64(v, id);
@@ -454,8 +460,8 @@ static void apply_open(struct rsm *r, struct kv_txn *txn, const uint8_t *name, s
     (void)r;
 }
 
-static void apply_expire(struct rsm *r, struct kv_txn *txn, const struct rsm_apply_ctx *ctx, const uint8_t *cmd,
-                         size_t len, uint64_t *expired)
+static void apply_expire(struct rsm *r, struct kv_txn *txn, const struct rsm_apply_ctx *ctx,
+                         const uint8_t *cmd, size_t len, uint64_t *expired)
 {
     if (len != 8)
         return;
@@ -556,9 +562,11 @@ static void apply_entry(struct rsm *r, const struct paxos_entry *e)
     if (v->kind == PAXOS_VAL_CMD) {
         const uint8_t *p = v->data, *end = v->data + v->len;
         if (v->len < RSM_ENTRY_HDR || p[0] != RSM_ENTRY_VERSION) {
-            LOG_ERR("apply slot %llu: malformed entry (%u bytes): skipped", (unsigned long long)e->slot, v->len);
+            LOG_ERR("apply slot %llu: malformed entry (%u bytes): skipped", (unsigned long long)e->slot,
+                    v->len);
         } else {
-            struct rsm_apply_ctx ctx = { .index = e->slot, .zxid = v->zxid, .time_ns = (int64_t)get_le64(p + 1) };
+            struct rsm_apply_ctx ctx = {
+                .index = e->slot, .zxid = v->zxid, .time_ns = (int64_t)get_le64(p + 1)};
             uint32_t count = get_le32(p + 9);
             p += RSM_ENTRY_HDR;
             res = results_get(r, MIN(count, v->len / RSM_CMD_HDR + 1));
@@ -603,7 +611,7 @@ static void apply_entry(struct rsm *r, const struct paxos_entry *e)
     }
     uint8_t av[8];
     put_be64(av, e->slot);
-    struct kv_pair extra = { RSM_KEY_APPLIED, strlen(RSM_KEY_APPLIED), av, 8 };
+    struct kv_pair extra = {RSM_KEY_APPLIED, strlen(RSM_KEY_APPLIED), av, 8};
     if (v->zxid)
         atomic_store(&r->pub_zxid, v->zxid);
     int rc = kv_txn_commit(txn, &extra, 1, false);
@@ -660,7 +668,8 @@ static void snap_chunk(struct rsm *r, int err, Synod__V1__SnapshotRep *rep)
 {
     if (!r->inst.active)
         return;
-    if (err || !rep || !rep->snapshot_id || (r->inst.snapshot_id && rep->snapshot_id != r->inst.snapshot_id)) {
+    if (err || !rep || !rep->snapshot_id ||
+        (r->inst.snapshot_id && rep->snapshot_id != r->inst.snapshot_id)) {
         LOG_WARN("snapshot from node %u: transfer failed (%d): abandoned", r->inst.from, err);
         install_reset(r);
         return;
@@ -784,9 +793,10 @@ static void run_ready(struct rsm *r)
             if (rc != 0)
                 PANIC("paxos persist failed (%d): cannot keep promises, stopping", rc);
             uint64_t took = clk_mono_ns() - t0;
-            if (took >= RSM_SLOW_PERSIST_NS) /* heartbeats and elections wait on this: say why they were late */
-                LOG_WARN("slow durable write: %llu ms for %zu log entries", (unsigned long long)(took / NS_PER_MS),
-                         rd.n_entries);
+            if (took >=
+                RSM_SLOW_PERSIST_NS) /* heartbeats and elections wait on this: say why they were late */
+                LOG_WARN("slow durable write: %llu ms for %zu log entries",
+                         (unsigned long long)(took / NS_PER_MS), rd.n_entries);
             for (size_t i = 0; i < rd.n_send_after; i++)
                 rsm_net_queue(r, &rd.send_after[i]);
             rsm_net_flush(r);
@@ -832,8 +842,9 @@ static void handle_role(struct rsm *r, uint64_t now_ns)
     uint64_t ballot = paxos_ballot(r->px);
     uint32_t leader = paxos_leader_hint(r->px);
     if (st == PAXOS_LOOKING && ballot && ballot != r->logged_ballot) {
-        LOG_INFO("campaigning with ballot %llu.%u from slot %llu", (unsigned long long)PAXOS_BALLOT_ROUND(ballot),
-                 PAXOS_BALLOT_NODE(ballot), (unsigned long long)paxos_commit_index(r->px) + 1);
+        LOG_INFO("campaigning with ballot %llu.%u from slot %llu",
+                 (unsigned long long)PAXOS_BALLOT_ROUND(ballot), PAXOS_BALLOT_NODE(ballot),
+                 (unsigned long long)paxos_commit_index(r->px) + 1);
         r->logged_ballot = ballot;
         r->logged_leader = PAXOS_NO_NODE;
     } else if ((st == PAXOS_FOLLOWING || st == PAXOS_OBSERVING) && leader != r->logged_leader) {
@@ -846,7 +857,8 @@ static void handle_role(struct rsm *r, uint64_t now_ns)
         r->logged_leader = r->cfg.self;
     }
     if (serving && !r->was_serving) {
-        LOG_INFO("leading with ballot %llu.%u from slot %llu: serving", (unsigned long long)PAXOS_BALLOT_ROUND(paxos_ballot(r->px)),
+        LOG_INFO("leading with ballot %llu.%u from slot %llu: serving",
+                 (unsigned long long)PAXOS_BALLOT_ROUND(paxos_ballot(r->px)),
                  PAXOS_BALLOT_NODE(paxos_ballot(r->px)), (unsigned long long)paxos_applied_index(r->px));
         sess_reload(r); /* fresh lease for every session on takeover */
         r->next_expiry_scan = now_ns + (uint64_t)r->session_lease_ms * NS_PER_MS / 4;
@@ -944,8 +956,8 @@ static void turn(struct rsm *r)
     atomic_store(&r->wake_us, MIN(r->next_tick, r->next_commit));
 }
 
-/* The runtime thread: runs a turn when inputs are queued that no RPC thread took, and for the timers (the tick,
- * held COMMITs: a COMMIT held by a turn on an RPC thread goes out at the next tick at the latest). */
+/* The runtime thread: runs a turn when inputs are queued that no RPC thread took, and for the timers (the
+ * tick, held COMMITs: a COMMIT held by a turn on an RPC thread goes out at the next tick at the latest). */
 static void *rsm_main(void *arg)
 {
     struct rsm *r = arg;
@@ -956,7 +968,7 @@ static void *rsm_main(void *arg)
             if (t >= wake)
                 break;
             uint64_t dl = clk_mono_ns() + (wake - t) * 1000;
-            struct timespec ts = { (time_t)(dl / NS_PER_SEC), (long)(dl % NS_PER_SEC) };
+            struct timespec ts = {(time_t)(dl / NS_PER_SEC), (long)(dl % NS_PER_SEC)};
             pthread_cond_timedwait(&r->cv, &r->mu, &ts);
         }
         bool stop = r->stopping;
@@ -985,6 +997,29 @@ static int check_config(const struct rsm_config *c)
     return 0;
 }
 
+static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+uint64_t rsm_cluster_id(const struct rsm_config *cfg)
+{
+    static const char tag[] = "synodfs-cluster";
+    const char *token = cfg->cluster_token ? cfg->cluster_token : "";
+    uint64_t h = fnv1a(0xcbf29ce484222325ull, tag, sizeof(tag));
+    h = fnv1a(h, token, strlen(token) + 1);
+    for (uint32_t i = 0; i < cfg->n_nodes; i++)
+        h = fnv1a(h, cfg->peers[i], strlen(cfg->peers[i]) + 1);
+    uint32_t voters = cfg->voter_mask ? cfg->voter_mask : (uint32_t)((1ull << cfg->n_nodes) - 1);
+    uint8_t v[4] = {(uint8_t)voters, (uint8_t)(voters >> 8), (uint8_t)(voters >> 16),
+                    (uint8_t)(voters >> 24)};
+    h = fnv1a(h, v, sizeof(v));
+    return h ? h : 1;
+}
+
 int rsm_new(const struct rsm_config *cfg, const struct rsm_sm *sm, void *sm_arg, struct rpc_server *srv,
             struct rsm **out)
 {
@@ -996,6 +1031,8 @@ int rsm_new(const struct rsm_config *cfg, const struct rsm_sm *sm, void *sm_arg,
     struct rsm *r = xcalloc(1, sizeof(*r));
     r->cfg = *cfg;
     r->cfg.data_dir = xstrdup(cfg->data_dir);
+    r->cfg.cluster_token = NULL; /* not kept: only its hash */
+    r->cluster_id = rsm_cluster_id(cfg);
     r->sm = sm;
     r->sm_arg = sm_arg;
     r->heartbeat_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 50;
@@ -1051,9 +1088,10 @@ int rsm_new(const struct rsm_config *cfg, const struct rsm_sm *sm, void *sm_arg,
          * synced batch (the snapshot marker, log truncation) survives. The log may then lack the entries to
          * redo them: drop the derived state and let a peer's snapshot replace it (the acceptor state in "p/"
          * is intact, which is what safety needs). */
-        LOG_ERR("applied index %llu is below the durable snapshot marker %llu (applies lost in a power failure):"
-                " discarding the state machine's state; it will be reinstalled from a peer's snapshot",
-                (unsigned long long)d.applied, (unsigned long long)snap_mark);
+        LOG_ERR(
+            "applied index %llu is below the durable snapshot marker %llu (applies lost in a power failure):"
+            " discarding the state machine's state; it will be reinstalled from a peer's snapshot",
+            (unsigned long long)d.applied, (unsigned long long)snap_mark);
         rsm_store_durable_free(&d);
         rc = rsm_store_reset_content(r);
         if (rc || (rc = rsm_store_recover(r, &d)) != 0)
@@ -1079,8 +1117,8 @@ int rsm_new(const struct rsm_config *cfg, const struct rsm_sm *sm, void *sm_arg,
     rc = paxos_new(&pc, &d, now_us(), &r->px);
     rsm_store_durable_free(&d);
     if (rc) {
-        LOG_ERR("rsm: invalid paxos configuration (heartbeat %u ms, election %u ms, lease %u ms)", pc.heartbeat_ms,
-                pc.election_ms, pc.lease_ms);
+        LOG_ERR("rsm: invalid paxos configuration (heartbeat %u ms, election %u ms, lease %u ms)",
+                pc.heartbeat_ms, pc.election_ms, pc.lease_ms);
         goto out_free;
     }
     /* The core treats the recovered applied index as a durable snapshot: serve that state. */
@@ -1093,8 +1131,9 @@ int rsm_new(const struct rsm_config *cfg, const struct rsm_sm *sm, void *sm_arg,
     if (srv)
         rsm_net_register(r, srv);
     publish(r, now_us());
-    LOG_INFO("node %u of %u: recovered applied %llu, %zu log entries, promised %llu.%u", cfg->self, cfg->n_nodes,
-             (unsigned long long)applied, n_ent, (unsigned long long)PAXOS_BALLOT_ROUND(paxos_promised(r->px)),
+    LOG_INFO("node %u of %u (cluster id %016llx): recovered applied %llu, %zu log entries, promised %llu.%u",
+             cfg->self, cfg->n_nodes, (unsigned long long)r->cluster_id, (unsigned long long)applied, n_ent,
+             (unsigned long long)PAXOS_BALLOT_ROUND(paxos_promised(r->px)),
              PAXOS_BALLOT_NODE(paxos_promised(r->px)));
     *out = r;
     return 0;
@@ -1191,7 +1230,10 @@ const char *rsm_leader(const struct rsm *r)
     return l < r->cfg.n_nodes ? r->peers[l].addr : NULL;
 }
 
-bool rsm_is_leader(const struct rsm *r) { return atomic_load(&r->pub_state) == PAXOS_LEADING; }
+bool rsm_is_leader(const struct rsm *r)
+{
+    return atomic_load(&r->pub_state) == PAXOS_LEADING;
+}
 
 void rsm_get_status(const struct rsm *r, struct rsm_status *st)
 {
@@ -1206,7 +1248,10 @@ void rsm_get_status(const struct rsm *r, struct rsm_status *st)
     st->zxid = atomic_load(&r->pub_zxid);
 }
 
-leveldb_t *rsm_db(const struct rsm *r) { return r->db; }
+leveldb_t *rsm_db(const struct rsm *r)
+{
+    return r->db;
+}
 
 size_t rsm_session_ids(struct rsm *r, uint64_t *ids, size_t max)
 {

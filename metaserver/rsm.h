@@ -2,12 +2,12 @@
  * pluggable deterministic state machine (the POSIX namespace in production, a key-value store in tests).
  *
  * WHAT IT DOES. One struct rsm per process drives the Paxos core (metaserver/paxos.h) in loop turns, on its
- * own thread or on the RPC thread that delivered Paxos messages (see THREADS): it feeds peer messages (the Paxos service, registered on the daemon's RPC server), clock ticks and client
- * commands into the core; persists the core's records with ONE synced LevelDB WriteBatch per loop turn
- * (group commit) before sending the messages that promise them; and applies chosen entries to the state
- * machine, each entry in one kv_txn committed together with the applied index. Client commands submitted
- * while a fsync is in progress are packed into the next slot (batching); up to `window` slots are in flight
- * (pipelining).
+ * own thread or on the RPC thread that delivered Paxos messages (see THREADS): it feeds peer messages (the
+ * Paxos service, registered on the daemon's RPC server), clock ticks and client commands into the core;
+ * persists the core's records with ONE synced LevelDB WriteBatch per loop turn (group commit) before sending
+ * the messages that promise them; and applies chosen entries to the state machine, each entry in one kv_txn
+ * committed together with the applied index. Client commands submitted while a fsync is in progress are
+ * packed into the next slot (batching); up to `window` slots are in flight (pipelining).
  *
  * ONE LEVELDB, KEY PREFIXES. "p/" Paxos (hard state, log entries), "r/" this runtime (applied index,
  * sessions, reply cache, snapshot marker), and the state machine's own prefixes (declared in struct
@@ -65,12 +65,13 @@ struct rsm_apply_ctx {
 /* The state machine plugged into the runtime. All hooks run in a loop turn (see THREADS). */
 struct rsm_sm {
     const char *name;
-    const char *const *prefixes; /* LevelDB key prefixes it owns (snapshotted and restored); NULL-terminated */
+    const char *const
+        *prefixes; /* LevelDB key prefixes it owns (snapshotted and restored); NULL-terminated */
     /* Apply one command inside txn (shared by every command of the entry; later commands see earlier
      * writes). Return 0 with the reply bytes appended to `reply`, or -errno, which becomes the client's
      * answer. Deterministic (see top). Must not commit or abort the txn. */
-    int (*apply)(void *sm, struct kv_txn *txn, const struct rsm_apply_ctx *ctx, const uint8_t *cmd, size_t len,
-                 struct rsm_buf *reply);
+    int (*apply)(void *sm, struct kv_txn *txn, const struct rsm_apply_ctx *ctx, const uint8_t *cmd,
+                 size_t len, struct rsm_buf *reply);
     /* A session expired (through the log): release what it held. Deterministic, inside the entry's txn. */
     void (*session_expired)(void *sm, struct kv_txn *txn, const struct rsm_apply_ctx *ctx, uint64_t session);
     /* A snapshot from a peer replaced the state (drop caches). May be NULL. */
@@ -81,23 +82,29 @@ struct rsm_sm {
 };
 
 struct rsm_config {
-    uint32_t self;              /* this node's id: index into peers[] */
-    uint32_t n_nodes;           /* 1..16 */
-    const char *const *peers;   /* "host:port" of every node, by id (the same port serves Paxos and clients) */
-    uint32_t voter_mask;        /* bit i: node i votes; others observe. 0 = all vote */
-    const char *data_dir;       /* LevelDB lives in <data_dir>/db */
-    uint32_t heartbeat_ms;      /* 0 = default (50) */
-    uint32_t election_ms;       /* 0 = default (300): timeout uniform in [election_ms, 2*election_ms) */
-    uint32_t lease_ms;          /* 0 = default (election_ms * 2 / 3) */
-    uint32_t window;            /* slots in flight; 0 = default */
-    uint32_t max_batch_cmds;    /* commands per slot; 0 = default (1024) */
-    uint32_t max_batch_bytes;   /* bytes per slot; 0 = default (1 MiB) */
-    uint32_t snapshot_every;    /* entries between snapshots; 0 = default (100000) */
-    uint32_t snapshot_chunk;    /* bytes of records per SnapshotChunk answer; 0 = default (1 MiB) */
-    uint32_t log_retain;        /* log slots kept below a snapshot for cheap catch-up; 0 = core default (1024) */
-    uint32_t session_lease_ms;  /* client session lease; 0 = default (10000) */
-    uint64_t seed;              /* election jitter seed; 0 = derived from self and time */
+    uint32_t self;            /* this node's id: index into peers[] */
+    uint32_t n_nodes;         /* 1..16 */
+    const char *const *peers; /* "host:port" of every node, by id (the same port serves Paxos and clients) */
+    uint32_t voter_mask;      /* bit i: node i votes; others observe. 0 = all vote */
+    const char *data_dir;     /* LevelDB lives in <data_dir>/db */
+    uint32_t heartbeat_ms;    /* 0 = default (50) */
+    uint32_t election_ms;     /* 0 = default (300): timeout uniform in [election_ms, 2*election_ms) */
+    uint32_t lease_ms;        /* 0 = default (election_ms * 2 / 3) */
+    uint32_t window;          /* slots in flight; 0 = default */
+    uint32_t max_batch_cmds;  /* commands per slot; 0 = default (1024) */
+    uint32_t max_batch_bytes; /* bytes per slot; 0 = default (1 MiB) */
+    uint32_t snapshot_every;  /* entries between snapshots; 0 = default (100000) */
+    uint32_t snapshot_chunk;  /* bytes of records per SnapshotChunk answer; 0 = default (1 MiB) */
+    uint32_t log_retain; /* log slots kept below a snapshot for cheap catch-up; 0 = core default (1024) */
+    uint32_t session_lease_ms; /* client session lease; 0 = default (10000) */
+    uint64_t seed;             /* election jitter seed; 0 = derived from self and time */
+    const char *cluster_token; /* names the cluster (NULL = ""): with peers and voter_mask it makes the
+                                * cluster id that every Paxos batch carries (rsm_cluster_id) */
 };
+
+/* The cluster id of a configuration: FNV-1a 64 of cluster_token, the peers by id and the voter mask (never
+ * 0). Nodes configured alike agree on it; a node of another cluster does not, and its batches are refused. */
+uint64_t rsm_cluster_id(const struct rsm_config *cfg);
 
 /* Open (or create) the data dir, recover the Paxos state and the applied index, register the Paxos service
  * on `srv` (which the caller starts after registering its own services), and return the runtime, not yet
@@ -149,9 +156,9 @@ bool rsm_is_leader(const struct rsm *r);
 
 struct rsm_status {
     uint32_t self;
-    const char *state;    /* LOOKING, LEADING, FOLLOWING, OBSERVING */
-    bool serving;         /* leading and caught up */
-    uint32_t leader;      /* node id or UINT32_MAX */
+    const char *state; /* LOOKING, LEADING, FOLLOWING, OBSERVING */
+    bool serving;      /* leading and caught up */
+    uint32_t leader;   /* node id or UINT32_MAX */
     uint64_t ballot, zxid, commit, applied, log_start;
 };
 void rsm_get_status(const struct rsm *r, struct rsm_status *st);

@@ -2,9 +2,9 @@
  *
  * rsm.c is the runtime thread and the public API (queue, group commit, batching, apply, sessions, reads);
  * rsm_store.c is the LevelDB storage adapter (key layout, persist, recovery, snapshots as key ranges);
- * rsm_net.c is the gRPC transport (the Paxos service, struct paxos_msg <-> proto mapping in one place, per-peer
- * batching, snapshot streaming). Everything here runs in a loop turn (with rsm.run_mu held, on the runtime thread
- * or on the RPC thread that ran the turn, see rsm_enqueue_run) unless it says otherwise.
+ * rsm_net.c is the gRPC transport (the Paxos service, struct paxos_msg <-> proto mapping in one place,
+ * per-peer batching, snapshot streaming). Everything here runs in a loop turn (with rsm.run_mu held, on the
+ * runtime thread or on the RPC thread that ran the turn, see rsm_enqueue_run) unless it says otherwise.
  */
 #ifndef SYNOD_RSM_INTERNAL_H
 #define SYNOD_RSM_INTERNAL_H
@@ -19,26 +19,28 @@
 struct rpc_call;
 
 /* ---- key layout (one LevelDB; see docs/architecture.md "Metaserver runtime") ---- */
-#define RSM_KEY_HARD "p/h"         /* promised ballot, u64 BE */
-#define RSM_KEY_LOG "p/l/"         /* + slot u64 BE -> ballot u64 LE, chosen u8, kind u8, zxid u64 LE, data */
-#define RSM_KEY_APPLIED "r/applied" /* applied index u64 BE, written with every apply and snapshot install */
-#define RSM_KEY_SNAP "r/snap"      /* index of the latest durable local snapshot, u64 BE (synced) */
-#define RSM_KEY_NSESS "r/nsess"    /* last session id allocated, u64 BE */
-#define RSM_KEY_SESS "r/s/"        /* + session u64 BE -> acked floor u64 LE, client name */
-#define RSM_KEY_CACHE "r/c/"       /* + session u64 BE + seq u64 BE -> err i32 LE, zxid u64 LE, reply */
-#define RSM_KEY_STAGE "i/"         /* + key: a snapshot being installed (staging, outside the content) */
-#define RSM_KEY_INSTALL "x/install" /* index of a staged snapshot whose install committed, u64 BE (synced) */
+#define RSM_KEY_HARD    "p/h"  /* promised ballot, u64 BE */
+#define RSM_KEY_LOG     "p/l/" /* + slot u64 BE -> ballot u64 LE, chosen u8, kind u8, zxid u64 LE, data */
+#define RSM_KEY_APPLIED "r/applied" /* applied index u64 BE, written with every apply and snapshot install   \
+                                     */
+#define RSM_KEY_SNAP    "r/snap"    /* index of the latest durable local snapshot, u64 BE (synced) */
+#define RSM_KEY_NSESS   "r/nsess"   /* last session id allocated, u64 BE */
+#define RSM_KEY_SESS    "r/s/"      /* + session u64 BE -> acked floor u64 LE, client name */
+#define RSM_KEY_CACHE   "r/c/"      /* + session u64 BE + seq u64 BE -> err i32 LE, zxid u64 LE, reply */
+#define RSM_KEY_STAGE   "i/"        /* + key: a snapshot being installed (staging, outside the content) */
+#define RSM_KEY_INSTALL "x/install" /* index of a staged snapshot whose install committed, u64 BE (synced)   \
+                                     */
 #define RSM_LOG_KEY_LEN 12
 
 /* Values are rejected as absurd above these (untrusted input off the wire). */
-#define RSM_MAX_SLOT (1ull << 62)
+#define RSM_MAX_SLOT  (1ull << 62)
 #define RSM_MAX_ROUND (1ull << 40)
 
 /* Entry value (kind PAXOS_VAL_CMD): u8 version (1), i64 LE time_ns, u32 LE count, then per command:
  * u8 type, u64 LE session, u64 LE seq, u64 LE acked, u32 LE len, len bytes. */
 #define RSM_ENTRY_VERSION 1
-#define RSM_ENTRY_HDR 13
-#define RSM_CMD_HDR 29
+#define RSM_ENTRY_HDR     13
+#define RSM_CMD_HDR       29
 enum rsm_cmd_type { RSM_CMD_APPLY = 1, RSM_CMD_OPEN = 2, RSM_CMD_EXPIRE = 3 };
 
 /* A queued client (or internal) command. */
@@ -68,7 +70,8 @@ struct rsm_input {
     /* RSM_IN_MSGS: decoded messages; entries and values owned (released with rsm_msgs_free) */
     struct paxos_msg *msgs;
     size_t n_msgs;
-    struct rpc_call *call; /* the Deliver that carried them, when its sender takes answers inline (deferred) */
+    struct rpc_call
+        *call; /* the Deliver that carried them, when its sender takes answers inline (deferred) */
     uint32_t from;
     /* RSM_IN_SUBMIT */
     struct rsm_sub *sub;
@@ -82,14 +85,15 @@ struct rsm_peer {
     uint32_t id;
     char *addr;
     struct rpc_channel *ch;
-    atomic_int inflight;  /* Deliver calls outstanding (dispatcher thread decrements) */
-    bool unreachable;     /* the last Deliver failed (dispatcher thread only: logs the transitions) */
-    struct rpc_call *held; /* a Deliver from this peer whose PaxosAck will carry our next messages to it */
+    atomic_int inflight; /* Deliver calls outstanding (dispatcher thread decrements) */
+    bool unreachable;    /* the last Deliver failed (dispatcher thread only: logs the transitions) */
+    _Atomic uint64_t foreign_log_ns; /* when a batch from another cluster under this id was last logged */
+    struct rpc_call *held;  /* a Deliver from this peer whose PaxosAck will carry our next messages to it */
     struct paxos_msg **out; /* messages collected for the next flush (borrowed from the ready) */
     size_t n_out, cap_out;
-    struct paxos_msg commit;   /* a COMMIT held back (copy, no entries) while commit_held */
+    struct paxos_msg commit; /* a COMMIT held back (copy, no entries) while commit_held */
     bool commit_held;
-    uint64_t commit_due_us;    /* send it by then unless an ACCEPT/HEARTBEAT to the peer carries it first */
+    uint64_t commit_due_us; /* send it by then unless an ACCEPT/HEARTBEAT to the peer carries it first */
 };
 
 struct cmd_result { /* one applied command's outcome */
@@ -120,6 +124,7 @@ struct rsm_install { /* a snapshot being pulled from a peer */
 
 struct rsm {
     struct rsm_config cfg;
+    uint64_t cluster_id; /* rsm_cluster_id(&cfg): carried by and required of every Paxos batch */
     const struct rsm_sm *sm;
     void *sm_arg;
     struct paxos *px;
@@ -142,10 +147,12 @@ struct rsm {
     pthread_t thread;
     bool started;
 
-    _Atomic uint64_t wake_us; /* the runtime thread runs a turn by then even without input (CLOCK_MONOTONIC us) */
+    _Atomic uint64_t
+        wake_us; /* the runtime thread runs a turn by then even without input (CLOCK_MONOTONIC us) */
 
     /* The runtime lock: a loop turn runs with it held, on the runtime thread or on an RPC thread that queued
-     * Paxos messages and found it free (rsm_enqueue_run). Everything from here up to "published" is under it. */
+     * Paxos messages and found it free (rsm_enqueue_run). Everything from here up to "published" is under it.
+     */
     pthread_mutex_t run_mu;
     uint64_t next_tick, next_sm_tick; /* us / ns, CLOCK_MONOTONIC */
     uint64_t next_commit;             /* a held COMMIT is due (rsm_net_commits); UINT64_MAX: none */
@@ -154,11 +161,11 @@ struct rsm {
     size_t n_wait;
     struct rsm_pending *pend; /* proposed, FIFO by slot */
     size_t n_pend, cap_pend;
-    uint64_t trunc_floor;  /* log keys below this are already deleted */
-    uint64_t last_snap;    /* index of the latest local snapshot */
+    uint64_t trunc_floor; /* log keys below this are already deleted */
+    uint64_t last_snap;   /* index of the latest local snapshot */
     bool was_serving;
-    uint64_t logged_ballot;  /* role changes already logged (handle_role): ballot campaigned/led with, */
-    uint32_t logged_leader;  /* and the leader followed */
+    uint64_t logged_ballot; /* role changes already logged (handle_role): ballot campaigned/led with, */
+    uint32_t logged_leader; /* and the leader followed */
     uint64_t next_expiry_scan;
     struct rsm_install inst;
     uint8_t *ebuf; /* entry encoding scratch */
@@ -200,7 +207,8 @@ bool rsm_store_snap_key(const struct rsm *r, const char *key, size_t klen);
 /* Serialise records of snapshot `s` after `after` (NULL: from the start) into *out (caller frees), at most
  * ~max bytes; *last: no more records; *last_key: copy of the last key written (caller frees). */
 int rsm_store_snap_read(struct rsm *r, const struct rsm_snap *s, const void *after, size_t alen, size_t max,
-                        uint8_t **out, size_t *len, uint32_t *count, bool *last, char **last_key, size_t *lklen);
+                        uint8_t **out, size_t *len, uint32_t *count, bool *last, char **last_key,
+                        size_t *lklen);
 /* Snapshot install (see rsm_store.c): write a received piece's records (validated; -EBADMSG on malformed
  * input) under the staging prefix; commit the staging as snapshot `index` (marker synced, then the swap
  * into the live content, applied = index); at start, finish a committed install or clear an abandoned

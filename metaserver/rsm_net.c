@@ -14,15 +14,17 @@
  * turn (typically the ACCEPTED / HEARTBEAT_ACK of send_after, i.e. after the fsync) goes out as the call's
  * PaxosAck instead of a Deliver of our own, and every call still held at the end of the turn is acked empty
  * (rsm_net_release). The sender's completion (dispatcher thread) queues the PaxosAck's messages like a
- * Deliver's, and runs the turn itself when none is running (on the leader: learn the commit, apply, answer the
- * clients, without a hop to the runtime thread). That saves a whole RPC per round trip (the follower's call and the leader's worker hop). A
- * sender without reply_inline (an older node) is acked at once and answered with Deliver calls.
+ * Deliver's, and runs the turn itself when none is running (on the leader: learn the commit, apply, answer
+ * the clients, without a hop to the runtime thread). That saves a whole RPC per round trip (the follower's
+ * call and the leader's worker hop). A sender without reply_inline (an older node) is acked at once and
+ * answered with Deliver calls.
  *
  * Held COMMITs. A COMMIT (no entries) is copied and held up to RSM_COMMIT_DELAY_US: when an ACCEPT, HEARTBEAT
  * or COMMIT of the same ballot with at least that commit point goes to the peer first, it is dropped (every
- * message carries the commit point); otherwise rsm_net_commits sends it when due (a turn on an RPC thread does
- * not wake the runtime thread for it: then it goes out at the next tick, within 5 ms). At one request in flight
- * the next ACCEPT follows within a round trip, so followers run one loop turn per write instead of two.
+ * message carries the commit point); otherwise rsm_net_commits sends it when due (a turn on an RPC thread
+ * does not wake the runtime thread for it: then it goes out at the next tick, within 5 ms). At one request in
+ * flight the next ACCEPT follows within a round trip, so followers run one loop turn per write instead of
+ * two.
  *
  * SnapshotChunk serves the current local snapshot (a LevelDB snapshot shared by reference count) in
  * pieces of ~1 MiB, pulled by the receiver; rsm_net_snap_request is the receiving side's request.
@@ -39,12 +41,13 @@
 #include <string.h>
 
 #define RSM_MAX_INFLIGHT 128
-#define RSM_MAX_DELIVER_BYTES (24u << 20) /* messages per Deliver call or reply, by size (RPC_MAX_MESSAGE is 64 MiB) */
+#define RSM_MAX_DELIVER_BYTES                                                                                \
+    (24u << 20) /* messages per Deliver call or reply, by size (RPC_MAX_MESSAGE is 64 MiB) */
 #define RSM_DELIVER_TIMEOUT_MS 1000
-#define RSM_SNAP_TIMEOUT_MS 5000
-#define RSM_MAX_BATCH_MSGS 65536
-#define RSM_MAX_MSG_ENTRIES (1u << 20)
-#define RSM_COMMIT_DELAY_US 2000
+#define RSM_SNAP_TIMEOUT_MS    5000
+#define RSM_MAX_BATCH_MSGS     65536
+#define RSM_MAX_MSG_ENTRIES    (1u << 20)
+#define RSM_COMMIT_DELAY_US    2000
 
 /* ---- proto -> core ---- */
 
@@ -58,11 +61,14 @@ void rsm_msgs_free(struct paxos_msg *msgs, size_t n)
     free(msgs);
 }
 
-static bool ballot_sane(uint64_t b) { return PAXOS_BALLOT_ROUND(b) < RSM_MAX_ROUND; }
+static bool ballot_sane(uint64_t b)
+{
+    return PAXOS_BALLOT_ROUND(b) < RSM_MAX_ROUND;
+}
 
 /* Convert one message; -EINVAL when a field is out of range (the core validates protocol semantics). */
-static int msg_from_proto(const struct rsm *r, const Synod__V1__PaxosMsg *pm, uint32_t from, struct paxos_msg *m,
-                          size_t *bytes)
+static int msg_from_proto(const struct rsm *r, const Synod__V1__PaxosMsg *pm, uint32_t from,
+                          struct paxos_msg *m, size_t *bytes)
 {
     memset(m, 0, sizeof(*m));
     if (pm->type < PAXOS_MSG_PREPARE || pm->type > PAXOS_MSG_SNAPSHOT || pm->from != from ||
@@ -142,14 +148,37 @@ void rsm_net_ack(struct rpc_call *call)
     rpc_reply(call, &ack.base);
 }
 
+/* A batch or snapshot request of another cluster (cluster id not ours): logged at most every 10 s per
+ * claimed node id. */
+static void log_foreign(struct rsm *r, uint32_t from, const char *peer, const char *what, uint64_t theirs)
+{
+    uint64_t now = clk_mono_ns();
+    _Atomic uint64_t *last = &r->peers[from < r->cfg.n_nodes ? from : 0].foreign_log_ns;
+    uint64_t prev = atomic_load(last);
+    if (prev && now - prev < 10 * NS_PER_SEC)
+        return;
+    if (!atomic_compare_exchange_strong(last, &prev, now))
+        return;
+    LOG_WARN(
+        "paxos: refused %s from %s claiming node %u: it belongs to another cluster (cluster id %016llx, ours "
+        "%016llx): a node of another cluster on a peer's address, or a different peers list, observers or "
+        "cluster_token in its config",
+        what, peer, from, (unsigned long long)theirs, (unsigned long long)r->cluster_id);
+}
+
 static int deliver_handler(struct rpc_call *call, const ProtobufCMessage *req, void *arg)
 {
     struct rsm *r = arg;
     const Synod__V1__PaxosBatch *b = (const Synod__V1__PaxosBatch *)req;
     if (b->from >= r->cfg.n_nodes || b->from == r->cfg.self || b->n_msgs > RSM_MAX_BATCH_MSGS) {
-        LOG_DEBUG("paxos deliver from %s: bad batch (from %u, %zu msgs): dropped", rpc_call_peer(call), b->from,
-                  b->n_msgs);
+        LOG_DEBUG("paxos deliver from %s: bad batch (from %u, %zu msgs): dropped", rpc_call_peer(call),
+                  b->from, b->n_msgs);
         return -EINVAL;
+    }
+    if (b->cluster != r->cluster_id) {
+        log_foreign(r, b->from, rpc_call_peer(call), "a batch", b->cluster);
+        rpc_fail(call, -EPERM, "another cluster: its cluster id differs from this node's");
+        return 0;
     }
     if (b->n_msgs && b->reply_inline) {
         /* The runtime answers after its turn (the answers, e.g. ACCEPTED, only after their fsync). The
@@ -195,9 +224,12 @@ static void deliver_done(int err, ProtobufCMessage *reply, const struct rpc_stat
         LOG_INFO("paxos: node %u (%s) reachable again", p->id, p->addr);
     p->unreachable = err != 0;
     const Synod__V1__PaxosAck *a = (const Synod__V1__PaxosAck *)reply;
-    if (a && a->n_msgs) {
+    if (a && a->n_msgs && a->cluster != p->r->cluster_id) {
+        log_foreign(p->r, p->id, p->addr, "the answers of a batch", a->cluster);
+    } else if (a && a->n_msgs) {
         if (a->from != p->id || a->n_msgs > RSM_MAX_BATCH_MSGS)
-            LOG_DEBUG("paxos ack from node %u: bad batch (from %u, %zu msgs): dropped", p->id, a->from, a->n_msgs);
+            LOG_DEBUG("paxos ack from node %u: bad batch (from %u, %zu msgs): dropped", p->id, a->from,
+                      a->n_msgs);
         else
             queue_msgs(p->r, a->msgs, a->n_msgs, p->id, NULL);
     }
@@ -297,9 +329,11 @@ static void send_group(struct rsm *r, struct rsm_peer *p, struct paxos_msg *cons
             }
         }
     }
-    if (p->held) { /* answer in the reply of the peer's own Deliver: no call of ours, no dispatcher hop there */
+    if (p->held) { /* answer in the reply of the peer's own Deliver: no call of ours, no dispatcher hop there
+                    */
         Synod__V1__PaxosAck a = SYNOD__V1__PAXOS_ACK__INIT;
         a.from = r->cfg.self;
+        a.cluster = r->cluster_id;
         a.n_msgs = n;
         a.msgs = pmp;
         rpc_reply(p->held, &a.base);
@@ -307,6 +341,7 @@ static void send_group(struct rsm *r, struct rsm_peer *p, struct paxos_msg *cons
     } else {
         Synod__V1__PaxosBatch b = SYNOD__V1__PAXOS_BATCH__INIT;
         b.from = r->cfg.self;
+        b.cluster = r->cluster_id;
         b.n_msgs = n;
         b.msgs = pmp;
         b.reply_inline = true;
@@ -371,6 +406,10 @@ static int snapshot_handler(struct rpc_call *call, const ProtobufCMessage *req, 
 {
     struct rsm *r = arg;
     const Synod__V1__SnapshotReq *q = (const Synod__V1__SnapshotReq *)req;
+    if (q->cluster != r->cluster_id) {
+        log_foreign(r, q->from, rpc_call_peer(call), "a snapshot request", q->cluster);
+        return -EPERM;
+    }
     struct rsm_snap *s = rsm_snap_get(r);
     if (!s)
         return -EAGAIN;
@@ -383,11 +422,12 @@ static int snapshot_handler(struct rpc_call *call, const ProtobufCMessage *req, 
     uint32_t count;
     bool last;
     char *lk;
-    int rc = rsm_store_snap_read(r, s, q->after_key.data, q->after_key.len, r->snapshot_chunk, &data, &len, &count,
-                                 &last, &lk, &lklen);
+    int rc = rsm_store_snap_read(r, s, q->after_key.data, q->after_key.len, r->snapshot_chunk, &data, &len,
+                                 &count, &last, &lk, &lklen);
     if (rc == 0) {
         Synod__V1__SnapshotRep rep = SYNOD__V1__SNAPSHOT_REP__INIT;
         rep.snapshot_id = s->index;
+        rep.cluster = r->cluster_id;
         rep.applied_index = s->index;
         rep.offset = q->offset;
         rep.last = last;
@@ -408,6 +448,13 @@ static void snap_done(int err, ProtobufCMessage *reply, const struct rpc_status 
 {
     UNUSED(st);
     struct rsm *r = arg;
+    if (reply && ((const Synod__V1__SnapshotRep *)reply)->cluster != r->cluster_id) {
+        log_foreign(r, 0, "a snapshot server", "a snapshot piece",
+                    ((const Synod__V1__SnapshotRep *)reply)->cluster);
+        rpc_message_free(reply);
+        reply = NULL;
+        err = -EPERM;
+    }
     struct rsm_input *in = xcalloc(1, sizeof(*in));
     in->kind = RSM_IN_SNAP;
     in->err = err;
@@ -423,6 +470,7 @@ void rsm_net_snap_request(struct rsm *r, uint32_t from, uint64_t snapshot_id, co
 {
     Synod__V1__SnapshotReq q = SYNOD__V1__SNAPSHOT_REQ__INIT;
     q.from = r->cfg.self;
+    q.cluster = r->cluster_id;
     q.snapshot_id = snapshot_id;
     q.after_key.data = (uint8_t *)after;
     q.after_key.len = alen;

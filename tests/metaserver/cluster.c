@@ -3,6 +3,7 @@
 
 #include "common/clock.h"
 #include "common/util.h"
+#include "metaserver/rsm.h"
 #include "tests/metaserver/kvc.h"
 
 #include <arpa/inet.h>
@@ -33,7 +34,8 @@ static int free_port(void)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t l = sizeof(a);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || getsockname(fd, (struct sockaddr *)&a, &l) != 0)
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &l) != 0)
         PANIC("cannot find a free port: %s", strerror(errno));
     close(fd);
     return ntohs(a.sin_port);
@@ -101,6 +103,15 @@ void cl_start(struct cluster *c, int i)
         _exit(127);
     }
     nd->pid = pid;
+}
+
+uint64_t cl_cluster_id(const struct cluster *c)
+{
+    const char *peers[CL_MAX_NODES];
+    for (int i = 0; i < c->n; i++)
+        peers[i] = c->nodes[i].addr;
+    struct rsm_config cfg = {.n_nodes = (uint32_t)c->n, .peers = peers};
+    return rsm_cluster_id(&cfg);
 }
 
 void cl_start_all(struct cluster *c)
@@ -194,7 +205,8 @@ int cl_stop_all(struct cluster *c)
             /* a sanitizer report from its first line (its stack is what matters), else the log's tail */
             char cmd[600];
             snprintf(cmd, sizeof(cmd),
-                     "f='%s/node%d.log'; { grep -m1 -A60 'ERROR: [A-Za-z]*Sanitizer' \"$f\" || tail -n 40 \"$f\"; } >&2",
+                     "f='%s/node%d.log'; { grep -m1 -A60 'ERROR: [A-Za-z]*Sanitizer' \"$f\" || tail -n 40 "
+                     "\"$f\"; } >&2",
                      c->base, i);
             if (system(cmd) != 0)
                 fprintf(stderr, "(no log)\n");

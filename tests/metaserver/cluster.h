@@ -45,6 +45,8 @@ int cl_leader(struct cluster *c, int timeout_ms);
 int cl_stop_all(struct cluster *c);
 /* Kill everything and remove the directory. */
 void cl_destroy(struct cluster *c);
+/* The cluster id its nodes carry in every Paxos batch (rsm_cluster_id of their peers, no cluster_token). */
+uint64_t cl_cluster_id(const struct cluster *c);
 /* Whether node i's log contains text. */
 bool cl_log_has(struct cluster *c, int i, const char *text);
 

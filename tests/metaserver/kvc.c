@@ -62,7 +62,8 @@ static int call(struct kvc *c, const char *method, const Synod__V1__KvReq *req, 
         if (clk_mono_ns() >= deadline)
             return -ETIMEDOUT;
         c->retries++;
-        if (err == -EREMOTE && strncmp(st.detail, "leader=", 7) == 0 && strcmp(st.detail + 7, c->target) != 0) {
+        if (err == -EREMOTE && strncmp(st.detail, "leader=", 7) == 0 &&
+            strcmp(st.detail + 7, c->target) != 0) {
             snprintf(c->target, sizeof(c->target), "%s", st.detail + 7);
             continue;
         }
@@ -91,7 +92,8 @@ int kvc_open(struct kvc *c)
     return 0;
 }
 
-int kvc_write(struct kvc *c, int op, const char *key, const void *val, size_t vlen, char **reply, uint64_t *zxid)
+int kvc_write(struct kvc *c, int op, const char *key, const void *val, size_t vlen, char **reply,
+              uint64_t *zxid)
 {
     if (!c->session) {
         int err = kvc_open(c);
@@ -159,8 +161,8 @@ int kvc_get_at(const char *server, const char *key, bool stale, char **val, bool
     req.key = (char *)key;
     struct rpc_status st;
     ProtobufCMessage *out = NULL;
-    int err = rpc_call(rpc_channel_get(server), &synod__v1__kv__descriptor, "Get", &req.base, NULL, 1000, &out,
-                       &st);
+    int err = rpc_call(rpc_channel_get(server), &synod__v1__kv__descriptor, "Get", &req.base, NULL, 1000,
+                       &out, &st);
     if (detail)
         snprintf(detail, dlen, "%s", err ? st.detail : "");
     if (err)

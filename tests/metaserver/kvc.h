@@ -18,11 +18,11 @@ enum { KVC_PUT = 0, KVC_ADD = 1, KVC_DEL = 2 };
 struct kvc {
     char **servers;
     int n_servers;
-    int cur;               /* index into servers, or -1 when target is a hint */
+    int cur; /* index into servers, or -1 when target is a hint */
     char target[256];
     uint64_t session, seq;
     int64_t call_timeout_ms, total_timeout_ms;
-    unsigned retries;      /* retries made (statistics) */
+    unsigned retries; /* retries made (statistics) */
 };
 
 /* servers: "host:port,host:port,...". Cannot fail (an empty list fails every call). */
@@ -32,7 +32,8 @@ void kvc_destroy(struct kvc *c);
 int kvc_open(struct kvc *c);
 /* A write (op KVC_*) under the session (opened on first use). On success *reply (may be NULL; caller
  * frees) holds the apply's reply (ADD: the new total) and *zxid (may be NULL). */
-int kvc_write(struct kvc *c, int op, const char *key, const void *val, size_t vlen, char **reply, uint64_t *zxid);
+int kvc_write(struct kvc *c, int op, const char *key, const void *val, size_t vlen, char **reply,
+              uint64_t *zxid);
 /* A read: linearizable from the leader, or `stale` from whichever server answers first. *val (caller
  * frees, NUL-terminated) is NULL and *found false when the key is absent. */
 int kvc_get(struct kvc *c, const char *key, bool stale, char **val, size_t *vlen, bool *found);

@@ -96,10 +96,11 @@ static int run_load(int clients, int seconds, size_t vsize)
         free(ls[i].lat);
     }
     qsort(all, total, sizeof(*all), cmp_u64);
-    printf("clients=%d value=%zu puts=%zu seconds=%.2f puts_per_sec=%.0f p50_us=%llu p99_us=%llu max_us=%llu\n",
-           clients, vsize, total, secs, (double)total / secs,
-           (unsigned long long)(total ? all[total / 2] : 0), (unsigned long long)(total ? all[total * 99 / 100] : 0),
-           (unsigned long long)(total ? all[total - 1] : 0));
+    printf(
+        "clients=%d value=%zu puts=%zu seconds=%.2f puts_per_sec=%.0f p50_us=%llu p99_us=%llu max_us=%llu\n",
+        clients, vsize, total, secs, (double)total / secs, (unsigned long long)(total ? all[total / 2] : 0),
+        (unsigned long long)(total ? all[total * 99 / 100] : 0),
+        (unsigned long long)(total ? all[total - 1] : 0));
     free(all);
     free(ls);
     if (err)
@@ -109,9 +110,10 @@ static int run_load(int clients, int seconds, size_t vsize)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: synod-kv -s HOST:PORT,... [-t TOTAL_TIMEOUT_MS] put KEY VALUE | add KEY DELTA | del KEY\n"
-                    "       synod-kv -s ... get [--stale] KEY\n"
-                    "       synod-kv -s ... load [-c CLIENTS] [-d SECONDS] [-v VALUE_BYTES]\n");
+    fprintf(stderr,
+            "usage: synod-kv -s HOST:PORT,... [-t TOTAL_TIMEOUT_MS] put KEY VALUE | add KEY DELTA | del KEY\n"
+            "       synod-kv -s ... get [--stale] KEY\n"
+            "       synod-kv -s ... load [-c CLIENTS] [-d SECONDS] [-v VALUE_BYTES]\n");
     return 2;
 }
 

@@ -11,7 +11,10 @@
  *              leader answering chosen slots before the fsync of the next batch, followers running turns on
  *              their RPC threads): every reply is distinct and gapless, and after kill -9 of all three nodes
  *              and a restart the counter equals the acknowledged adds.
- *   rejoin     a wiped follower rejoins a cluster holding ~160 MB: bounded memory for the install, survivors up.
+ *   rejoin     a wiped follower rejoins a cluster holding ~160 MB: bounded memory for the install, survivors
+ * up. foreign    a node of ANOTHER cluster listening on a dead member's address (a port reused, a host
+ *              redeployed) never counts toward the quorum: with the one live follower stopped, a write to the
+ *              leader is not acknowledged, and the stranger logs the rejected batches.
  */
 #include "common/clock.h"
 #include "common/log.h"
@@ -207,16 +210,18 @@ static void test_failover(void)
             clk_sleep_ns(NS_PER_MS);
         }
         ms[k] = (double)(atomic_load(&l.last_ok_ns) - t) / 1e6;
-        fprintf(stderr, "kill %2d: leader node %d, next acknowledged write after %.0f ms\n", k, leader, ms[k]);
+        fprintf(stderr, "kill %2d: leader node %d, next acknowledged write after %.0f ms\n", k, leader,
+                ms[k]);
         cl_start(&cl, leader);
         clk_sleep_ns(300 * NS_PER_MS);
     }
     atomic_store(&l.stop, true);
     pthread_join(th, NULL);
     qsort(ms, KILLS, sizeof(ms[0]), cmp_double);
-    fprintf(stderr, "failover over %d kills: min %.0f ms, median %.0f ms, p90 %.0f ms, max %.0f ms\n", KILLS, ms[0],
-            ms[KILLS / 2], ms[KILLS * 9 / 10], ms[KILLS - 1]);
-    fprintf(stderr, "load: %zu puts and %llu adds acknowledged, %llu puts and %llu adds failed (last err %d)\n",
+    fprintf(stderr, "failover over %d kills: min %.0f ms, median %.0f ms, p90 %.0f ms, max %.0f ms\n", KILLS,
+            ms[0], ms[KILLS / 2], ms[KILLS * 9 / 10], ms[KILLS - 1]);
+    fprintf(stderr,
+            "load: %zu puts and %llu adds acknowledged, %llu puts and %llu adds failed (last err %d)\n",
             l.n_puts, (unsigned long long)l.acked_adds, (unsigned long long)l.failed_puts,
             (unsigned long long)l.failed_adds, l.last_err);
     /* Election timeout is uniform in [1, 2) s: a typical failover is one timeout (median and p90 ~2 s), and
@@ -303,7 +308,8 @@ static void test_catchup(void)
  * which ASan caught in meta_pipeline). Every key must arrive. */
 static void test_snapshot(void)
 {
-    static const char *const extra[] = {"--snapshot_every=50", "--log_retain=20", "--snapshot_chunk=64", NULL};
+    static const char *const extra[] = {"--snapshot_every=50", "--log_retain=20", "--snapshot_chunk=64",
+                                        NULL};
     struct cluster cl;
     cl_init(&cl, 3, bin, extra);
     cl_start_all(&cl);
@@ -453,15 +459,18 @@ static int call_as(const char *tgt, const ProtobufCServiceDescriptor *svc, const
     return err;
 }
 
+static uint64_t g_cluster; /* the cluster id deliver() sends */
+
 static int deliver(const char *tgt, uint32_t from, Synod__V1__PaxosMsg **msgs, size_t n)
 {
     Synod__V1__PaxosBatch b = SYNOD__V1__PAXOS_BATCH__INIT;
+    b.cluster = g_cluster;
     b.from = from;
     b.msgs = msgs;
     b.n_msgs = n;
     ProtobufCMessage *rep = NULL;
-    int err = rpc_call(rpc_channel_get(tgt), &synod__v1__paxos__descriptor, "Deliver", &b.base, NULL, 2000, &rep,
-                       NULL);
+    int err = rpc_call(rpc_channel_get(tgt), &synod__v1__paxos__descriptor, "Deliver", &b.base, NULL, 2000,
+                       &rep, NULL);
     rpc_message_free(rep);
     return err;
 }
@@ -476,8 +485,10 @@ static void test_malformed(void)
     static const struct {
         const ProtobufCServiceDescriptor *svc;
         const char *method;
-    } targets[] = {{&synod__v1__paxos__descriptor, "Deliver"}, {&synod__v1__paxos__descriptor, "SnapshotChunk"},
-                   {&synod__v1__kv__descriptor, "Put"}, {&synod__v1__kv__descriptor, "Get"},
+    } targets[] = {{&synod__v1__paxos__descriptor, "Deliver"},
+                   {&synod__v1__paxos__descriptor, "SnapshotChunk"},
+                   {&synod__v1__kv__descriptor, "Put"},
+                   {&synod__v1__kv__descriptor, "Get"},
                    {&synod__v1__kv__descriptor, "OpenSession"}};
     uint64_t rng = 42;
     uint8_t junk[512];
@@ -514,7 +525,12 @@ static void test_malformed(void)
     Synod__V1__PaxosMsg m = SYNOD__V1__PAXOS_MSG__INIT, *mp[1] = {&m};
     m.from = 0;
     m.to = 99;
-    T_EQ(deliver(tgt, 99, mp, 1), -EINVAL); /* batch from an unknown node */
+    g_cluster = cl_cluster_id(&cl) ^ 1;
+    T_EQ(deliver(tgt, 0, mp, 1), -EPERM); /* another cluster's batch: refused before anything else */
+    g_cluster = 0;
+    T_EQ(deliver(tgt, 0, mp, 1), -EPERM); /* no cluster id at all */
+    g_cluster = cl_cluster_id(&cl);
+    T_EQ(deliver(tgt, 99, mp, 1), -EINVAL);          /* batch from an unknown node */
     T_EQ(deliver(tgt, (uint32_t)f, mp, 1), -EINVAL); /* from itself */
     uint32_t other = (uint32_t)((f + 1) % 3);
     m.from = other;
@@ -548,33 +564,44 @@ static void test_malformed(void)
     T_EQ(deliver(tgt, other, mp, 1), -EINVAL);
     /* snapshot requests for a snapshot that does not exist, with a junk resume key */
     Synod__V1__SnapshotReq sq = SYNOD__V1__SNAPSHOT_REQ__INIT;
+    sq.cluster = g_cluster;
     sq.snapshot_id = 123456789;
     sq.after_key.data = junk;
     sq.after_key.len = 100;
     ProtobufCMessage *rep = NULL;
-    T_EQ(rpc_call(rpc_channel_get(tgt), &synod__v1__paxos__descriptor, "SnapshotChunk", &sq.base, NULL, 2000, &rep,
-                  NULL), -ESTALE);
+    T_EQ(rpc_call(rpc_channel_get(tgt), &synod__v1__paxos__descriptor, "SnapshotChunk", &sq.base, NULL, 2000,
+                  &rep, NULL),
+         -ESTALE);
     sq.snapshot_id = 0;
-    T_EQ(rpc_call(rpc_channel_get(tgt), &synod__v1__paxos__descriptor, "SnapshotChunk", &sq.base, NULL, 2000, &rep,
-                  NULL), 0);
+    T_EQ(rpc_call(rpc_channel_get(tgt), &synod__v1__paxos__descriptor, "SnapshotChunk", &sq.base, NULL, 2000,
+                  &rep, NULL),
+         0);
     rpc_message_free(rep);
+    sq.cluster ^= 1; /* another cluster's puller gets nothing */
+    T_EQ(rpc_call(rpc_channel_get(tgt), &synod__v1__paxos__descriptor, "SnapshotChunk", &sq.base, NULL, 2000,
+                  &rep, NULL),
+         -EPERM);
     /* Kv requests out of range */
     const char *ltgt = cl.nodes[leader].addr;
     Synod__V1__KvReq kq = SYNOD__V1__KV_REQ__INIT;
     kq.key = "";
-    T_EQ(rpc_call(rpc_channel_get(ltgt), &synod__v1__kv__descriptor, "Put", &kq.base, NULL, 2000, &rep, NULL), -EINVAL);
+    T_EQ(rpc_call(rpc_channel_get(ltgt), &synod__v1__kv__descriptor, "Put", &kq.base, NULL, 2000, &rep, NULL),
+         -EINVAL);
     kq.key = "x";
     kq.op = 9;
-    T_EQ(rpc_call(rpc_channel_get(ltgt), &synod__v1__kv__descriptor, "Put", &kq.base, NULL, 2000, &rep, NULL), -EINVAL);
+    T_EQ(rpc_call(rpc_channel_get(ltgt), &synod__v1__kv__descriptor, "Put", &kq.base, NULL, 2000, &rep, NULL),
+         -EINVAL);
     kq.op = 0;
     kq.session = 999999;
     kq.seq = 1;
-    T_EQ(rpc_call(rpc_channel_get(ltgt), &synod__v1__kv__descriptor, "Put", &kq.base, NULL, 2000, &rep, NULL), -ESTALE);
+    T_EQ(rpc_call(rpc_channel_get(ltgt), &synod__v1__kv__descriptor, "Put", &kq.base, NULL, 2000, &rep, NULL),
+         -ESTALE);
     kq.op = 1;
     kq.session = 0;
     kq.value.data = (uint8_t *)"notanumber";
     kq.value.len = 10;
-    T_EQ(rpc_call(rpc_channel_get(ltgt), &synod__v1__kv__descriptor, "Put", &kq.base, NULL, 2000, &rep, NULL), -EINVAL);
+    T_EQ(rpc_call(rpc_channel_get(ltgt), &synod__v1__kv__descriptor, "Put", &kq.base, NULL, 2000, &rep, NULL),
+         -EINVAL);
     /* every daemon is alive and the cluster still serves */
     for (int i = 0; i < 3; i++)
         T_CHECK(cl_alive(&cl, i));
@@ -682,11 +709,70 @@ static void test_pipeline(void)
     cl_destroy(&cl);
 }
 
+/* ---- another cluster's node on a dead member's address ---- */
+
+static void test_foreign(void)
+{
+    struct cluster a;
+    cl_init(&a, 3, bin, NULL);
+    cl_start_all(&a);
+    int l = cl_leader(&a, 10000);
+    T_CHECK(l >= 0);
+    struct kvc c;
+    kvc_init(&c, a.servers, 10000);
+    put_ok(&c, "before", "1");
+    kvc_destroy(&c);
+    int k = (l + 1) % 3, f = (l + 2) % 3;
+    cl_signal(&a, k, SIGKILL);
+    /* cluster b: same shape, its node k on a's node k's address (b's other nodes never start: it has no
+     * leader, and its node k's promise is low, so it would accept a's ACCEPTs if it took a's batches) */
+    struct cluster b;
+    cl_init(&b, 3, bin, NULL);
+    b.nodes[k].port = a.nodes[k].port;
+    snprintf(b.nodes[k].addr, sizeof(b.nodes[k].addr), "%s", a.nodes[k].addr);
+    b.peers[0] = 0;
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(b.peers);
+        snprintf(b.peers + n, sizeof(b.peers) - n, "%s%d=%s", i ? "," : "", i, b.nodes[i].addr);
+    }
+    cl_start(&b, k);
+    clk_sleep_ns(1500 * NS_PER_MS); /* a's leader reconnects to the address and sends heartbeats there */
+    T_EQ(cl_signal(&a, f, SIGSTOP), 0);
+    /* one live voter of three: nothing may be acknowledged, however long a's nodes (the leader, or whichever
+     * a's node runs phase 1 against the stranger's answers) keep trying */
+    int err = 0;
+    uint64_t end = clk_mono_ns() + 10 * NS_PER_SEC;
+    for (int i = 0; clk_mono_ns() < end && err != 1; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "cut-off/%d", i);
+        kvc_init(&c, a.servers, 1500);
+        err = kvc_write(&c, KVC_PUT, key, "1", 1, NULL, NULL);
+        kvc_destroy(&c);
+        if (err == 0) {
+            fprintf(stderr,
+                    "write %d acknowledged with the follower stopped and a stranger on node %d's address\n",
+                    i, k);
+            err = 1;
+        }
+    }
+    T_CHECK(err != 1);
+    T_CHECK(cl_log_has(&b, k, "another cluster"));
+    cl_signal(&a, f, SIGCONT);
+    kvc_init(&c, a.servers, 15000);
+    put_ok(&c, "after", "1"); /* the leader and the resumed follower */
+    kvc_destroy(&c);
+    T_EQ(cl_stop_all(&b), 0);
+    T_EQ(cl_stop_all(&a), 0);
+    cl_destroy(&b);
+    cl_destroy(&a);
+}
+
 int main(int argc, char **argv)
 {
     log_init("test_meta", LOG_LVL_WARN);
     if (argc != 3) {
-        fprintf(stderr, "usage: test_meta basic|failover|catchup|snapshot|malformed|pipeline|rejoin PATH_TO_SYNOD_META\n");
+        fprintf(stderr, "usage: test_meta basic|failover|catchup|snapshot|malformed|pipeline|rejoin|foreign "
+                        "PATH_TO_SYNOD_META\n");
         return 2;
     }
     bin = argv[2];
@@ -706,6 +792,8 @@ int main(int argc, char **argv)
         T_RUN(test_pipeline);
     else if (!strcmp(t, "rejoin"))
         T_RUN(test_rejoin);
+    else if (!strcmp(t, "foreign"))
+        T_RUN(test_foreign);
     else
         T_FAIL("unknown test %s", t);
     rpc_client_shutdown();
