@@ -24,9 +24,9 @@
 #include "common/util.h"
 
 #define REGISTER_TIMEOUT_MS 2000
-#define COPY_TIMEOUT_MS 30000
-#define MAX_REDIRECTS 4
-#define RESULT_BATCH_MS 20 /* after a copy finished: wait this long for others, then heartbeat */
+#define COPY_TIMEOUT_MS     30000
+#define MAX_REDIRECTS       4
+#define RESULT_BATCH_MS     20 /* after a copy finished: wait this long for others, then heartbeat */
 
 struct cmd {
     struct cmd *next;
@@ -35,6 +35,7 @@ struct cmd {
     uint64_t chunk_id;
     uint32_t version, new_version;
     char *source;
+    char *source_uuid; /* names the source in each Copy (CopyReq.to_uuid); "" if the metaserver did not say */
 };
 
 struct cs_control {
@@ -143,8 +144,8 @@ static int identity_init(struct cs_control *ctl)
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
     snprintf(ctl->uuid, sizeof(ctl->uuid),
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4],
-             b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3],
+             b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
     return identity_save(ctl);
 }
 
@@ -168,12 +169,12 @@ static void known_del_locked(struct cs_control *ctl, uint64_t cmd_id)
     }
 }
 
-#define GROW(arr, n, cap)                                                                                   \
-    do {                                                                                                    \
-        if ((n) == (cap)) {                                                                                 \
-            (cap) = (cap) ? (cap) * 2 : 16;                                                                 \
-            (arr) = xrealloc((arr), (cap) * sizeof(*(arr)));                                                \
-        }                                                                                                   \
+#define GROW(arr, n, cap)                                                                                    \
+    do {                                                                                                     \
+        if ((n) == (cap)) {                                                                                  \
+            (cap) = (cap) ? (cap)*2 : 16;                                                                    \
+            (arr) = xrealloc((arr), (cap) * sizeof(*(arr)));                                                 \
+        }                                                                                                    \
     } while (0)
 
 static void lost_add_locked(struct cs_control *ctl, uint64_t chunk_id, uint32_t version)
@@ -232,6 +233,7 @@ static int replicate(struct cs_control *ctl, const struct cmd *c)
     struct cstore_block *blocks = xmalloc(CS_COPY_PAGE_BLOCKS * sizeof(*blocks));
     for (;;) {
         Synod__V1__CopyReq req = SYNOD__V1__COPY_REQ__INIT;
+        req.to_uuid = c->source_uuid ? c->source_uuid : "";
         req.chunk_id = c->chunk_id;
         req.version = c->version;
         req.first_block = first;
@@ -250,8 +252,11 @@ static int replicate(struct cs_control *ctl, const struct cmd *c)
         uint64_t sum = 0;
         for (size_t i = 0; ok && i < rep->n_blocks; i++) {
             const Synod__V1__StoredBlock *w = rep->blocks[i];
-            blocks[i] = (struct cstore_block){.index = w->index, .raw_len = w->raw_len, .stored_len = w->stored_len,
-                                              .crc = w->crc, .flags = w->flags};
+            blocks[i] = (struct cstore_block){.index = w->index,
+                                              .raw_len = w->raw_len,
+                                              .stored_len = w->stored_len,
+                                              .crc = w->crc,
+                                              .flags = w->flags};
             ok = w->index >= first && w->index < next;
             sum += w->stored_len;
         }
@@ -308,8 +313,9 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&ctl->mu);
         uint64_t t0 = clk_mono_ns();
         int r = run_cmd(ctl, c);
-        LOG_INFO("command %" PRIu64 " type %u chunk %016" PRIx64 " v%u: %s (%" PRIu64 " ms)", c->cmd_id, c->type,
-                 c->chunk_id, c->version, r ? err_name(r) : "done", (uint64_t)((clk_mono_ns() - t0) / NS_PER_MS));
+        LOG_INFO("command %" PRIu64 " type %u chunk %016" PRIx64 " v%u: %s (%" PRIu64 " ms)", c->cmd_id,
+                 c->type, c->chunk_id, c->version, r ? err_name(r) : "done",
+                 (uint64_t)((clk_mono_ns() - t0) / NS_PER_MS));
         pthread_mutex_lock(&ctl->mu);
         GROW(ctl->results, ctl->nresults, ctl->results_cap);
         synod__v1__chunk_cmd_result__init(&ctl->results[ctl->nresults]);
@@ -321,6 +327,7 @@ static void *worker_main(void *arg)
         if (c->type == SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE)
             cs_stop_nudge(&ctl->stop);
         free(c->source);
+        free(c->source_uuid);
         free(c);
     }
     pthread_mutex_unlock(&ctl->mu);
@@ -341,8 +348,10 @@ static void enqueue_cmds(struct cs_control *ctl, Synod__V1__ChunkCmd *const *cmd
         c->chunk_id = w->chunk_id;
         c->version = w->version;
         c->new_version = w->new_version;
-        if (w->source && w->source->addr)
+        if (w->source && w->source->addr) {
             c->source = xstrdup(w->source->addr);
+            c->source_uuid = xstrdup(w->source->uuid ? w->source->uuid : "");
+        }
         GROW(ctl->known, ctl->nknown, ctl->known_cap);
         ctl->known[ctl->nknown++] = c->cmd_id;
         *ctl->queue_tail = c;
@@ -377,8 +386,8 @@ static bool follow_leader(struct cs_control *ctl, int err, const struct rpc_stat
     return true;
 }
 
-static void capacity(struct cs_control *ctl, uint64_t *total, uint64_t *used, uint64_t *logical, uint32_t *chunks,
-                     uint32_t *failed)
+static void capacity(struct cs_control *ctl, uint64_t *total, uint64_t *used, uint64_t *logical,
+                     uint32_t *chunks, uint32_t *failed)
 {
     size_t nd = cstore_ndirs(ctl->store);
     struct cstore_dir_stat *ds = xcalloc(nd, sizeof(*ds));
@@ -409,8 +418,9 @@ static int do_register(struct cs_control *ctl)
     for (size_t attempt = 0; attempt < ctl->nmetas + MAX_REDIRECTS; attempt++) {
         Synod__V1__RegisterRep *rep = NULL;
         struct rpc_status st;
-        r = rpc_call(rpc_channel_get(ctl->target), &synod__v1__chunk_control__descriptor, "RegisterChunkserver",
-                     &req.base, NULL, REGISTER_TIMEOUT_MS, (ProtobufCMessage **)&rep, &st);
+        r = rpc_call(rpc_channel_get(ctl->target), &synod__v1__chunk_control__descriptor,
+                     "RegisterChunkserver", &req.base, NULL, REGISTER_TIMEOUT_MS, (ProtobufCMessage **)&rep,
+                     &st);
         if (r == 0) {
             uint32_t id = rep->id;
             if (rep->heartbeat_ms)
@@ -465,8 +475,8 @@ static int send_report(struct cs_control *ctl)
         req.last = pos + k == n;
         ProtobufCMessage *rep = NULL;
         struct rpc_status st;
-        r = rpc_call(rpc_channel_get(ctl->target), &synod__v1__chunk_control__descriptor, "ChunkReport", &req.base,
-                     NULL, REGISTER_TIMEOUT_MS * 5, &rep, &st);
+        r = rpc_call(rpc_channel_get(ctl->target), &synod__v1__chunk_control__descriptor, "ChunkReport",
+                     &req.base, NULL, REGISTER_TIMEOUT_MS * 5, &rep, &st);
         rpc_message_free(rep);
         if (r) {
             LOG_WARN("%s: chunk report to %s: %s", err_name(r), ctl->target, st.detail);
@@ -548,8 +558,8 @@ static int heartbeat(struct cs_control *ctl, bool *report_wanted, bool *followed
     Synod__V1__HeartbeatRep *rep = NULL;
     struct rpc_status st;
     int64_t tmo = (int64_t)MAX(ctl->heartbeat_ms * 2, (uint64_t)REGISTER_TIMEOUT_MS);
-    int r = rpc_call(rpc_channel_get(ctl->target), &synod__v1__chunk_control__descriptor, "Heartbeat", &req.base,
-                     NULL, tmo, (ProtobufCMessage **)&rep, &st);
+    int r = rpc_call(rpc_channel_get(ctl->target), &synod__v1__chunk_control__descriptor, "Heartbeat",
+                     &req.base, NULL, tmo, (ProtobufCMessage **)&rep, &st);
     free(rp);
     free(lp);
     free(fp);
@@ -624,7 +634,8 @@ static void *control_main(void *arg)
         bool nudged;
         if (cs_stop_wait(&ctl->stop, ctl->heartbeat_ms, &nudged))
             break;
-        if (nudged && cs_stop_sleep_ms(&ctl->stop, RESULT_BATCH_MS)) /* results finishing together: one heartbeat */
+        if (nudged &&
+            cs_stop_sleep_ms(&ctl->stop, RESULT_BATCH_MS)) /* results finishing together: one heartbeat */
             break;
     }
     cstore_thread_release();
@@ -661,6 +672,7 @@ int cs_control_start(const struct cs_control_config *cfg, struct cstore *store, 
     }
     if (ctl->id)
         cs_service_set_id(svc, ctl->id);
+    cs_service_set_uuid(svc, ctl->uuid);
     LOG_INFO("chunkserver id %u uuid %s", ctl->id, ctl->uuid);
     ctl->nworkers = cfg->workers > 0 ? cfg->workers : 2;
     ctl->workers = xcalloc((size_t)ctl->nworkers, sizeof(*ctl->workers));
@@ -695,6 +707,7 @@ void cs_control_stop(struct cs_control *ctl)
         struct cmd *c = ctl->queue;
         ctl->queue = c->next;
         free(c->source);
+        free(c->source_uuid);
         free(c);
     }
     for (size_t i = 0; i < ctl->nmetas; i++)

@@ -10,8 +10,8 @@
  * blocks with cstore_write_stored. Every replica does the same with what it receives (the store re-checks
  * every block CRC, the service every range CRC, before writing) and forwards the same receive buffer. A
  * 4 KiB write thus moves 4 KiB per hop (the head used to merge edge blocks, read them back and forward
- * whole 64 KiB blocks: 16x the bytes on every hop). A call is answered when its local step and its forward are done, so
- * the head's answer means every replica has the data (in its page cache; Fsync makes it durable
+ * whole 64 KiB blocks: 16x the bytes on every hop). A call is answered when its local step and its forward
+ * are done, so the head's answer means every replica has the data (in its page cache; Fsync makes it durable
  * everywhere). A write with `sync` also makes the chunk durable on each replica before that replica answers
  * (write_sync_local), so a writer's last write before close or fsync needs no Fsync pass of its own; the
  * answer's `synced` says every replica did (a replica that predates the flag answers false).
@@ -53,6 +53,7 @@ struct cs_service {
     struct cstore *store;
     char *self_addr;
     atomic_uint self_id;
+    _Atomic(char *) self_uuid; /* set once (cs_service_set_uuid); NULL until then: to_uuid not checked */
     atomic_uint inflight;
     int level; /* zstd level of the head's block encoding */
     pthread_key_t codec_key;
@@ -82,16 +83,16 @@ struct cs_service {
  * gate). Every touched block counts; a batched write holds one span per run.
  *
  * So the head admits writes per block range in arrival order: every Write holds a `gate` (chunk id, and
- * the first and last block of each run) from before its local step until its hop is answered, i.e. until every replica answered it
- * (or the chain failed, after which the client drops the failed replica and the version moves on). A write
- * whose range intersects an earlier gate of the same chunk, running or itself waiting, is PARKED: its call
- * is deferred (no worker held: a worker blocked here could be the one the earlier write's chain needs on
- * another server, which would deadlock chains across servers) and its request stays valid because the call
- * is not answered. When a gate leaves, the parked gates that no longer intersect any earlier gate become
- * ready, in arrival order, and the service's resumer thread runs them. A parked write that is still waiting
- * shortly before its deadline (the same 10 % margin as a forward) fails with EBUSY and a detail naming the
- * block; the detail names no replica, because no replica is at fault, so the client backs off and retries
- * instead of reporting the head bad.
+ * the first and last block of each run) from before its local step until its hop is answered, i.e. until
+ * every replica answered it (or the chain failed, after which the client drops the failed replica and the
+ * version moves on). A write whose range intersects an earlier gate of the same chunk, running or itself
+ * waiting, is PARKED: its call is deferred (no worker held: a worker blocked here could be the one the
+ * earlier write's chain needs on another server, which would deadlock chains across servers) and its request
+ * stays valid because the call is not answered. When a gate leaves, the parked gates that no longer intersect
+ * any earlier gate become ready, in arrival order, and the service's resumer thread runs them. A parked write
+ * that is still waiting shortly before its deadline (the same 10 % margin as a forward) fails with EBUSY and
+ * a detail naming the block; the detail names no replica, because no replica is at fault, so the client backs
+ * off and retries instead of reporting the head bad.
  *
  * Gates live in one list under one mutex: writes in flight on a head number in the tens, and the scan is
  * a few comparisons each. */
@@ -118,7 +119,10 @@ struct gate {
 
 /* ---- helpers ----------------------------------------------------------------------------------------- */
 
-static void codec_destroy(void *c) { codec_free(c); }
+static void codec_destroy(void *c)
+{
+    codec_free(c);
+}
 
 static struct codec *thread_codec(struct cs_service *svc)
 {
@@ -134,6 +138,21 @@ static int bad_request(struct rpc_call *call, const char *what)
 {
     rpc_fail(call, -EINVAL, what);
     return 0;
+}
+
+/* A request for another chunkserver (its to_uuid is not ours: we took over the address, e.g. a reused port,
+ * or a chunkserver of another cluster): refused with ENXIO, nothing stored, read or forwarded. The sender
+ * takes it as that replica failed (a head's own refusal names no id: the client blames its head). */
+static bool wrong_target(struct cs_service *svc, struct rpc_call *call, const char *to)
+{
+    const char *mine = atomic_load(&svc->self_uuid);
+    if (!to || !to[0] || !mine || strcmp(mine, to) == 0)
+        return false;
+    char why[200];
+    snprintf(why, sizeof(why), "not the chunkserver addressed: this is %s, the request is for %s", mine, to);
+    LOG_WARN("refused a request from %s: %s", rpc_call_peer(call), why);
+    rpc_fail(call, -ENXIO, why);
+    return true;
 }
 
 static void name_failure(char *out, size_t n, uint32_t id, const char *addr, int err, const char *more)
@@ -179,8 +198,8 @@ static int check_range(uint64_t offset, uint64_t length, char *why, size_t whyle
 }
 
 /* Wire blocks -> store blocks, validating what the store would also reject (so the error says why). */
-static int blocks_from_wire(Synod__V1__StoredBlock *const *in, size_t n, size_t data_len, struct cstore_block **out,
-                            char *why, size_t whylen)
+static int blocks_from_wire(Synod__V1__StoredBlock *const *in, size_t n, size_t data_len,
+                            struct cstore_block **out, char *why, size_t whylen)
 {
     if (n > CSTORE_BLOCKS) {
         snprintf(why, whylen, "%zu blocks (at most %u)", n, CSTORE_BLOCKS);
@@ -197,8 +216,11 @@ static int blocks_from_wire(Synod__V1__StoredBlock *const *in, size_t n, size_t 
             free(b);
             return -EINVAL;
         }
-        b[i] = (struct cstore_block){.index = w->index, .raw_len = w->raw_len, .stored_len = w->stored_len,
-                                     .crc = w->crc, .flags = w->flags};
+        b[i] = (struct cstore_block){.index = w->index,
+                                     .raw_len = w->raw_len,
+                                     .stored_len = w->stored_len,
+                                     .crc = w->crc,
+                                     .flags = w->flags};
         sum += w->stored_len;
     }
     if (sum != data_len) {
@@ -255,10 +277,10 @@ struct hop {
     uint64_t chunk_len; /* after the local step (Write/WriteBlocks) */
     uint32_t next_id;
     char next_addr[256];
-    bool forwarded; /* the forward was started: replicas may now hold the write, or not */
+    bool forwarded;    /* the forward was started: replicas may now hold the write, or not */
     bool local_synced; /* a write with sync: this node synced the chunk after writing it */
     bool down_synced;  /* ... and the next replica answered synced */
-    void *owned; /* buffer lent to the forward (head only), freed with the hop */
+    void *owned;       /* buffer lent to the forward (head only), freed with the hop */
     struct gate *gate; /* head only: the write's block range, released when the hop is answered */
 };
 
@@ -376,7 +398,8 @@ static void gate_fail(struct gate *g, int err, const char *why)
  * write and this one not (or the reverse). The writer reports it too, but it may die first; then the
  * metaserver learns it from our heartbeat and drops the replica (bumping the version), so a divergent copy
  * never stays in the set. */
-static void chain_failure_add(struct cs_service *svc, uint64_t chunk_id, uint32_t version, uint32_t cs, int err)
+static void chain_failure_add(struct cs_service *svc, uint64_t chunk_id, uint32_t version, uint32_t cs,
+                              int err)
 {
     if (cs == 0)
         return; /* not registered yet: no id to name */
@@ -389,8 +412,8 @@ static void chain_failure_add(struct cs_service *svc, uint64_t chunk_id, uint32_
         svc->fails = xmalloc(CS_MAX_CHAIN_FAILURES * sizeof(*svc->fails));
     svc->fails[svc->nfails++] = (struct cs_chain_failure){chunk_id, version, cs, err};
     pthread_mutex_unlock(&svc->fail_mu);
-    LOG_WARN("chunk %016" PRIx64 " v%u: chain write failed on chunkserver %u (%s): reporting it", chunk_id, version,
-             cs, err_name(err));
+    LOG_WARN("chunk %016" PRIx64 " v%u: chain write failed on chunkserver %u (%s): reporting it", chunk_id,
+             version, cs, err_name(err));
 }
 
 void cs_service_take_chain_failures(struct cs_service *svc, struct cs_chain_failure **out, size_t *n)
@@ -462,7 +485,10 @@ static void hop_put(struct hop *h)
         hop_answer(h);
 }
 
-static void hop_release(void *arg) { hop_put(arg); }
+static void hop_release(void *arg)
+{
+    hop_put(arg);
+}
 
 static void hop_done(int err, ProtobufCMessage *reply, const struct rpc_status *st, void *arg)
 {
@@ -495,8 +521,8 @@ static void hop_forward(struct hop *h, const Synod__V1__ChunkserverAddr *next, c
     struct rpc_payload p = {.data = data, .len = len, .release = hop_release, .ctx = h};
     if (len)
         atomic_fetch_add(&h->refs, 1);
-    rpc_call_async(rpc_channel_get(next->addr), &synod__v1__chunk_data__descriptor, method, req, len ? &p : NULL,
-                   tmo, hop_done, h);
+    rpc_call_async(rpc_channel_get(next->addr), &synod__v1__chunk_data__descriptor, method, req,
+                   len ? &p : NULL, tmo, hop_done, h);
 }
 
 /* ---- Write (head) ------------------------------------------------------------------------------------ */
@@ -573,10 +599,13 @@ static int write_runs(const Synod__V1__WriteReq *req, struct range **out, size_t
     uint64_t sum = 0;
     for (size_t i = 0; i < req->n_ranges; i++) {
         const Synod__V1__PlainRange *w = req->ranges[i];
-        if (!w || w->length == 0 || w->offset > CSTORE_CHUNK_SIZE || w->length > CSTORE_CHUNK_SIZE - w->offset ||
+        if (!w || w->length == 0 || w->offset > CSTORE_CHUNK_SIZE ||
+            w->length > CSTORE_CHUNK_SIZE - w->offset ||
             (i && w->offset / CSTORE_BLOCK_SIZE <= (r[i - 1].off + r[i - 1].len - 1) / CSTORE_BLOCK_SIZE)) {
-            snprintf(why, whylen, "run %zu of a batched write is empty, outside the chunk, out of order or in "
-                     "the block of the one before", i);
+            snprintf(why, whylen,
+                     "run %zu of a batched write is empty, outside the chunk, out of order or in "
+                     "the block of the one before",
+                     i);
             free(r);
             return -EINVAL;
         }
@@ -608,7 +637,8 @@ static void write_sync_local(struct hop *h)
 
 /* The head's write once its gate (may be NULL for an empty write) admits it: merge, forward, store. Runs
  * on a worker, or on the resumer for a write that was parked. Always answers through the hop. */
-static int write_run(struct cs_service *svc, struct rpc_call *call, const Synod__V1__WriteReq *req, struct gate *g)
+static int write_run(struct cs_service *svc, struct rpc_call *call, const Synod__V1__WriteReq *req,
+                     struct gate *g)
 {
     struct hop *h = hop_new(svc, call, HOP_WRITE, req->chunk_id, req->version);
     h->gate = g;
@@ -638,7 +668,8 @@ static int write_run(struct cs_service *svc, struct rpc_call *call, const Synod_
     const uint8_t *src = req->data.data;
     for (size_t k = 0; k < nruns && !r; src += runs[k].len, k++) {
         uint64_t off = runs[k].off, end = off + runs[k].len;
-        uint64_t ws = (off + CSTORE_BLOCK_SIZE - 1) / CSTORE_BLOCK_SIZE * CSTORE_BLOCK_SIZE; /* whole blocks */
+        uint64_t ws =
+            (off + CSTORE_BLOCK_SIZE - 1) / CSTORE_BLOCK_SIZE * CSTORE_BLOCK_SIZE; /* whole blocks */
         uint64_t we = end / CSTORE_BLOCK_SIZE * CSTORE_BLOCK_SIZE;
         if (ws >= we) /* none: one plain range */
             ws = we = end;
@@ -651,8 +682,10 @@ static int write_run(struct cs_service *svc, struct rpc_call *call, const Synod_
             enum codec_flag fl;
             r = cstore_encode_block(codec, src + (bs - off), CSTORE_BLOCK_SIZE, buf + len, &slen, &fl);
             blocks[nwhole++] = (struct cstore_block){.index = (uint32_t)(bs / CSTORE_BLOCK_SIZE),
-                                                     .raw_len = CSTORE_BLOCK_SIZE, .stored_len = (uint32_t)slen,
-                                                     .crc = crc32c(0, buf + len, slen), .flags = fl};
+                                                     .raw_len = CSTORE_BLOCK_SIZE,
+                                                     .stored_len = (uint32_t)slen,
+                                                     .crc = crc32c(0, buf + len, slen),
+                                                     .flags = fl};
             len += slen;
         }
         if (we < end) {
@@ -666,7 +699,8 @@ static int write_run(struct cs_service *svc, struct rpc_call *call, const Synod_
         goto out_free;
     }
     size_t stored_len = len;
-    Synod__V1__PlainRange *rmsg = xmalloc((nrg + 1) * sizeof(*rmsg)), **rptr = xmalloc((nrg + 1) * sizeof(*rptr));
+    Synod__V1__PlainRange *rmsg = xmalloc((nrg + 1) * sizeof(*rmsg)),
+                          **rptr = xmalloc((nrg + 1) * sizeof(*rptr));
     for (size_t i = 0; i < nrg; i++) {
         synod__v1__plain_range__init(&rmsg[i]);
         rmsg[i].offset = rg[i].off;
@@ -695,6 +729,7 @@ static int write_run(struct cs_service *svc, struct rpc_call *call, const Synod_
         fw.create = req->create;
         fw.chunk_len = max_end;
         fw.sync = req->sync;
+        fw.to_uuid = req->chain[0]->uuid;
         hop_forward(h, req->chain[0], "WriteBlocks", &fw.base, h->owned, len);
         wire_blocks_destroy(&wb);
     }
@@ -703,7 +738,8 @@ static int write_run(struct cs_service *svc, struct rpc_call *call, const Synod_
     for (size_t i = 0; i < nrg && !r; i++)
         r = cstore_write(svc->store, req->chunk_id, req->version, rg[i].off, rsrc[i], (size_t)rg[i].len);
     if (nwhole && !r)
-        r = cstore_write_stored(svc->store, req->chunk_id, req->version, blocks, nwhole, h->owned, stored_len);
+        r = cstore_write_stored(svc->store, req->chunk_id, req->version, blocks, nwhole, h->owned,
+                                stored_len);
     hop_local(h, r, "write");
     if (!r && req->sync)
         write_sync_local(h);
@@ -723,6 +759,8 @@ static int h_write(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
     char why[200];
     struct range *runs;
     size_t nruns;
+    if (wrong_target(svc, call, req->to_uuid))
+        return 0;
     if (check_chain(req->chain, req->n_chain, why, sizeof(why)) ||
         write_runs(req, &runs, &nruns, why, sizeof(why)))
         return bad_request(call, why);
@@ -777,7 +815,8 @@ static int h_write(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
     g->parked = true;
     atomic_fetch_add(&svc->parked_total, 1);
     LOG_DEBUG("chunk %016" PRIx64 ": write of blocks %u..%u parked behind a write in flight on block %u",
-              req->chunk_id, g->first, g->last, g->block); /* under the lock: g may run and go once it drops */
+              req->chunk_id, g->first, g->last,
+              g->block); /* under the lock: g may run and go once it drops */
     pthread_cond_signal(&svc->gate_cv);
     pthread_mutex_unlock(&svc->gate_mu);
     return RPC_DEFERRED;
@@ -819,7 +858,8 @@ static void *resumer_main(void *arg)
             for (struct gate *x = expired, *n; x; x = n) {
                 n = x->ready_next;
                 LOG_WARN("EBUSY: chunk %016" PRIx64 ": write of blocks %u..%u waited on block %u until its "
-                         "deadline", x->chunk_id, x->first, x->last, x->block);
+                         "deadline",
+                         x->chunk_id, x->first, x->last, x->block);
                 gate_fail(x, -EBUSY, "waited until its deadline for a write in flight");
             }
             pthread_mutex_lock(&svc->gate_mu);
@@ -828,7 +868,8 @@ static void *resumer_main(void *arg)
         if (next == UINT64_MAX) {
             pthread_cond_wait(&svc->gate_cv, &svc->gate_mu);
         } else {
-            struct timespec ts = {.tv_sec = (time_t)(next / NS_PER_SEC), .tv_nsec = (long)(next % NS_PER_SEC)};
+            struct timespec ts = {.tv_sec = (time_t)(next / NS_PER_SEC),
+                                  .tv_nsec = (long)(next % NS_PER_SEC)};
             pthread_cond_timedwait(&svc->gate_cv, &svc->gate_mu, &ts);
         }
     }
@@ -847,8 +888,8 @@ static int ranges_from_wire(Synod__V1__PlainRange *const *in, size_t n, const ui
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         const Synod__V1__PlainRange *w = in[i];
-        if (!w || w->length == 0 || w->offset > CSTORE_CHUNK_SIZE || w->length > CSTORE_CHUNK_SIZE - w->offset ||
-            w->length > data_len - total) {
+        if (!w || w->length == 0 || w->offset > CSTORE_CHUNK_SIZE ||
+            w->length > CSTORE_CHUNK_SIZE - w->offset || w->length > data_len - total) {
             snprintf(why, whylen, "plain range %zu is malformed or overruns the data", i);
             return -EINVAL;
         }
@@ -858,8 +899,8 @@ static int ranges_from_wire(Synod__V1__PlainRange *const *in, size_t n, const ui
     const uint8_t *p = data + (data_len - total);
     for (size_t i = 0; i < n; i++) {
         if (crc32c(0, p, in[i]->length) != in[i]->crc) {
-            snprintf(why, whylen, "crc mismatch on plain range %zu (%u bytes at %" PRIu64 ")", i, in[i]->length,
-                     in[i]->offset);
+            snprintf(why, whylen, "crc mismatch on plain range %zu (%u bytes at %" PRIu64 ")", i,
+                     in[i]->length, in[i]->offset);
             free(r);
             return -EBADMSG;
         }
@@ -879,10 +920,12 @@ static int h_write_blocks(struct rpc_call *call, const ProtobufCMessage *m, void
     struct cstore_block *blocks;
     struct range *ranges;
     size_t plain_len;
+    if (wrong_target(svc, call, req->to_uuid))
+        return 0;
     if (check_chain(req->chain, req->n_chain, why, sizeof(why)))
         return bad_request(call, why);
-    int r = ranges_from_wire(req->ranges, req->n_ranges, req->data.data, req->data.len, &ranges, &plain_len, why,
-                             sizeof(why));
+    int r = ranges_from_wire(req->ranges, req->n_ranges, req->data.data, req->data.len, &ranges, &plain_len,
+                             why, sizeof(why));
     if (r) {
         rpc_fail(call, r, why);
         return 0;
@@ -905,13 +948,14 @@ static int h_write_blocks(struct rpc_call *call, const ProtobufCMessage *m, void
         Synod__V1__WriteBlocksReq fw = *req;
         fw.n_chain = req->n_chain - 1;
         fw.chain = req->chain + 1;
+        fw.to_uuid = req->chain[0]->uuid;
         fw.data.data = NULL;
         fw.data.len = 0;
         hop_forward(h, req->chain[0], "WriteBlocks", &fw.base, req->data.data, req->data.len);
     }
     if (req->n_blocks)
-        r = cstore_write_stored(svc->store, req->chunk_id, req->version, blocks, req->n_blocks, req->data.data,
-                                stored_len);
+        r = cstore_write_stored(svc->store, req->chunk_id, req->version, blocks, req->n_blocks,
+                                req->data.data, stored_len);
     const uint8_t *p = req->data.data + stored_len;
     for (size_t i = 0; i < req->n_ranges && !r; i++) {
         r = cstore_write(svc->store, req->chunk_id, req->version, ranges[i].off, p, (size_t)ranges[i].len);
@@ -933,6 +977,8 @@ static int h_fsync(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
     struct cs_service *svc = arg;
     const Synod__V1__FsyncReq *req = (const Synod__V1__FsyncReq *)m;
     char why[200];
+    if (wrong_target(svc, call, req->to_uuid))
+        return 0;
     if (check_chain(req->chain, req->n_chain, why, sizeof(why)))
         return bad_request(call, why);
     struct hop *h = hop_new(svc, call, HOP_FSYNC, req->chunk_id, req->version);
@@ -941,6 +987,7 @@ static int h_fsync(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
         Synod__V1__FsyncReq fw = *req;
         fw.n_chain = req->n_chain - 1;
         fw.chain = req->chain + 1;
+        fw.to_uuid = req->chain[0]->uuid;
         hop_forward(h, req->chain[0], "Fsync", &fw.base, NULL, 0);
     }
     int r = adopt_version(svc, false, req->chunk_id, req->version);
@@ -965,8 +1012,8 @@ static void reply_bulk(struct rpc_call *call, const ProtobufCMessage *rep, uint8
     }
 }
 
-static int reply_stored(struct cs_service *svc, struct rpc_call *call, uint64_t id, uint32_t version, uint32_t first,
-                        uint32_t max_blocks, bool is_copy)
+static int reply_stored(struct cs_service *svc, struct rpc_call *call, uint64_t id, uint32_t version,
+                        uint32_t first, uint32_t max_blocks, bool is_copy)
 {
     struct cstore_block *blocks = xmalloc((max_blocks ? max_blocks : 1) * sizeof(*blocks));
     size_t cap = (size_t)(max_blocks ? max_blocks : 1) * CSTORE_BLOCK_SIZE;
@@ -976,8 +1023,8 @@ static int reply_stored(struct cs_service *svc, struct rpc_call *call, uint64_t 
     uint64_t clen = 0;
     int r = 0;
     if (max_blocks)
-        r = cstore_read_stored(svc->store, id, version, first, max_blocks, blocks, max_blocks, buf, cap, &n, &len,
-                               &next, &clen);
+        r = cstore_read_stored(svc->store, id, version, first, max_blocks, blocks, max_blocks, buf, cap, &n,
+                               &len, &next, &clen);
     else
         r = cstore_length(svc->store, id, version, &clen);
     if (r) {
@@ -1011,13 +1058,16 @@ static int h_read(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
     struct cs_service *svc = arg;
     const Synod__V1__ReadReq *req = (const Synod__V1__ReadReq *)m;
     char why[200];
+    if (wrong_target(svc, call, req->to_uuid))
+        return 0;
     if (check_range(req->offset, req->length, why, sizeof(why)))
         return bad_request(call, why);
     atomic_fetch_add(&svc->inflight, 1);
     int r;
     if (req->stored_form) {
         uint32_t first = (uint32_t)(req->offset / CSTORE_BLOCK_SIZE);
-        uint32_t nb = req->length ? (uint32_t)((req->offset + req->length - 1) / CSTORE_BLOCK_SIZE) - first + 1 : 0;
+        uint32_t nb =
+            req->length ? (uint32_t)((req->offset + req->length - 1) / CSTORE_BLOCK_SIZE) - first + 1 : 0;
         r = reply_stored(svc, call, req->chunk_id, req->version, first, nb, false);
         if (r == -ESTALE && adopt_version(svc, false, req->chunk_id, req->version) == 0)
             r = reply_stored(svc, call, req->chunk_id, req->version, first, nb, false);
@@ -1050,6 +1100,8 @@ static int h_copy(struct rpc_call *call, const ProtobufCMessage *m, void *arg)
 {
     struct cs_service *svc = arg;
     const Synod__V1__CopyReq *req = (const Synod__V1__CopyReq *)m;
+    if (wrong_target(svc, call, req->to_uuid))
+        return 0;
     if (req->first_block > CSTORE_BLOCKS)
         return bad_request(call, "first_block beyond the chunk");
     uint32_t max = req->max_blocks ? MIN(req->max_blocks, CS_COPY_MAX_BLOCKS) : CS_COPY_PAGE_BLOCKS;
@@ -1145,6 +1197,7 @@ void cs_service_free(struct cs_service *svc)
     codec_free(c);
     pthread_key_delete(svc->codec_key);
     free(svc->self_addr);
+    free(atomic_load(&svc->self_uuid));
     free(svc);
 }
 
@@ -1159,6 +1212,19 @@ void cs_service_register(struct cs_service *svc, struct rpc_server *srv)
     rpc_server_add_service(srv, d, handlers, svc);
 }
 
-void cs_service_set_id(struct cs_service *svc, uint32_t id) { atomic_store(&svc->self_id, id); }
+void cs_service_set_id(struct cs_service *svc, uint32_t id)
+{
+    atomic_store(&svc->self_id, id);
+}
 
-uint32_t cs_service_load(const struct cs_service *svc) { return atomic_load(&svc->inflight); }
+void cs_service_set_uuid(struct cs_service *svc, const char *uuid)
+{
+    char *mine = xstrdup(uuid), *none = NULL;
+    if (!atomic_compare_exchange_strong(&svc->self_uuid, &none, mine))
+        free(mine); /* set once: the identity file's uuid never changes while the process runs */
+}
+
+uint32_t cs_service_load(const struct cs_service *svc)
+{
+    return atomic_load(&svc->inflight);
+}

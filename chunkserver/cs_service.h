@@ -38,11 +38,11 @@
 #include "chunkserver/chunk_store.h"
 #include "common/rpc.h"
 
-#define CS_MAX_IO (16u << 20)  /* bytes per Write / Read call */
-#define CS_MAX_CHAIN 8         /* replicas after the head */
-#define CS_MAX_RUNS 64u        /* runs of one batched Write (WriteReq.ranges) */
-#define CS_COPY_PAGE_BLOCKS 64 /* default Copy page (4 MiB raw at most) */
-#define CS_COPY_MAX_BLOCKS 256
+#define CS_MAX_IO           (16u << 20) /* bytes per Write / Read call */
+#define CS_MAX_CHAIN        8           /* replicas after the head */
+#define CS_MAX_RUNS         64u         /* runs of one batched Write (WriteReq.ranges) */
+#define CS_COPY_PAGE_BLOCKS 64          /* default Copy page (4 MiB raw at most) */
+#define CS_COPY_MAX_BLOCKS  256
 
 struct cs_service; /* opaque */
 
@@ -62,6 +62,9 @@ void cs_service_free(struct cs_service *svc);
 void cs_service_register(struct cs_service *svc, struct rpc_server *srv);
 /* Set the id the metaserver assigned (used in failure details). Thread-safe. */
 void cs_service_set_id(struct cs_service *svc, uint32_t id);
+/* Set this chunkserver's uuid (its identity file's; the first call wins). From then on a data request whose
+ * to_uuid names another chunkserver is refused with ENXIO. Thread-safe. */
+void cs_service_set_uuid(struct cs_service *svc, const char *uuid);
 /* Requests in flight (heartbeat "load"). Thread-safe. */
 uint32_t cs_service_load(const struct cs_service *svc);
 

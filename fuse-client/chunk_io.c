@@ -32,14 +32,16 @@
 #include "common/util.h"
 #include "meta.pb-c.h"
 
-#define MAX_REPL 9
-#define ADDR_MAX 64
-#define NBUCKETS 64
+#define MAX_REPL  9
+#define ADDR_MAX  64
+#define UUID_MAX  65 /* RegisterReq.uuid is at most 64 bytes */
+#define NBUCKETS  64
 #define LOC_BATCH CIO_LOC_BATCH
 
 struct replica {
     uint32_t id;
     char addr[ADDR_MAX];
+    char uuid[UUID_MAX]; /* ChunkserverAddr.uuid: every request to it names it (to_uuid); "" if unknown */
 };
 
 struct loc {
@@ -125,9 +127,9 @@ struct cio_file {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct cchunk *buckets[NBUCKETS];
-    uint64_t meta_size;  /* last size known from the metaserver */
-    uint64_t local_end;  /* end of local writes not yet completed (0 = none) */
-    int err;             /* sticky write error */
+    uint64_t meta_size; /* last size known from the metaserver */
+    uint64_t local_end; /* end of local writes not yet completed (0 = none) */
+    int err;            /* sticky write error */
     /* write buffer (op_mu) */
     uint8_t *wbuf; /* the open piece: contiguous writes extend it */
     uint64_t wb_off;
@@ -149,7 +151,7 @@ struct cio_file {
     unsigned ra_pending; /* fetches in flight, including orphaned slots' */
     uint64_t seq_next;   /* end of the last read: the next sequential read starts here */
     uint64_t ra_gen;     /* bumped when every slot is dropped (write, truncate, invalidation) */
-    unsigned nwreq; /* struct wreq alive (mu) */
+    unsigned nwreq;      /* struct wreq alive (mu) */
 };
 
 /* Per-thread scratch: a codec and one block. */
@@ -412,6 +414,7 @@ static bool loc_from_wire(const Synod__V1__ChunkLoc *w, struct loc *l)
             return false;
         l->rep[l->nrep].id = a->id;
         snprintf(l->rep[l->nrep].addr, ADDR_MAX, "%s", a->addr);
+        snprintf(l->rep[l->nrep].uuid, UUID_MAX, "%s", a->uuid && strlen(a->uuid) < UUID_MAX ? a->uuid : "");
         l->nrep++;
     }
     return l->chunk_id == 0 || l->nrep > 0;
@@ -419,8 +422,8 @@ static bool loc_from_wire(const Synod__V1__ChunkLoc *w, struct loc *l)
 
 /* Cache the locations of chunks [first, first+count) from a metaserver answer (absent indexes are holes);
  * f->mu held. */
-static void locs_install(struct cio_file *f, uint64_t first, uint32_t count, Synod__V1__ChunkLoc *const *chunks,
-                         size_t n)
+static void locs_install(struct cio_file *f, uint64_t first, uint32_t count,
+                         Synod__V1__ChunkLoc *const *chunks, size_t n)
 {
     uint64_t until = clk_mono_ns() + (uint64_t)f->c->cfg.loc_ttl_ms * NS_PER_MS;
     /* Absent indexes in the range are holes. */
@@ -437,18 +440,21 @@ static void locs_install(struct cio_file *f, uint64_t first, uint32_t count, Syn
         struct cchunk *ch = chunk_at(f, w->index);
         if (!loc_from_wire(w, &ch->loc)) {
             if (w->chunk_id && w->n_replicas == 0)
-                LOG_WARN("inode %llu chunk %llu (id %llu): no live replica known to the metaserver: unreadable "
-                         "until a chunkserver holding it reports again", (unsigned long long)f->ino,
-                         (unsigned long long)w->index, (unsigned long long)w->chunk_id);
+                LOG_WARN(
+                    "inode %llu chunk %llu (id %llu): no live replica known to the metaserver: unreadable "
+                    "until a chunkserver holding it reports again",
+                    (unsigned long long)f->ino, (unsigned long long)w->index,
+                    (unsigned long long)w->chunk_id);
             else
-                LOG_WARN("inode %llu chunk %llu: malformed location from the metaserver", (unsigned long long)f->ino,
-                         (unsigned long long)w->index);
+                LOG_WARN("inode %llu chunk %llu: malformed location from the metaserver",
+                         (unsigned long long)f->ino, (unsigned long long)w->index);
             ch->loc_valid = false;
         }
     }
 }
 
-void cio_file_seed_locations(struct cio_file *f, uint32_t located, Synod__V1__ChunkLoc *const *chunks, size_t n)
+void cio_file_seed_locations(struct cio_file *f, uint32_t located, Synod__V1__ChunkLoc *const *chunks,
+                             size_t n)
 {
     if (!located)
         return;
@@ -538,12 +544,12 @@ struct rwait {
 struct seg {
     struct rwait *wait;
     uint64_t index;
-    uint64_t coff;   /* offset inside the chunk */
+    uint64_t coff; /* offset inside the chunk */
     uint32_t len;
     uint8_t *dst;
     struct loc loc;
-    uint32_t ri;     /* replica index used */
-    bool plain;      /* asked for plain bytes with their CRC (read_req) */
+    uint32_t ri; /* replica index used */
+    bool plain;  /* asked for plain bytes with their CRC (read_req) */
     int err;
     ProtobufCMessage *rep;
 };
@@ -563,9 +569,10 @@ static void read_done(int err, ProtobufCMessage *reply, const struct rpc_status 
 /* The Read for a segment: the stored form of the blocks it touches, checked and decoded here, or for a
  * segment marked plain exactly its bytes with their CRC32C (the chunkserver verifies the blocks' stored
  * CRCs). */
-static void read_req(const struct seg *s, Synod__V1__ReadReq *req)
+static void read_req(const struct seg *s, uint32_t ri, Synod__V1__ReadReq *req)
 {
     synod__v1__read_req__init(req);
+    req->to_uuid = (char *)s->loc.rep[ri].uuid;
     req->chunk_id = s->loc.chunk_id;
     req->version = s->loc.version;
     if (s->plain) {
@@ -575,7 +582,8 @@ static void read_req(const struct seg *s, Synod__V1__ReadReq *req)
         return;
     }
     uint64_t b0 = s->coff / CIO_BLOCK_SIZE * CIO_BLOCK_SIZE;
-    uint64_t b1 = MIN((s->coff + s->len + CIO_BLOCK_SIZE - 1) / CIO_BLOCK_SIZE * CIO_BLOCK_SIZE, CIO_CHUNK_SIZE);
+    uint64_t b1 =
+        MIN((s->coff + s->len + CIO_BLOCK_SIZE - 1) / CIO_BLOCK_SIZE * CIO_BLOCK_SIZE, CIO_CHUNK_SIZE);
     req->offset = b0;
     req->length = (uint32_t)(b1 - b0);
     req->stored_form = true;
@@ -675,11 +683,12 @@ static int seg_read_sync(struct cio_file *f, struct seg *s, uint32_t skip, struc
             if (round == 0 && ri == skip && s->loc.nrep > 1)
                 continue;
             Synod__V1__ReadReq req;
-            read_req(s, &req);
+            read_req(s, ri, &req);
             ProtobufCMessage *m;
             struct rpc_status st;
-            int r = rpc_call_cancellable(rpc_channel_get(s->loc.rep[ri].addr), &synod__v1__chunk_data__descriptor,
-                                         "Read", &req.base, NULL, c->cfg.rpc_timeout_ms, cancel, &m, &st);
+            int r =
+                rpc_call_cancellable(rpc_channel_get(s->loc.rep[ri].addr), &synod__v1__chunk_data__descriptor,
+                                     "Read", &req.base, NULL, c->cfg.rpc_timeout_ms, cancel, &m, &st);
             if (rpc_cancel_triggered(cancel)) {
                 read_rep_free(m);
                 return -EINTR;
@@ -692,8 +701,9 @@ static int seg_read_sync(struct cio_file *f, struct seg *s, uint32_t skip, struc
             }
             last = r;
             LOG_WARN("%s: read of chunk %llu v%u from %s (chunkserver %u) failed%s%s", err_name(r),
-                     (unsigned long long)s->loc.chunk_id, s->loc.version, s->loc.rep[ri].addr, s->loc.rep[ri].id,
-                     st.detail[0] && r != -EBADMSG ? ": " : "", r != -EBADMSG ? st.detail : "");
+                     (unsigned long long)s->loc.chunk_id, s->loc.version, s->loc.rep[ri].addr,
+                     s->loc.rep[ri].id, st.detail[0] && r != -EBADMSG ? ": " : "",
+                     r != -EBADMSG ? st.detail : "");
             if (r == -EBADMSG)
                 report_bad(f, s->loc.chunk_id, s->loc.version, s->loc.rep[ri].id, r);
         }
@@ -745,12 +755,13 @@ static int read_range(struct cio_file *f, uint64_t off, size_t len, uint8_t *dst
         s->ri = atomic_fetch_add(&c->rr, 1) % s->loc.nrep;
         s->plain = want_plain(s->coff, s->len);
         Synod__V1__ReadReq req;
-        read_req(s, &req);
+        read_req(s, s->ri, &req);
         pthread_mutex_lock(&w.mu);
         w.pending++;
         pthread_mutex_unlock(&w.mu);
-        rpc_call_async_cancellable(rpc_channel_get(s->loc.rep[s->ri].addr), &synod__v1__chunk_data__descriptor,
-                                   "Read", &req.base, NULL, c->cfg.rpc_timeout_ms, cancel, read_done, s);
+        rpc_call_async_cancellable(rpc_channel_get(s->loc.rep[s->ri].addr),
+                                   &synod__v1__chunk_data__descriptor, "Read", &req.base, NULL,
+                                   c->cfg.rpc_timeout_ms, cancel, read_done, s);
     }
 out_wait:
     pthread_mutex_lock(&w.mu);
@@ -808,7 +819,7 @@ static bool overlaps_inflight(struct cio_file *f, uint64_t off, uint64_t end);
  * blocks asked for, and starts no read-ahead: random reads pay nothing (a tolerance without slots would
  * start an 8 MiB window for ~0.2% of random 4 KiB reads on a 1 GiB file, ~25% more bytes fetched). */
 
-#define RA_SLOT CIO_MAX_IO
+#define RA_SLOT          CIO_MAX_IO
 #define RA_MAX_SLOTS(ra) ((ra) / RA_SLOT + 4)
 
 enum ra_state { RA_PENDING, RA_ARRIVED, RA_DECODING, RA_READY };
@@ -816,11 +827,11 @@ enum ra_state { RA_PENDING, RA_ARRIVED, RA_DECODING, RA_READY };
 struct ra_slot {
     struct ra_slot *next;
     struct cio_file *f;
-    uint64_t off;       /* in the file, RA_SLOT aligned */
+    uint64_t off; /* in the file, RA_SLOT aligned */
     enum ra_state state;
-    bool orphan;        /* dropped while fetched or decoded: the fetch completion or the decoder frees it */
-    uint32_t consumed;  /* bytes served from it */
-    struct seg seg;     /* the piece (len clipped at the size when issued), its location, replica and reply */
+    bool orphan;       /* dropped while fetched or decoded: the fetch completion or the decoder frees it */
+    uint32_t consumed; /* bytes served from it */
+    struct seg seg;    /* the piece (len clipped at the size when issued), its location, replica and reply */
     uint8_t *buf;
 };
 
@@ -941,7 +952,7 @@ static void ra_issue(struct cio_file *f, uint64_t from, uint64_t to, uint64_t si
         sl->seg.loc = l;
         sl->seg.ri = atomic_fetch_add(&c->rr, 1) % l.nrep;
         Synod__V1__ReadReq req;
-        read_req(&sl->seg, &req);
+        read_req(&sl->seg, sl->seg.ri, &req);
         rpc_call_async(rpc_channel_get(l.rep[sl->seg.ri].addr), &synod__v1__chunk_data__descriptor, "Read",
                        &req.base, NULL, c->cfg.rpc_timeout_ms, ra_done, sl);
     }
@@ -980,7 +991,7 @@ static int ra_decode(struct cio_file *f, struct ra_slot *sl, struct rpc_cancel *
     pthread_mutex_lock(&f->mu);
     if (sl->orphan) {
         ra_slot_free(f->c, sl); /* dropped meanwhile: whoever dropped it counts on us */
-        return -EAGAIN;   /* the caller looks again (and reads directly) */
+        return -EAGAIN;         /* the caller looks again (and reads directly) */
     }
     if (e) {
         ra_unlink_free(f, sl);
@@ -1137,8 +1148,8 @@ static bool overlaps_inflight(struct cio_file *f, uint64_t off, uint64_t end)
  * each several thread hand-offs) costs the daemons ~1.5 ms of CPU on the shared 2-core VM whatever its
  * size, so random 4 KiB writes were CPU-bound at one write per round trip; letting 64 single writes fly
  * instead of 4 gained little for the same reason. */
-#define MAX_PIECES 64u /* complete pieces waiting to be sent (pend_full) */
-#define MAX_RUNS 32u   /* runs of one batched Write (the chunkserver takes up to 64) */
+#define MAX_PIECES  64u            /* complete pieces waiting to be sent (pend_full) */
+#define MAX_RUNS    32u            /* runs of one batched Write (the chunkserver takes up to 64) */
 #define SMALL_PIECE CIO_BLOCK_SIZE /* pieces up to this size wait in their own copy (wbuf_send) */
 static bool room_locked(const struct cio_file *f, size_t len)
 {
@@ -1194,8 +1205,8 @@ static int chunk_open(struct cio_file *f, uint64_t index, bool force, struct loc
         rpc_message_free(m);
         pthread_mutex_lock(&f->mu);
         ch = chunk_at(f, index);
-        /* A renewal of our own fresh chunk stays fresh until a write succeeds (see written()); once one has, a
-         * replica without the chunk lost data, whatever the answer says. */
+        /* A renewal of our own fresh chunk stays fresh until a write succeeds (see written()); once one has,
+         * a replica without the chunk lost data, whatever the answer says. */
         if (ch->loc.chunk_id != l.chunk_id)
             ch->fresh = ch->wrote = false;
         if (!ch->wrote)
@@ -1214,12 +1225,14 @@ static int chunk_open(struct cio_file *f, uint64_t index, bool force, struct loc
 }
 
 /* The replicas after the head, as the wire chain (pointing into l). Returns the count. */
-static size_t chain_fill(const struct loc *l, Synod__V1__ChunkserverAddr *chain, Synod__V1__ChunkserverAddr **pchain)
+static size_t chain_fill(const struct loc *l, Synod__V1__ChunkserverAddr *chain,
+                         Synod__V1__ChunkserverAddr **pchain)
 {
     for (uint32_t i = 1; i < l->nrep; i++) {
         synod__v1__chunkserver_addr__init(&chain[i - 1]);
         chain[i - 1].id = l->rep[i].id;
         chain[i - 1].addr = (char *)l->rep[i].addr;
+        chain[i - 1].uuid = (char *)l->rep[i].uuid;
         pchain[i - 1] = &chain[i - 1];
     }
     return l->nrep ? l->nrep - 1 : 0;
@@ -1227,11 +1240,12 @@ static size_t chain_fill(const struct loc *l, Synod__V1__ChunkserverAddr *chain,
 
 /* A Write of w's runs (chunk offsets; a batch goes as `ranges`, whose storage rmsg/rptr has room for
  * w->nruns each). */
-static void fill_write(Synod__V1__WriteReq *req, Synod__V1__ChunkserverAddr *chain, Synod__V1__ChunkserverAddr **pchain,
-                       const struct loc *l, const struct wreq *w, Synod__V1__PlainRange *rmsg,
-                       Synod__V1__PlainRange **rptr, bool create)
+static void fill_write(Synod__V1__WriteReq *req, Synod__V1__ChunkserverAddr *chain,
+                       Synod__V1__ChunkserverAddr **pchain, const struct loc *l, const struct wreq *w,
+                       Synod__V1__PlainRange *rmsg, Synod__V1__PlainRange **rptr, bool create)
 {
     synod__v1__write_req__init(req);
+    req->to_uuid = (char *)l->rep[0].uuid;
     req->chunk_id = l->chunk_id;
     req->version = l->version;
     uint64_t base = w->index * CIO_CHUNK_SIZE;
@@ -1318,7 +1332,7 @@ static uint32_t failed_replica(int err, const char *detail, uint32_t head, int *
             *rerr = -(int)strtol(end + 1, NULL, 10);
         return (uint32_t)id;
     }
-    if (err == -ENOTCONN || err == -ETIMEDOUT || err == -ECANCELED)
+    if (err == -ENOTCONN || err == -ETIMEDOUT || err == -ECANCELED || err == -ENXIO) /* ENXIO: not it there */
         return head;
     return UINT32_MAX;
 }
@@ -1385,8 +1399,8 @@ static int write_sync(struct cio_file *f, const struct wreq *w)
         struct rpc_payload pl = {.data = w->data, .len = w->len};
         ProtobufCMessage *m;
         struct rpc_status st;
-        err = rpc_call(rpc_channel_get(l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Write", &req.base, &pl,
-                       c->cfg.rpc_timeout_ms, &m, &st);
+        err = rpc_call(rpc_channel_get(l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Write", &req.base,
+                       &pl, c->cfg.rpc_timeout_ms, &m, &st);
         rpc_message_free(m);
         if (err == 0) {
             pthread_mutex_lock(&f->mu);
@@ -1398,8 +1412,9 @@ static int write_sync(struct cio_file *f, const struct wreq *w)
         head = l.rep[0].id;
         version = l.version;
         chunk_id = l.chunk_id;
-        LOG_WARN("%s: write of inode %llu chunk %llu v%u via %s failed: %s", err_name(err), (unsigned long long)f->ino,
-                 (unsigned long long)l.chunk_id, l.version, l.rep[0].addr, detail);
+        LOG_WARN("%s: write of inode %llu chunk %llu v%u via %s failed: %s", err_name(err),
+                 (unsigned long long)f->ino, (unsigned long long)l.chunk_id, l.version, l.rep[0].addr,
+                 detail);
     }
 }
 
@@ -1500,8 +1515,8 @@ static int send_pieces(struct cio_file *f, uint64_t index, struct pend **ps, uin
     f->inflight_bytes += w->len;
     pthread_mutex_unlock(&f->mu);
     struct rpc_payload pl = {.data = w->data, .len = w->len, .release = write_released, .ctx = w};
-    rpc_call_async(rpc_channel_get(l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Write", &req.base, &pl,
-                   c->cfg.rpc_timeout_ms, write_done, w);
+    rpc_call_async(rpc_channel_get(l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Write", &req.base,
+                   &pl, c->cfg.rpc_timeout_ms, write_done, w);
     return 0;
 }
 
@@ -1523,9 +1538,9 @@ static int pend_cmp(const void *a, const void *b)
  * batched Write: while the pipeline is full, small writes pile up here and then share one chain round
  * trip, whose cost (three RPCs, each several thread hand-offs) dwarfs the bytes of a 4 KiB write. With
  * `all` (flush), waits for room until everything is sent; otherwise sends what fits and returns (a writer
- * over the budget waits in cio_write_at). Per block the order is the order of the writes: a piece waits while an older waiting
- * piece or a write in flight touches one of its blocks, so the runs of a batch never share a block (the
- * chunkserver refuses such a batch). Failed writes are replayed first. */
+ * over the budget waits in cio_write_at). Per block the order is the order of the writes: a piece waits while
+ * an older waiting piece or a write in flight touches one of its blocks, so the runs of a batch never share a
+ * block (the chunkserver refuses such a batch). Failed writes are replayed first. */
 static int pump(struct cio_file *f, bool all)
 {
     while (f->pend) {
@@ -1695,6 +1710,7 @@ static void fsync_req_fill(Synod__V1__FsyncReq *req, const struct loc *l, Synod_
                            Synod__V1__ChunkserverAddr **pchain)
 {
     synod__v1__fsync_req__init(req);
+    req->to_uuid = (char *)l->rep[0].uuid;
     req->chunk_id = l->chunk_id;
     req->version = l->version;
     req->n_chain = chain_fill(l, chain, pchain);
@@ -1741,8 +1757,8 @@ static int fsync_retry(struct cio_file *f, struct cchunk *ch, struct loc l, int 
         fsync_req_fill(&req, &l, chain, pchain);
         ProtobufCMessage *m;
         struct rpc_status st;
-        err = rpc_call(rpc_channel_get(l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Fsync", &req.base, NULL,
-                       c->cfg.rpc_timeout_ms, &m, &st);
+        err = rpc_call(rpc_channel_get(l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Fsync", &req.base,
+                       NULL, c->cfg.rpc_timeout_ms, &m, &st);
         rpc_message_free(m);
         if (err == 0)
             return 0;
@@ -1979,7 +1995,8 @@ int cio_write(struct cio_file *f, uint64_t off, const void *buf, size_t len)
     return cio_write_cancellable(f, off, buf, len, NULL);
 }
 
-int cio_write_cancellable(struct cio_file *f, uint64_t off, const void *buf, size_t len, struct rpc_cancel *cancel)
+int cio_write_cancellable(struct cio_file *f, uint64_t off, const void *buf, size_t len,
+                          struct rpc_cancel *cancel)
 {
     return cio_write_at(f, &off, false, buf, len, cancel);
 }
@@ -1994,7 +2011,8 @@ int cio_write_at(struct cio_file *f, uint64_t *off, bool append, const void *buf
     while (pend_full(f)) {
         int r = wait_done(f, cancel);
         if (!r)
-            r = pump(f, false); /* what fits now (earlier writes' pieces: this call has sent nothing of its own) */
+            r = pump(
+                f, false); /* what fits now (earlier writes' pieces: this call has sent nothing of its own) */
         if (r) {
             pthread_mutex_unlock(&f->op_mu);
             return r;

@@ -416,15 +416,19 @@ size_t cands_load(struct ns_ctx *c, struct cs_cand **out)
     struct cs_cand *v = NULL;
     struct kv_iter *it = kv_iter_prefix(c->txn, p.b, p.len);
     for (; kv_iter_valid(it); kv_iter_next(it)) {
-        Synod__V1__ChunkserverRec *r = (Synod__V1__ChunkserverRec *)iter_msg(it, &synod__v1__chunkserver_rec__descriptor);
+        Synod__V1__ChunkserverRec *r =
+            (Synod__V1__ChunkserverRec *)iter_msg(it, &synod__v1__chunkserver_rec__descriptor);
         if (r->state == NS_CS_UP && r->total_bytes > 0) {
             if (n == cap) {
                 cap = cap ? cap * 2 : 16;
                 v = xrealloc(v, cap * sizeof(*v));
             }
-            v[n++] = (struct cs_cand){.id = r->id, .total = r->total_bytes,
-                                      .used = MIN(r->used_bytes, r->total_bytes), .load = r->load,
-                                      .recent = cs_recent(c, r->id), .label = xstrdup(r->label),
+            v[n++] = (struct cs_cand){.id = r->id,
+                                      .total = r->total_bytes,
+                                      .used = MIN(r->used_bytes, r->total_bytes),
+                                      .load = r->load,
+                                      .recent = cs_recent(c, r->id),
+                                      .label = xstrdup(r->label),
                                       .addr = xstrdup(r->addr)};
         }
         protobuf_c_message_free_unpacked(&r->base, NULL);
@@ -461,7 +465,7 @@ static int cand_cmp(const void *pa, const void *pb)
 size_t placement_pick(struct cs_cand *v, size_t n, const uint32_t *exclude, size_t nexcl, size_t want,
                       uint32_t max_busy, uint32_t *out)
 {
-    if (n > 1) /* (v may be NULL when no chunkserver is a candidate) */
+    if (n > 1)                             /* (v may be NULL when no chunkserver is a candidate) */
         qsort(v, n, sizeof(*v), cand_cmp); /* total order (id last): deterministic */
     size_t got = 0;
     const char *labels[64];
@@ -514,6 +518,7 @@ static void loc_fill(struct ns_ctx *c, const Synod__V1__ChunkRec *r, Synod__V1__
         a->id = r->replicas[i];
         a->addr = xstrdup(cs ? cs->addr : "");
         a->label = xstrdup(cs ? cs->label : "");
+        a->uuid = xstrdup(cs ? cs->uuid : "");
         if (cs)
             protobuf_c_message_free_unpacked(&cs->base, NULL);
         loc->replicas[loc->n_replicas++] = a;
@@ -525,6 +530,7 @@ static void loc_release(Synod__V1__ChunkLoc *loc)
     for (size_t i = 0; i < loc->n_replicas; i++) {
         free(loc->replicas[i]->addr);
         free(loc->replicas[i]->label);
+        free(loc->replicas[i]->uuid);
         free(loc->replicas[i]);
     }
     free(loc->replicas);
@@ -660,11 +666,11 @@ int op_chunk_open_write(struct ns_ctx *c, const Synod__V1__ChunkOpenWriteReq *r)
             nw->placed_by = c->session;
             fresh = true;
         }
-        /* Placed for this session and never written since (ChunkRec.unwritten): no replica holds data, and the
-         * session may not know it placed it (an answer lost with a leader change, the open sent again as a new
-         * request), so its writes may still create it. Not for another session: a writer that died between
-         * its writes and their completion may have left data on some replicas, which must not be recreated
-         * empty on the others. */
+        /* Placed for this session and never written since (ChunkRec.unwritten): no replica holds data, and
+         * the session may not know it placed it (an answer lost with a leader change, the open sent again as
+         * a new request), so its writes may still create it. Not for another session: a writer that died
+         * between its writes and their completion may have left data on some replicas, which must not be
+         * recreated empty on the others. */
         fresh |= old->unwritten && chunk_placer(old) == c->session;
         if (!held && old->lease_session && old->lease_session != c->session) {
             lease_key(&lk, old->lease_session, old->chunk_id);
@@ -725,9 +731,9 @@ int op_chunk_write_done(struct ns_ctx *c, const Synod__V1__ChunkWriteDoneReq *r)
     /* An older version is fine while the lease is still this session's: the client writes only inside its
      * lease, and under a lease the set only shrinks (removals bump the version; copies never start), so
      * every replica still in the set took part in the writes made at the older version. */
-    bool current = old && old->chunk_id == r->chunk_id &&
-                   (old->version == r->version ||
-                    (r->version < old->version && old->lease_session == c->session));
+    bool current =
+        old && old->chunk_id == r->chunk_id &&
+        (old->version == r->version || (r->version < old->version && old->lease_session == c->session));
     if (!current) {
         chunk_free(old);
         return -ESTALE;

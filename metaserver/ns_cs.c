@@ -77,7 +77,8 @@ int op_cs_register(struct ns_ctx *c, const Synod__V1__RegisterReq *r)
         nk_init(&p, 's');
         struct kv_iter *it = kv_iter_prefix(c->txn, p.b, p.len);
         for (; kv_iter_valid(it) && !cs; kv_iter_next(it)) {
-            Synod__V1__ChunkserverRec *x = (Synod__V1__ChunkserverRec *)iter_msg(it, &synod__v1__chunkserver_rec__descriptor);
+            Synod__V1__ChunkserverRec *x =
+                (Synod__V1__ChunkserverRec *)iter_msg(it, &synod__v1__chunkserver_rec__descriptor);
             if (!strcmp(x->uuid, r->uuid))
                 cs = x;
             else
@@ -355,7 +356,8 @@ static void pending_drop_cs(struct ns_ctx *c, uint32_t cs)
     for (; kv_iter_valid(it); kv_iter_next(it)) {
         size_t kl;
         const char *k = kv_iter_key(it, &kl);
-        Synod__V1__ReplPending *rp = (Synod__V1__ReplPending *)iter_msg(it, &synod__v1__repl_pending__descriptor);
+        Synod__V1__ReplPending *rp =
+            (Synod__V1__ReplPending *)iter_msg(it, &synod__v1__repl_pending__descriptor);
         if (get_be32(k + 11) == cs || rp->src == cs)
             kv_del(c->txn, k, kl);
         protobuf_c_message_free_unpacked(&rp->base, NULL);
@@ -380,7 +382,8 @@ int op_cs_dead(struct ns_ctx *c, const Synod__V1__ChunkserverDead *r)
         nk_init(&p, 'h');
         nk_u32(&p, r->id);
         struct kv_iter *it = kv_iter_prefix(c->txn, p.b, p.len);
-        for (uint32_t n = 0; kv_iter_valid(it) && (!r->max_holdings || n < r->max_holdings); kv_iter_next(it), n++) {
+        for (uint32_t n = 0; kv_iter_valid(it) && (!r->max_holdings || n < r->max_holdings);
+             kv_iter_next(it), n++) {
             size_t kl;
             const char *k = kv_iter_key(it, &kl);
             replica_remove(c, get_be64(k + 7), r->id, false);
@@ -401,7 +404,8 @@ static void pending_keep_source(struct ns_ctx *c, uint32_t cs)
     for (; kv_iter_valid(it); kv_iter_next(it)) {
         size_t kl;
         const char *k = kv_iter_key(it, &kl);
-        Synod__V1__ReplPending *rp = (Synod__V1__ReplPending *)iter_msg(it, &synod__v1__repl_pending__descriptor);
+        Synod__V1__ReplPending *rp =
+            (Synod__V1__ReplPending *)iter_msg(it, &synod__v1__repl_pending__descriptor);
         if (rp->drop_after == cs) {
             rp->drop_after = 0;
             size_t n = protobuf_c_message_get_packed_size(&rp->base);
@@ -497,7 +501,8 @@ int op_statfs(struct ns_ctx *c)
     nk_init(&p, 's');
     struct kv_iter *it = kv_iter_prefix(c->txn, p.b, p.len);
     for (; kv_iter_valid(it); kv_iter_next(it)) {
-        Synod__V1__ChunkserverRec *r = (Synod__V1__ChunkserverRec *)iter_msg(it, &synod__v1__chunkserver_rec__descriptor);
+        Synod__V1__ChunkserverRec *r =
+            (Synod__V1__ChunkserverRec *)iter_msg(it, &synod__v1__chunkserver_rec__descriptor);
         if (r->state != NS_CS_DEAD) {
             rep.total_bytes += r->total_bytes;
             rep.used_bytes += MIN(r->used_bytes, r->total_bytes);
@@ -530,7 +535,8 @@ size_t ns_find_dead_chunkservers(struct kv_txn *txn, int64_t now_ns, int64_t tim
     *ids = NULL;
     struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
     for (; kv_iter_valid(it); kv_iter_next(it)) {
-        Synod__V1__ChunkserverRec *r = (Synod__V1__ChunkserverRec *)iter_msg(it, &synod__v1__chunkserver_rec__descriptor);
+        Synod__V1__ChunkserverRec *r =
+            (Synod__V1__ChunkserverRec *)iter_msg(it, &synod__v1__chunkserver_rec__descriptor);
         if (r->state != NS_CS_DEAD && r->last_heard_ns + timeout_ns < now_ns) {
             *ids = xrealloc(*ids, (n + 1) * sizeof(**ids));
             (*ids)[n++] = r->id;
@@ -587,7 +593,8 @@ static size_t drains_load(struct ns_ctx *c, struct cs_cand **out)
     struct cs_cand *v = NULL;
     struct kv_iter *it = kv_iter_prefix(c->txn, p.b, p.len);
     for (; kv_iter_valid(it); kv_iter_next(it)) {
-        Synod__V1__ChunkserverRec *r = (Synod__V1__ChunkserverRec *)iter_msg(it, &synod__v1__chunkserver_rec__descriptor);
+        Synod__V1__ChunkserverRec *r =
+            (Synod__V1__ChunkserverRec *)iter_msg(it, &synod__v1__chunkserver_rec__descriptor);
         if (r->state == NS_CS_DECOMMISSIONING) {
             v = xrealloc(v, (n + 1) * sizeof(*v));
             v[n++] = (struct cs_cand){.id = r->id, .label = xstrdup(r->label), .addr = xstrdup(r->addr)};
@@ -606,9 +613,9 @@ struct plan {
     uint32_t limit;
     struct cs_cand *v, *dv; /* UP targets (and sources), draining sources */
     size_t nc, nd;
-    uint64_t *busy_chunks;  /* chunks with a live pending copy, sorted */
+    uint64_t *busy_chunks; /* chunks with a live pending copy, sorted */
     size_t nbusy;
-    uint64_t *marked;       /* chunks planned in this round */
+    uint64_t *marked; /* chunks planned in this round */
     size_t nmarked;
 };
 
@@ -633,7 +640,8 @@ static void plan_init(struct plan *pl, struct kv_txn *txn, int64_t now_ns, int64
     for (; kv_iter_valid(it); kv_iter_next(it)) {
         size_t kl;
         const char *k = kv_iter_key(it, &kl);
-        Synod__V1__ReplPending *rp = (Synod__V1__ReplPending *)iter_msg(it, &synod__v1__repl_pending__descriptor);
+        Synod__V1__ReplPending *rp =
+            (Synod__V1__ReplPending *)iter_msg(it, &synod__v1__repl_pending__descriptor);
         if (rp->started_ns + stale_ns > now_ns) {
             struct cs_cand *d = cand_find(pl->v, pl->nc, get_be32(k + 11));
             struct cs_cand *sv = cand_find(pl->v, pl->nc, rp->src);
@@ -786,7 +794,8 @@ static size_t good_copies(struct ns_ctx *c, const Synod__V1__ChunkRec *rec, uint
 
 /* Plan one copy of rec (source: an UP replica under the throttle, else the draining `drain`; target by
  * placement, never a chunkserver that still has this chunk's deletion queued). False if none fits. */
-static bool plan_copy(struct plan *pl, const Synod__V1__ChunkRec *rec, uint32_t drain, Synod__V1__ReplStart **out)
+static bool plan_copy(struct plan *pl, const Synod__V1__ChunkRec *rec, uint32_t drain,
+                      Synod__V1__ReplStart **out)
 {
     struct cs_cand *src = NULL;
     for (size_t j = 0; j < rec->n_replicas && !src; j++) {
@@ -921,7 +930,8 @@ static uint32_t trim_victim(struct plan *pl, const Synod__V1__ChunkRec *rec)
         const struct cs_cand *cv = cand_find(pl->v, pl->nc, id);
         int rank = cv ? 0 : 1;
         double use = cv ? (double)cv->used / (double)cv->total : 2.0;
-        bool better = rank > best_rank || (rank == best_rank && (use > best_use || (use == best_use && id > best)));
+        bool better =
+            rank > best_rank || (rank == best_rank && (use > best_use || (use == best_use && id > best)));
         if (!better)
             continue;
         /* never below the goal in UP copies */
@@ -958,8 +968,8 @@ static bool plan_over_goal(struct plan *pl, const char *k, size_t kl, void *arg)
     return o->n < o->max;
 }
 
-size_t ns_plan_trim(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, size_t max, struct ns_plan_cursor *cur,
-                    Synod__V1__ReplicaDrop ***out)
+size_t ns_plan_trim(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, size_t max,
+                    struct ns_plan_cursor *cur, Synod__V1__ReplicaDrop ***out)
 {
     struct plan pl;
     plan_init(&pl, txn, now_ns, stale_ns);
@@ -1035,7 +1045,8 @@ size_t ns_plan_rebalance(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, u
             srcs[ns++] = pl.v[i].id;
     for (size_t i = 1; i < ns; i++) /* insertion sort: few chunkservers */
         for (size_t j = i; j > 0; j--) {
-            const struct cs_cand *a = cand_find(pl.v, pl.nc, srcs[j - 1]), *b = cand_find(pl.v, pl.nc, srcs[j]);
+            const struct cs_cand *a = cand_find(pl.v, pl.nc, srcs[j - 1]),
+                                 *b = cand_find(pl.v, pl.nc, srcs[j]);
             if (use_of(a) >= use_of(b))
                 break;
             uint32_t t = srcs[j - 1];
@@ -1048,7 +1059,8 @@ size_t ns_plan_rebalance(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, u
         nk_u32(&p, srcs[si]);
         struct kv_iter *it = kv_iter_prefix(txn, p.b, p.len);
         size_t scanned = 0;
-        for (; kv_iter_valid(it) && n < max_moves && scanned < REBALANCE_SCAN_MAX; kv_iter_next(it), scanned++) {
+        for (; kv_iter_valid(it) && n < max_moves && scanned < REBALANCE_SCAN_MAX;
+             kv_iter_next(it), scanned++) {
             struct cs_cand *from = cand_find(pl.v, pl.nc, srcs[si]);
             if (use_of(from) <= line || (pl.limit && from->busy_src >= pl.limit))
                 break;
@@ -1080,8 +1092,11 @@ size_t ns_plan_rebalance(struct kv_txn *txn, int64_t now_ns, int64_t stale_ns, u
             }
             if (to) {
                 *out = xrealloc(*out, (n + 1) * sizeof(**out));
-                (*out)[n++] = (struct ns_move){.chunk_id = chunk, .bytes = bytes, .version = rec->version,
-                                               .from = from->id, .to = to->id};
+                (*out)[n++] = (struct ns_move){.chunk_id = chunk,
+                                               .bytes = bytes,
+                                               .version = rec->version,
+                                               .from = from->id,
+                                               .to = to->id};
                 from->used -= MIN(from->used, bytes);
                 from->busy_src++;
                 to->used = MIN(to->used + bytes, to->total);
@@ -1130,7 +1145,8 @@ size_t ns_cs_commands(struct kv_txn *txn, uint32_t cs, int64_t now_ns, size_t ma
         const char *k = kv_iter_key(it, &kl);
         if (get_be32(k + 11) != cs)
             continue;
-        Synod__V1__ReplPending *rp = (Synod__V1__ReplPending *)iter_msg(it, &synod__v1__repl_pending__descriptor);
+        Synod__V1__ReplPending *rp =
+            (Synod__V1__ReplPending *)iter_msg(it, &synod__v1__repl_pending__descriptor);
         Synod__V1__ChunkCmd *cmd = xmalloc(sizeof(*cmd));
         synod__v1__chunk_cmd__init(cmd);
         cmd->type = SYNOD__V1__CHUNK_CMD_TYPE__CMD_REPLICATE;
@@ -1143,6 +1159,7 @@ size_t ns_cs_commands(struct kv_txn *txn, uint32_t cs, int64_t now_ns, size_t ma
         Synod__V1__ChunkserverRec *src = cs_get(&c, rp->src);
         a->addr = xstrdup(src ? src->addr : "");
         a->label = xstrdup(src ? src->label : "");
+        a->uuid = xstrdup(src ? src->uuid : "");
         if (src)
             protobuf_c_message_free_unpacked(&src->base, NULL);
         cmd->source = a;

@@ -51,15 +51,15 @@
 #include "metaserver/ns_service.h"
 #include "metaserver/ns_service_csmon.h"
 
-#define NSSVC_WINDOW 1024         /* replies kept per session (see top) */
-#define NSSVC_MAX_CS_CMDS 64      /* commands per heartbeat reply */
-#define NSSVC_MAX_SLOTS 40
-#define DEAD_CHECK_NS (200 * NS_PER_MS)
-#define REPAIR_EVERY_NS (1000 * NS_PER_MS)
-#define REPL_STALE_NS (120 * (int64_t)NS_PER_SEC)
-#define ORPHAN_EVERY_NS (100 * NS_PER_MS)
-#define ORPHAN_SCAN 2048          /* orphans looked at per purge round (then the next ones next round) */
-#define ORPHAN_PURGE_MAX 1024     /* inodes per OrphanPurge command */
+#define NSSVC_WINDOW      1024 /* replies kept per session (see top) */
+#define NSSVC_MAX_CS_CMDS 64   /* commands per heartbeat reply */
+#define NSSVC_MAX_SLOTS   40
+#define DEAD_CHECK_NS     (200 * NS_PER_MS)
+#define REPAIR_EVERY_NS   (1000 * NS_PER_MS)
+#define REPL_STALE_NS     (120 * (int64_t)NS_PER_SEC)
+#define ORPHAN_EVERY_NS   (100 * NS_PER_MS)
+#define ORPHAN_SCAN       2048 /* orphans looked at per purge round (then the next ones next round) */
+#define ORPHAN_PURGE_MAX  1024 /* inodes per OrphanPurge command */
 
 struct slot {
     struct nssvc *s;
@@ -95,14 +95,18 @@ struct nssvc {
 };
 
 static const struct config_key nssvc_keys[] = {
-    {"namespace.cs_timeout", CONFIG_DURATION, "10s", "a chunkserver silent this long (leader's clock) is dead"},
+    {"namespace.cs_timeout", CONFIG_DURATION, "10s",
+     "a chunkserver silent this long (leader's clock) is dead"},
     {"namespace.default_goal", CONFIG_INT, "3", "replication goal of the root (inherited on create)"},
     {"namespace.chunk_lease", CONFIG_DURATION, "60s", "write lease on a chunk"},
     {"namespace.cs_heartbeat", CONFIG_DURATION, "1s", "heartbeat period told to chunkservers"},
     {"namespace.max_repl_per_cs", CONFIG_INT, "4",
-     "copies in flight per chunkserver, as source or target (at cluster creation; later: synodctl repl-limit)"},
-    {"namespace.unknown_chunk_grace", CONFIG_DURATION, "10m", "unknown chunks reported are deleted after this"},
-    {"namespace.cs_dead_step", CONFIG_INT, "4096", "copies of a dead chunkserver dropped from replica sets per command"},
+     "copies in flight per chunkserver, as source or target (at cluster creation; later: synodctl "
+     "repl-limit)"},
+    {"namespace.unknown_chunk_grace", CONFIG_DURATION, "10m",
+     "unknown chunks reported are deleted after this"},
+    {"namespace.cs_dead_step", CONFIG_INT, "4096",
+     "copies of a dead chunkserver dropped from replica sets per command"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -344,8 +348,12 @@ static int handle_heartbeat(struct slot *sl, struct rpc_call *call, const Protob
         fail(s, call, rc);
         return 0;
     }
-    struct csmon_stats st = {.total = r->total_bytes, .used = r->used_bytes, .logical = r->logical_bytes,
-                             .chunks = r->chunks, .load = r->load, .failed_dirs = r->failed_dirs};
+    struct csmon_stats st = {.total = r->total_bytes,
+                             .used = r->used_bytes,
+                             .logical = r->logical_bytes,
+                             .chunks = r->chunks,
+                             .load = r->load,
+                             .failed_dirs = r->failed_dirs};
     bool log = csmon_heard(s->mon, r->id, clk_mono_ns(), &st);
     if (!log && !h.dead && r->n_results == 0 && r->n_lost == 0 && r->n_chain_failures == 0) {
         rpc_reply(call, &h.rep.base); /* memory only */
@@ -459,6 +467,7 @@ static int handle_status(struct slot *sl, struct rpc_call *call, const ProtobufC
         ca[i].id = c->id;
         ca[i].addr = c->addr;
         ca[i].label = c->label;
+        ca[i].uuid = c->uuid;
         cv[i].addr = &ca[i];
         cv[i].state = (char *)cs_state_name(c->state);
         cv[i].total_bytes = c->total_bytes;
@@ -579,8 +588,8 @@ static int check_decommission(struct slot *sl, const ProtobufCMessage *req)
     return r->chunkserver ? 0 : -EINVAL;
 }
 
-static void propose(struct nssvc *s, struct rsm *r, Synod__V1__NsCommand__CmdCase cc, const ProtobufCMessage *m,
-                    int *inflight, uint32_t cs);
+static void propose(struct nssvc *s, struct rsm *r, Synod__V1__NsCommand__CmdCase cc,
+                    const ProtobufCMessage *m, int *inflight, uint32_t cs);
 
 struct rebalance_read {
     const Synod__V1__RebalanceReq *req;
@@ -642,7 +651,7 @@ static int handle_rebalance(struct slot *sl, struct rpc_call *call, const Protob
     return 0;
 }
 
-#define FSCK_MAX_INODES (8u << 20) /* about 400 MB of scan state; past it fsck reports `truncated` */
+#define FSCK_MAX_INODES   (8u << 20) /* about 400 MB of scan state; past it fsck reports `truncated` */
 #define FSCK_MAX_PROBLEMS 1000
 
 struct fsck_job {
@@ -700,7 +709,8 @@ static void fsck_run(struct fsck_job *j, bool repair)
     }
     uint8_t *buf;
     size_t len;
-    rc = nssvc_cmd_pack(SYNOD__V1__NS_COMMAND__CMD_FSCK_REPAIR, &j->f.repair.base, clk_real_ns(), 0, &buf, &len);
+    rc = nssvc_cmd_pack(SYNOD__V1__NS_COMMAND__CMD_FSCK_REPAIR, &j->f.repair.base, clk_real_ns(), 0, &buf,
+                        &len);
     if (rc) {
         fail(s, j->call, rc);
         ns_fsck_release(&j->f);
@@ -867,7 +877,8 @@ static int dispatch_special(struct slot *sl, struct rpc_call *call, const Protob
         const Synod__V1__SessionCloseReq *r = (const Synod__V1__SessionCloseReq *)req;
         return handle_log(sl, call, req, session_close_done, r->session, 0, 0);
     }
-    default: return -ENOENT;
+    default:
+        return -ENOENT;
     }
 }
 
@@ -899,34 +910,41 @@ static int dispatch(struct slot *sl, struct rpc_call *call, const ProtobufCMessa
     switch (m->route) {
     case NSSVC_LOG:
         return handle_log(sl, call, req,
-                          m->cmd_case == SYNOD__V1__NS_COMMAND__CMD_CS_REGISTER ? register_done : log_done, 0, 0, 0);
-    case NSSVC_READ: return handle_read(sl, call, req);
-    case NSSVC_SESSION_OPEN: return handle_session_open(sl, call, req);
-    case NSSVC_KEEPALIVE: return handle_keepalive(sl, call, req);
+                          m->cmd_case == SYNOD__V1__NS_COMMAND__CMD_CS_REGISTER ? register_done : log_done, 0,
+                          0, 0);
+    case NSSVC_READ:
+        return handle_read(sl, call, req);
+    case NSSVC_SESSION_OPEN:
+        return handle_session_open(sl, call, req);
+    case NSSVC_KEEPALIVE:
+        return handle_keepalive(sl, call, req);
     case NSSVC_LOCAL:
         if (!strcmp(m->name, "Rebalance"))
             return handle_rebalance(sl, call, req);
         if (!strcmp(m->name, "Fsck"))
             return handle_fsck(sl, call, req);
         return handle_heartbeat(sl, call, req);
-    default: return -ENOSYS;
+    default:
+        return -ENOSYS;
     }
 }
 
-#define TRAMP(i)                                                                                            \
-    static int tramp_##i(struct rpc_call *call, const ProtobufCMessage *req, void *arg)                     \
-    {                                                                                                       \
-        return dispatch(&((struct nssvc *)arg)->slots[i], call, req);                                       \
+#define TRAMP(i)                                                                                             \
+    static int tramp_##i(struct rpc_call *call, const ProtobufCMessage *req, void *arg)                      \
+    {                                                                                                        \
+        return dispatch(&((struct nssvc *)arg)->slots[i], call, req);                                        \
     }
-TRAMP(0) TRAMP(1) TRAMP(2) TRAMP(3) TRAMP(4) TRAMP(5) TRAMP(6) TRAMP(7) TRAMP(8) TRAMP(9)
-TRAMP(10) TRAMP(11) TRAMP(12) TRAMP(13) TRAMP(14) TRAMP(15) TRAMP(16) TRAMP(17) TRAMP(18) TRAMP(19)
-TRAMP(20) TRAMP(21) TRAMP(22) TRAMP(23) TRAMP(24) TRAMP(25) TRAMP(26) TRAMP(27) TRAMP(28) TRAMP(29)
-TRAMP(30) TRAMP(31) TRAMP(32) TRAMP(33) TRAMP(34) TRAMP(35) TRAMP(36) TRAMP(37) TRAMP(38) TRAMP(39)
-static const rpc_handler_fn tramps[NSSVC_MAX_SLOTS] = {
-    tramp_0, tramp_1, tramp_2, tramp_3, tramp_4, tramp_5, tramp_6, tramp_7, tramp_8, tramp_9,
-    tramp_10, tramp_11, tramp_12, tramp_13, tramp_14, tramp_15, tramp_16, tramp_17, tramp_18, tramp_19,
-    tramp_20, tramp_21, tramp_22, tramp_23, tramp_24, tramp_25, tramp_26, tramp_27, tramp_28, tramp_29,
-    tramp_30, tramp_31, tramp_32, tramp_33, tramp_34, tramp_35, tramp_36, tramp_37, tramp_38, tramp_39,
+TRAMP(0)
+TRAMP(1) TRAMP(2) TRAMP(3) TRAMP(4) TRAMP(5) TRAMP(6) TRAMP(7) TRAMP(8) TRAMP(9) TRAMP(10) TRAMP(11) TRAMP(12)
+    TRAMP(13) TRAMP(14) TRAMP(15) TRAMP(16) TRAMP(17) TRAMP(18) TRAMP(19) TRAMP(20) TRAMP(21) TRAMP(22)
+        TRAMP(23) TRAMP(24) TRAMP(25) TRAMP(26) TRAMP(27) TRAMP(28) TRAMP(29) TRAMP(30) TRAMP(31) TRAMP(32)
+            TRAMP(33) TRAMP(34) TRAMP(35) TRAMP(36) TRAMP(37) TRAMP(38)
+                TRAMP(39) static const rpc_handler_fn tramps[NSSVC_MAX_SLOTS] = {
+                    tramp_0,  tramp_1,  tramp_2,  tramp_3,  tramp_4,  tramp_5,  tramp_6,  tramp_7,
+                    tramp_8,  tramp_9,  tramp_10, tramp_11, tramp_12, tramp_13, tramp_14, tramp_15,
+                    tramp_16, tramp_17, tramp_18, tramp_19, tramp_20, tramp_21, tramp_22, tramp_23,
+                    tramp_24, tramp_25, tramp_26, tramp_27, tramp_28, tramp_29, tramp_30, tramp_31,
+                    tramp_32, tramp_33, tramp_34, tramp_35, tramp_36, tramp_37, tramp_38, tramp_39,
 };
 
 /* Bind every method of svc to a slot and its trampoline. */
@@ -960,7 +978,8 @@ static int sm_apply(void *arg, struct kv_txn *txn, const struct rsm_apply_ctx *c
     return rc;
 }
 
-static void sm_session_expired(void *arg, struct kv_txn *txn, const struct rsm_apply_ctx *ctx, uint64_t session)
+static void sm_session_expired(void *arg, struct kv_txn *txn, const struct rsm_apply_ctx *ctx,
+                               uint64_t session)
 {
     struct nssvc *s = arg;
     ns_session_release(s->ns, txn, ctx->time_ns, session);
@@ -993,8 +1012,8 @@ static void internal_done(void *arg, int err, const uint8_t *reply, size_t len, 
     free(d);
 }
 
-static void propose(struct nssvc *s, struct rsm *r, Synod__V1__NsCommand__CmdCase cc, const ProtobufCMessage *m,
-                    int *inflight, uint32_t cs)
+static void propose(struct nssvc *s, struct rsm *r, Synod__V1__NsCommand__CmdCase cc,
+                    const ProtobufCMessage *m, int *inflight, uint32_t cs)
 {
     uint8_t *buf;
     size_t len;
@@ -1212,7 +1231,8 @@ static const struct rsm_sm nssm = {
 
 /* --- the plugin -------------------------------------------------------------------------------------- */
 
-static int plugin_create(const struct config *cfg, struct rpc_server *srv, const struct rsm_sm **sm, void **arg)
+static int plugin_create(const struct config *cfg, struct rpc_server *srv, const struct rsm_sm **sm,
+                         void **arg)
 {
     struct nssvc *s = xcalloc(1, sizeof(*s));
     pthread_mutex_init(&s->jobs_mu, NULL);
@@ -1224,11 +1244,12 @@ static int plugin_create(const struct config *cfg, struct rpc_server *srv, const
     int64_t goal = config_get_int(cfg, "namespace.default_goal");
     int64_t repl = config_get_int(cfg, "namespace.max_repl_per_cs");
     int64_t step = config_get_int(cfg, "namespace.cs_dead_step");
-    if (goal < 1 || goal > NS_MAX_GOAL || repl < 1 || repl > NS_MAX_REPL_LIMIT || timeout_ms == 0 || step < 1 ||
-        step > 1000000) {
-        LOG_ERR("namespace: bad config: default_goal %lld (1..%d), max_repl_per_cs %lld (1..1000), cs_timeout "
-                "%llu ms, cs_dead_step %lld (1..1000000)", (long long)goal, NS_MAX_GOAL, (long long)repl,
-                (unsigned long long)timeout_ms, (long long)step);
+    if (goal < 1 || goal > NS_MAX_GOAL || repl < 1 || repl > NS_MAX_REPL_LIMIT || timeout_ms == 0 ||
+        step < 1 || step > 1000000) {
+        LOG_ERR(
+            "namespace: bad config: default_goal %lld (1..%d), max_repl_per_cs %lld (1..1000), cs_timeout "
+            "%llu ms, cs_dead_step %lld (1..1000000)",
+            (long long)goal, NS_MAX_GOAL, (long long)repl, (unsigned long long)timeout_ms, (long long)step);
         csmon_free(s->mon);
         ns_opens_free(s->opens);
         ns_free(s->ns);

@@ -11,10 +11,14 @@
  *            no partial chunk left), with results coming back in heartbeats.
  * copyrate:  a replicate of an 8 MiB incompressible chunk by a chunkserver started with copy_rate=2M
  *            takes at least 4 s (and less than 20 s), and the copy is intact.
+ * target:    every data request names the chunkserver it is for (to_uuid, from ChunkserverAddr.uuid): a
+ *            chunkserver that took over another's address (a reused port) refuses Read, Write, Fsync and
+ *            Copy meant for that one with ENXIO, stores nothing, and a head refuses to count a chain hop
+ *            that is someone else (the failure names the hop); requests without to_uuid are served.
  * resultlag: with 3 s heartbeats, a replicate's result comes back ~20 ms after the copy ends (the finished
- *            copy wakes the control loop), not at the next heartbeat: the metaserver starts the next copy only
- *            after it (max_repl_per_cs in flight), so waiting a heartbeat halved the re-replication rate.
- * Usage: test_cs_control <path to synod-chunk> <name>
+ *            copy wakes the control loop), not at the next heartbeat: the metaserver starts the next copy
+ * only after it (max_repl_per_cs in flight), so waiting a heartbeat halved the re-replication rate. Usage:
+ * test_cs_control <path to synod-chunk> <name>
  */
 #include <errno.h>
 #include <signal.h>
@@ -22,11 +26,12 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/crc32c.h"
 #include "common/util.h"
 #include "tests/chunkserver/cs_testkit.h"
 #include "tests/test.h"
 
-#define MiB (1u << 20)
+#define MiB     (1u << 20)
 #define WAIT_MS 20000
 
 static bool report_has(struct fake_meta *fm, const void *id_ptr)
@@ -52,7 +57,10 @@ static void check_single_report(struct fake_meta *fm, uint64_t id, uint32_t vers
     pthread_mutex_unlock(&fm->mu);
 }
 
-static bool registered_at_least(struct fake_meta *fm, const void *n) { return fm->registrations >= *(const int *)n; }
+static bool registered_at_least(struct fake_meta *fm, const void *n)
+{
+    return fm->registrations >= *(const int *)n;
+}
 
 static void test_register(void)
 {
@@ -230,7 +238,8 @@ static void test_copyrate(void)
     fm_start(&m);
     struct cs_proc src, dst;
     tk_start(&src, tk_tempdir("rate-src"), "", "--scrub_rate=0", NULL);
-    tk_start(&dst, tk_tempdir("rate-dst"), m.addr, "--scrub_rate=0", "--copy_rate=2M", "--heartbeat_ms=100ms", NULL);
+    tk_start(&dst, tk_tempdir("rate-dst"), m.addr, "--scrub_rate=0", "--copy_rate=2M", "--heartbeat_ms=100ms",
+             NULL);
     int one = 1;
     T_CHECK(fm_wait(&m, fm_reports_at_least, &one, WAIT_MS));
     size_t len = 8 * MiB;
@@ -294,11 +303,118 @@ static void test_chainfail(void)
     rpc_client_shutdown();
 }
 
+/* A Read of [0, 4096) of chunk id at v1 sent to addr for the chunkserver `to` (uuid; "" = none). */
+static int read_for(const char *addr, const char *to, uint64_t id)
+{
+    Synod__V1__ReadReq req = SYNOD__V1__READ_REQ__INIT;
+    req.to_uuid = (char *)to;
+    req.chunk_id = id;
+    req.version = 1;
+    req.length = 4096;
+    ProtobufCMessage *rep = NULL;
+    int r = rpc_call(rpc_channel_get(addr), &synod__v1__chunk_data__descriptor, "Read", &req.base, NULL,
+                     10000, &rep, NULL);
+    rpc_message_free(rep);
+    return r;
+}
+
+/* A Write of data (creating chunk id at v1) to head for `to`, chained to one replica (id 7 at addr2 for
+ * uuid2) when addr2 is not NULL. */
+static int write_for(const char *head, const char *to, const char *addr2, const char *uuid2, uint64_t id,
+                     const uint8_t *data, size_t len, struct rpc_status *st)
+{
+    Synod__V1__ChunkserverAddr next = SYNOD__V1__CHUNKSERVER_ADDR__INIT, *chain[1] = {&next};
+    next.id = 7;
+    next.addr = (char *)addr2;
+    next.uuid = (char *)uuid2;
+    Synod__V1__WriteReq req = SYNOD__V1__WRITE_REQ__INIT;
+    req.to_uuid = (char *)to;
+    req.chunk_id = id;
+    req.version = 1;
+    req.length = (uint32_t)len;
+    req.crc = crc32c(0, data, len);
+    req.create = true;
+    req.data.data = (uint8_t *)data;
+    req.data.len = len;
+    if (addr2) {
+        req.chain = chain;
+        req.n_chain = 1;
+    }
+    ProtobufCMessage *rep = NULL;
+    int r = rpc_call(rpc_channel_get(head), &synod__v1__chunk_data__descriptor, "Write", &req.base, NULL,
+                     10000, &rep, st);
+    rpc_message_free(rep);
+    return r;
+}
+
+static void test_target(void)
+{
+    struct fake_meta fm;
+    fm_start(&fm);
+    struct cs_proc p, q;
+    char up[64], uq[64];
+    int one = 1, two = 2;
+    tk_start(&p, tk_tempdir("tp"), fm.addr, "--scrub_rate=0", NULL);
+    T_CHECK(fm_wait(&fm, registered_at_least, &one, WAIT_MS));
+    pthread_mutex_lock(&fm.mu);
+    snprintf(up, sizeof(up), "%s", fm.last_uuid);
+    pthread_mutex_unlock(&fm.mu);
+    tk_start(&q, tk_tempdir("tq"), fm.addr, "--scrub_rate=0", NULL);
+    T_CHECK(fm_wait(&fm, registered_at_least, &two, WAIT_MS));
+    pthread_mutex_lock(&fm.mu);
+    snprintf(uq, sizeof(uq), "%s", fm.last_uuid);
+    pthread_mutex_unlock(&fm.mu);
+    T_CHECK(strlen(up) == 36 && strlen(uq) == 36 && strcmp(up, uq) != 0);
+    const char *other = "00000000-0000-4000-8000-000000000000";
+    uint8_t buf[4096];
+    tk_fill(buf, sizeof(buf), 3, true);
+    struct rpc_status st;
+    /* the right one, and a sender that names nobody, are served */
+    T_EQ(write_for(p.addr, up, NULL, NULL, 0x51, buf, sizeof(buf), &st), 0);
+    T_EQ(write_for(p.addr, "", NULL, NULL, 0x52, buf, sizeof(buf), &st), 0);
+    T_EQ(read_for(p.addr, up, 0x51), 0);
+    T_EQ(read_for(p.addr, "", 0x51), 0);
+    /* meant for another chunkserver: refused, nothing stored */
+    T_EQ(read_for(p.addr, other, 0x51), -ENXIO);
+    T_EQ(write_for(p.addr, other, NULL, NULL, 0x53, buf, sizeof(buf), &st), -ENXIO);
+    T_CHECK(strstr(st.detail, "not the chunkserver addressed") != NULL);
+    T_EQ(read_for(p.addr, up, 0x53), -ENOENT);
+    T_EQ(tk_fsync(p.addr, NULL, 0, 0x51, 1, NULL), 0);
+    Synod__V1__FsyncReq fq = SYNOD__V1__FSYNC_REQ__INIT;
+    fq.to_uuid = (char *)other;
+    fq.chunk_id = 0x51;
+    fq.version = 1;
+    T_EQ(rpc_call(rpc_channel_get(p.addr), &synod__v1__chunk_data__descriptor, "Fsync", &fq.base, NULL, 10000,
+                  NULL, NULL),
+         -ENXIO);
+    Synod__V1__CopyReq cq = SYNOD__V1__COPY_REQ__INIT;
+    cq.to_uuid = (char *)other;
+    cq.chunk_id = 0x51;
+    cq.version = 1;
+    T_EQ(rpc_call(rpc_channel_get(p.addr), &synod__v1__chunk_data__descriptor, "Copy", &cq.base, NULL, 10000,
+                  NULL, NULL),
+         -ENXIO);
+    /* a chain whose next hop is not who the sender meant: the write fails naming that hop, which stores
+     * nothing; with the right uuid the same chain works */
+    T_CHECK(write_for(p.addr, up, q.addr, other, 0x54, buf, sizeof(buf), &st) != 0);
+    T_CHECK(strstr(st.detail, "failed=7:") != NULL);
+    T_EQ(read_for(q.addr, uq, 0x54), -ENOENT);
+    T_EQ(write_for(p.addr, up, q.addr, uq, 0x55, buf, sizeof(buf), &st), 0);
+    T_EQ(read_for(q.addr, uq, 0x55), 0);
+    T_EQ(tk_stop(&p, SIGTERM), 0);
+    T_EQ(tk_stop(&q, SIGTERM), 0);
+    fm_free(&fm);
+    rpc_client_shutdown();
+}
+
 int main(int argc, char **argv)
 {
-    static const struct tk_test tests[] = {{"register", test_register}, {"commands", test_commands},
-                                              {"copyrate", test_copyrate}, {"chainfail", test_chainfail},
-                                              {"resultlag", test_resultlag},
-                                              {NULL, NULL}};
+    static const struct tk_test tests[] = {{"register", test_register},
+                                           {"commands", test_commands},
+                                           {"copyrate", test_copyrate},
+                                           {"chainfail", test_chainfail},
+                                           {"resultlag", test_resultlag},
+                                           {"target", test_target},
+                                           {NULL, NULL}};
     return tk_main(argc, argv, tests);
 }

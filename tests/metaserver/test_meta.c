@@ -525,10 +525,11 @@ static void test_malformed(void)
     Synod__V1__PaxosMsg m = SYNOD__V1__PAXOS_MSG__INIT, *mp[1] = {&m};
     m.from = 0;
     m.to = 99;
+    uint32_t peer = (uint32_t)((f + 1) % 3); /* a valid sender id (not the target's own) */
     g_cluster = cl_cluster_id(&cl) ^ 1;
-    T_EQ(deliver(tgt, 0, mp, 1), -EPERM); /* another cluster's batch: refused before anything else */
+    T_EQ(deliver(tgt, peer, mp, 1), -EPERM); /* another cluster's batch: refused before its messages */
     g_cluster = 0;
-    T_EQ(deliver(tgt, 0, mp, 1), -EPERM); /* no cluster id at all */
+    T_EQ(deliver(tgt, peer, mp, 1), -EPERM); /* no cluster id at all */
     g_cluster = cl_cluster_id(&cl);
     T_EQ(deliver(tgt, 99, mp, 1), -EINVAL);          /* batch from an unknown node */
     T_EQ(deliver(tgt, (uint32_t)f, mp, 1), -EINVAL); /* from itself */
