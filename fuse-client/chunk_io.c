@@ -48,6 +48,7 @@ struct loc {
     uint64_t chunk_id; /* 0 = hole */
     uint32_t version;
     uint32_t nrep;
+    bool unwritten; /* ChunkLoc.unwritten: found on no replica, it reads as zeros */
     struct replica rep[MAX_REPL];
 };
 
@@ -408,6 +409,7 @@ static bool loc_from_wire(const Synod__V1__ChunkLoc *w, struct loc *l)
     memset(l, 0, sizeof(*l));
     l->chunk_id = w->chunk_id;
     l->version = w->version;
+    l->unwritten = w->unwritten;
     for (size_t i = 0; i < w->n_replicas && l->nrep < MAX_REPL; i++) {
         const Synod__V1__ChunkserverAddr *a = w->replicas[i];
         if (!a || !a->addr || !a->addr[0] || strlen(a->addr) >= ADDR_MAX)
@@ -678,10 +680,12 @@ static int seg_read_sync(struct cio_file *f, struct seg *s, uint32_t skip, struc
             }
         }
         uint32_t start = atomic_fetch_add(&c->rr, 1);
+        uint32_t tried = 0, missing = 0; /* replicas asked this round, and those without the chunk */
         for (uint32_t k = 0; k < s->loc.nrep; k++) {
             uint32_t ri = (start + k) % s->loc.nrep;
             if (round == 0 && ri == skip && s->loc.nrep > 1)
                 continue;
+            tried++;
             Synod__V1__ReadReq req;
             read_req(s, ri, &req);
             ProtobufCMessage *m;
@@ -700,12 +704,20 @@ static int seg_read_sync(struct cio_file *f, struct seg *s, uint32_t skip, struc
                     return 0;
             }
             last = r;
+            missing += r == -ENOENT;
             LOG_WARN("%s: read of chunk %llu v%u from %s (chunkserver %u) failed%s%s", err_name(r),
                      (unsigned long long)s->loc.chunk_id, s->loc.version, s->loc.rep[ri].addr,
                      s->loc.rep[ri].id, st.detail[0] && r != -EBADMSG ? ": " : "",
                      r != -EBADMSG ? st.detail : "");
             if (r == -EBADMSG)
                 report_bad(f, s->loc.chunk_id, s->loc.version, s->loc.rep[ri].id, r);
+        }
+        /* Placed but never written (by a fresh lookup, not a cached one: a written chunk missing everywhere
+         * has lost its data), and on no replica: no write of it is visible yet, so it reads as a hole. Waiting
+         * for it would fail with EIO after io_timeout while its writer takes its time. */
+        if (round > 0 && s->loc.unwritten && tried && missing == tried) {
+            memset(s->dst, 0, s->len);
+            return 0;
         }
         if (past(deadline)) {
             LOG_ERR("%s: chunk %llu of inode %llu unreadable on every replica for %u ms: EIO", err_name(last),

@@ -506,6 +506,7 @@ static void loc_fill(struct ns_ctx *c, const Synod__V1__ChunkRec *r, Synod__V1__
     loc->index = r->index;
     loc->chunk_id = r->chunk_id;
     loc->version = r->version;
+    loc->unwritten = r->unwritten;
     loc->replicas = xcalloc(MAX(r->n_replicas, 1), sizeof(*loc->replicas));
     for (size_t i = 0; i < r->n_replicas; i++) {
         Synod__V1__ChunkserverRec *cs = cs_get(c, r->replicas[i]);

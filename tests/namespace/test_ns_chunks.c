@@ -409,6 +409,13 @@ static void test_unwritten_session_end(void)
     T_EQ(open_write(&t, g, 0, &w), 0); /* written before, leased again */
     T_CHECK(!w->fresh);
     synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    Synod__V1__ChunkLocRep *ul = locations(&t, f, 1); /* readers are told: found nowhere, it reads as zeros */
+    T_EQ(ul->n_chunks, 1);
+    T_CHECK(ul->chunks[0]->unwritten);
+    protobuf_c_message_free_unpacked(&ul->base, NULL);
+    ul = locations(&t, g, 1);
+    T_CHECK(!ul->chunks[0]->unwritten);
+    protobuf_c_message_free_unpacked(&ul->base, NULL);
     t.session = s1;
     T_EQ(t_session_end(&t, s2, true), 0);
     Synod__V1__ChunkLocRep *loc = locations(&t, f, 1);
