@@ -150,7 +150,12 @@ static bool wrong_target(struct cs_service *svc, struct rpc_call *call, const ch
         return false;
     char why[200];
     snprintf(why, sizeof(why), "not the chunkserver addressed: this is %s, the request is for %s", mine, to);
-    LOG_WARN("refused a request from %s: %s", rpc_call_peer(call), why);
+    /* logged at most every 10 s (a client's reads may hit us many times before its locations change) */
+    static _Atomic uint64_t last_log_ns, refused;
+    uint64_t n = atomic_fetch_add(&refused, 1) + 1, now = clk_mono_ns(), prev = atomic_load(&last_log_ns);
+    if ((!prev || now - prev >= 10 * NS_PER_SEC) && atomic_compare_exchange_strong(&last_log_ns, &prev, now))
+        LOG_WARN("refused a request from %s: %s (%llu refused so far)", rpc_call_peer(call), why,
+                 (unsigned long long)n);
     rpc_fail(call, -ENXIO, why);
     return true;
 }
