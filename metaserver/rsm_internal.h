@@ -21,15 +21,13 @@ struct rpc_call;
 /* ---- key layout (one LevelDB; see docs/architecture.md "Metaserver runtime") ---- */
 #define RSM_KEY_HARD    "p/h"  /* promised ballot, u64 BE */
 #define RSM_KEY_LOG     "p/l/" /* + slot u64 BE -> ballot u64 LE, chosen u8, kind u8, zxid u64 LE, data */
-#define RSM_KEY_APPLIED "r/applied" /* applied index u64 BE, written with every apply and snapshot install   \
-                                     */
+#define RSM_KEY_APPLIED "r/applied" /* applied index u64 BE, with every apply and snapshot install */
 #define RSM_KEY_SNAP    "r/snap"    /* index of the latest durable local snapshot, u64 BE (synced) */
 #define RSM_KEY_NSESS   "r/nsess"   /* last session id allocated, u64 BE */
 #define RSM_KEY_SESS    "r/s/"      /* + session u64 BE -> acked floor u64 LE, client name */
 #define RSM_KEY_CACHE   "r/c/"      /* + session u64 BE + seq u64 BE -> err i32 LE, zxid u64 LE, reply */
 #define RSM_KEY_STAGE   "i/"        /* + key: a snapshot being installed (staging, outside the content) */
-#define RSM_KEY_INSTALL "x/install" /* index of a staged snapshot whose install committed, u64 BE (synced)   \
-                                     */
+#define RSM_KEY_INSTALL "x/install" /* a staged snapshot whose install committed: index u64 BE, synced */
 #define RSM_LOG_KEY_LEN 12
 
 /* Values are rejected as absurd above these (untrusted input off the wire). */
@@ -147,12 +145,10 @@ struct rsm {
     pthread_t thread;
     bool started;
 
-    _Atomic uint64_t
-        wake_us; /* the runtime thread runs a turn by then even without input (CLOCK_MONOTONIC us) */
+    _Atomic uint64_t wake_us; /* the runtime thread runs a turn by then, input or not (CLOCK_MONOTONIC us) */
 
     /* The runtime lock: a loop turn runs with it held, on the runtime thread or on an RPC thread that queued
-     * Paxos messages and found it free (rsm_enqueue_run). Everything from here up to "published" is under it.
-     */
+     * Paxos messages and found it free (rsm_enqueue_run). Everything from here to "published" is under it. */
     pthread_mutex_t run_mu;
     uint64_t next_tick, next_sm_tick; /* us / ns, CLOCK_MONOTONIC */
     uint64_t next_commit;             /* a held COMMIT is due (rsm_net_commits); UINT64_MAX: none */

@@ -40,9 +40,8 @@
 #include <errno.h>
 #include <string.h>
 
-#define RSM_MAX_INFLIGHT 128
-#define RSM_MAX_DELIVER_BYTES                                                                                \
-    (24u << 20) /* messages per Deliver call or reply, by size (RPC_MAX_MESSAGE is 64 MiB) */
+#define RSM_MAX_INFLIGHT       128
+#define RSM_MAX_DELIVER_BYTES  (24u << 20) /* per Deliver call or reply (RPC_MAX_MESSAGE is 64 MiB) */
 #define RSM_DELIVER_TIMEOUT_MS 1000
 #define RSM_SNAP_TIMEOUT_MS    5000
 #define RSM_MAX_BATCH_MSGS     65536
@@ -329,8 +328,7 @@ static void send_group(struct rsm *r, struct rsm_peer *p, struct paxos_msg *cons
             }
         }
     }
-    if (p->held) { /* answer in the reply of the peer's own Deliver: no call of ours, no dispatcher hop there
-                    */
+    if (p->held) { /* in the reply of the peer's own Deliver: no call of ours, no dispatcher hop there */
         Synod__V1__PaxosAck a = SYNOD__V1__PAXOS_ACK__INIT;
         a.from = r->cfg.self;
         a.cluster = r->cluster_id;

@@ -602,8 +602,7 @@ static void *client_main(void *arg)
     return NULL;
 }
 
-/* CPU time (us) and context switches of every synod-meta thread, from /proc: the server-side cost of a phase.
- */
+/* CPU time (us) and context switches of every daemon thread, from /proc: the server side of a phase. */
 struct usage {
     uint64_t cpu_us, ctxsw;
     uint64_t node_us[NNODES];
