@@ -49,6 +49,8 @@ struct cs_control {
 
     uint32_t id;
     char uuid[40];
+    uint64_t fsid; /* the file system id of our cluster, once a metaserver told it (control thread) */
+    uint64_t foreign_log_ns; /* when a metaserver of another cluster was last logged (control thread) */
     char *target; /* current leader guess (control thread only) */
     size_t meta_idx;
 
@@ -82,9 +84,12 @@ static int identity_load(struct cs_control *ctl)
     char line[128];
     while (fgets(line, sizeof(line), f)) {
         unsigned id;
+        unsigned long long fsid;
         char u[40];
         if (sscanf(line, "id=%u", &id) == 1)
             ctl->id = id;
+        else if (sscanf(line, "fsid=%llx", &fsid) == 1)
+            ctl->fsid = (uint64_t)fsid;
         else if (sscanf(line, "uuid=%36s", u) == 1)
             snprintf(ctl->uuid, sizeof(ctl->uuid), "%s", u);
     }
@@ -101,8 +106,10 @@ static int identity_save(const struct cs_control *ctl)
         r = -errno;
         goto out_free;
     }
-    char buf[128];
-    int n = snprintf(buf, sizeof(buf), "id=%u\nuuid=%s\n", ctl->id, ctl->uuid);
+    char buf[160];
+    int n = ctl->fsid ? snprintf(buf, sizeof(buf), "id=%u\nuuid=%s\nfsid=%016llx\n", ctl->id, ctl->uuid,
+                                 (unsigned long long)ctl->fsid)
+                      : snprintf(buf, sizeof(buf), "id=%u\nuuid=%s\n", ctl->id, ctl->uuid);
     if (write(fd, buf, (size_t)n) != n || fsync(fd) != 0)
         r = errno ? -errno : -EIO;
     close(fd);
@@ -386,6 +393,55 @@ static bool follow_leader(struct cs_control *ctl, int err, const struct rpc_stat
     return true;
 }
 
+/* The channel to the current target, naming our file system id (rpc.h "File system id"). */
+static struct rpc_channel *meta_channel(struct cs_control *ctl)
+{
+    struct rpc_channel *ch = rpc_channel_get(ctl->target);
+    rpc_channel_set_fsid(ch, ctl->fsid);
+    return ch;
+}
+
+/* A metaserver of another cluster (refused our call, or answered with another id): said at most every 10 s.
+ * We never register with it, report to it or run its commands: it would count our chunks as unknown and
+ * have them deleted. */
+static void log_foreign(struct cs_control *ctl, const char *detail)
+{
+    uint64_t now = clk_mono_ns();
+    if (ctl->foreign_log_ns && now - ctl->foreign_log_ns < 10 * NS_PER_SEC)
+        return;
+    ctl->foreign_log_ns = now;
+    LOG_WARN("metaserver %s belongs to another cluster (%s): skipped; this chunkserver is of file system "
+             "%016llx (fsid in %s)",
+             ctl->target, detail, (unsigned long long)ctl->fsid, ctl->id_path);
+}
+
+static bool is_foreign(int err, const struct rpc_status *st)
+{
+    return err == -ENXIO && !strncmp(st->detail, RPC_DETAIL_FOREIGN, strlen(RPC_DETAIL_FOREIGN));
+}
+
+/* Check the id a metaserver answered with: 0 if it is ours (kept and persisted the first time), -ENXIO if
+ * it is another (0 included, once ours is known: a metaserver that cannot vouch). */
+static int fsid_check(struct cs_control *ctl, uint64_t fsid)
+{
+    if (ctl->fsid == fsid && fsid)
+        return 0;
+    if (!ctl->fsid) {
+        if (!fsid)
+            return 0; /* neither knows yet (a cluster being created, an older metaserver) */
+        ctl->fsid = fsid;
+        int w = identity_save(ctl);
+        if (w)
+            LOG_ERR("%s: cannot persist the file system id in %s", err_name(w), ctl->id_path);
+        LOG_INFO("file system id %016llx", (unsigned long long)fsid);
+        return 0;
+    }
+    char d[96];
+    snprintf(d, sizeof(d), "it answered for file system %016llx", (unsigned long long)fsid);
+    log_foreign(ctl, d);
+    return -ENXIO;
+}
+
 static void capacity(struct cs_control *ctl, uint64_t *total, uint64_t *used, uint64_t *logical,
                      uint32_t *chunks, uint32_t *failed)
 {
@@ -418,9 +474,12 @@ static int do_register(struct cs_control *ctl)
     for (size_t attempt = 0; attempt < ctl->nmetas + MAX_REDIRECTS; attempt++) {
         Synod__V1__RegisterRep *rep = NULL;
         struct rpc_status st;
-        r = rpc_call(rpc_channel_get(ctl->target), &synod__v1__chunk_control__descriptor,
-                     "RegisterChunkserver", &req.base, NULL, REGISTER_TIMEOUT_MS, (ProtobufCMessage **)&rep,
-                     &st);
+        r = rpc_call(meta_channel(ctl), &synod__v1__chunk_control__descriptor, "RegisterChunkserver",
+                     &req.base, NULL, REGISTER_TIMEOUT_MS, (ProtobufCMessage **)&rep, &st);
+        if (r == 0 && (r = fsid_check(ctl, rep->fsid)) != 0) {
+            rpc_message_free(&rep->base);
+            snprintf(st.detail, sizeof(st.detail), RPC_DETAIL_FOREIGN);
+        }
         if (r == 0) {
             uint32_t id = rep->id;
             if (rep->heartbeat_ms)
@@ -442,6 +501,8 @@ static int do_register(struct cs_control *ctl)
             return r;
         if (follow_leader(ctl, r, &st))
             continue;
+        if (is_foreign(r, &st))
+            log_foreign(ctl, st.detail);
         LOG_DEBUG("%s: register at %s: %s", err_name(r), ctl->target, st.detail);
         ctl->meta_idx = (ctl->meta_idx + 1) % ctl->nmetas;
         set_target(ctl, ctl->metas[ctl->meta_idx]);
@@ -475,8 +536,8 @@ static int send_report(struct cs_control *ctl)
         req.last = pos + k == n;
         ProtobufCMessage *rep = NULL;
         struct rpc_status st;
-        r = rpc_call(rpc_channel_get(ctl->target), &synod__v1__chunk_control__descriptor, "ChunkReport",
-                     &req.base, NULL, REGISTER_TIMEOUT_MS * 5, &rep, &st);
+        r = rpc_call(meta_channel(ctl), &synod__v1__chunk_control__descriptor, "ChunkReport", &req.base, NULL,
+                     REGISTER_TIMEOUT_MS * 5, &rep, &st);
         rpc_message_free(rep);
         if (r) {
             LOG_WARN("%s: chunk report to %s: %s", err_name(r), ctl->target, st.detail);
@@ -558,8 +619,12 @@ static int heartbeat(struct cs_control *ctl, bool *report_wanted, bool *followed
     Synod__V1__HeartbeatRep *rep = NULL;
     struct rpc_status st;
     int64_t tmo = (int64_t)MAX(ctl->heartbeat_ms * 2, (uint64_t)REGISTER_TIMEOUT_MS);
-    int r = rpc_call(rpc_channel_get(ctl->target), &synod__v1__chunk_control__descriptor, "Heartbeat",
-                     &req.base, NULL, tmo, (ProtobufCMessage **)&rep, &st);
+    int r = rpc_call(meta_channel(ctl), &synod__v1__chunk_control__descriptor, "Heartbeat", &req.base, NULL,
+                     tmo, (ProtobufCMessage **)&rep, &st);
+    if (r == 0 && (r = fsid_check(ctl, rep->fsid)) != 0) { /* its commands are not ours to run */
+        rpc_message_free(&rep->base);
+        snprintf(st.detail, sizeof(st.detail), RPC_DETAIL_FOREIGN);
+    }
     free(rp);
     free(lp);
     free(fp);
@@ -583,7 +648,10 @@ static int heartbeat(struct cs_control *ctl, bool *report_wanted, bool *followed
     } else if (follow_leader(ctl, r, &st)) {
         *followed = true;
     } else if (r != -ENOENT) {
-        LOG_WARN("%s: heartbeat to %s: %s", err_name(r), ctl->target, st.detail);
+        if (is_foreign(r, &st))
+            log_foreign(ctl, st.detail);
+        else
+            LOG_WARN("%s: heartbeat to %s: %s", err_name(r), ctl->target, st.detail);
         ctl->meta_idx = (ctl->meta_idx + 1) % ctl->nmetas;
         set_target(ctl, ctl->metas[ctl->meta_idx]);
     }

@@ -65,6 +65,8 @@
 #define RPC_REQS_PER_METHOD 8
 #define RPC_GENERIC_REQS 2
 #define RPC_ERRNO_KEY "synod-errno"
+#define RPC_FSID_KEY        "synod-fsid" /* 16 lowercase hex digits */
+#define RPC_FOREIGN_LOG_NS  (10 * NS_PER_SEC)
 #define RX_HDR 16 /* header before every protobuf-c allocation: the owning rx buffer */
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -417,6 +419,10 @@ struct rpc_server {
     struct rpc_call deferred; /* list head */
     int in_handler;           /* handlers running now (under calls_mu) */
     atomic_bool stopping;
+    _Atomic uint64_t fsid;            /* rpc_server_set_fsid (valid when fsid_set) */
+    _Atomic bool fsid_set;            /* rpc_server_set_fsid was called: callers naming an id are checked */
+    _Atomic uint64_t foreign_log_ns;  /* when a refused foreign call was last logged */
+    _Atomic uint64_t foreign_refused; /* refused since then */
     struct rpc_call shutdown_tag;
     pthread_mutex_t shutdown_mu;
     pthread_cond_t shutdown_cv;
@@ -608,6 +614,59 @@ static void handler_done_locked(struct rpc_server *srv)
         pthread_cond_broadcast(&calls_cv);
 }
 
+/* The id a caller's metadata names (0: none or unparsable). */
+static uint64_t md_fsid(const grpc_metadata_array *md)
+{
+    for (size_t i = 0; i < md->count; i++) {
+        if (grpc_slice_str_cmp(md->metadata[i].key, RPC_FSID_KEY) != 0)
+            continue;
+        char buf[17];
+        size_t n = GRPC_SLICE_LENGTH(md->metadata[i].value);
+        if (n == 0 || n > 16)
+            return 0;
+        memcpy(buf, GRPC_SLICE_START_PTR(md->metadata[i].value), n);
+        buf[n] = 0;
+        char *end;
+        unsigned long long v = strtoull(buf, &end, 16);
+        return *end ? 0 : (uint64_t)v;
+    }
+    return 0;
+}
+
+/* A call meant for another cluster: refuse it (true) before anything is decoded or run. Logged at most every
+ * RPC_FOREIGN_LOG_NS per server, with the count since the last line. */
+static bool refuse_foreign(struct rpc_call *c)
+{
+    struct rpc_server *srv = c->srv;
+    if (!atomic_load(&srv->fsid_set))
+        return false;
+    uint64_t mine = atomic_load(&srv->fsid), theirs = md_fsid(&c->md);
+    if (!theirs || theirs == mine)
+        return false;
+    char detail[160];
+    if (mine)
+        snprintf(detail, sizeof(detail),
+                 RPC_DETAIL_FOREIGN ": this server is of file system %016llx, not %016llx",
+                 (unsigned long long)mine, (unsigned long long)theirs);
+    else
+        snprintf(detail, sizeof(detail),
+                 RPC_DETAIL_FOREIGN
+                 "?: this server does not know its file system id yet, cannot vouch for %016llx",
+                 (unsigned long long)theirs);
+    uint64_t now = clk_mono_ns(), last = atomic_load(&srv->foreign_log_ns);
+    uint64_t n = atomic_fetch_add(&srv->foreign_refused, 1) + 1;
+    if ((!last || now - last >= RPC_FOREIGN_LOG_NS) &&
+        atomic_compare_exchange_strong(&srv->foreign_log_ns, &last, now)) {
+        atomic_store(&srv->foreign_refused, 0);
+        LOG_WARN(
+            "rpc %s from %s: refused (%llu such calls): %s; a client or chunkserver of another cluster has "
+            "this server's address in its list",
+            c->m->path, rpc_call_peer(c), (unsigned long long)n, detail);
+    }
+    rpc_fail(c, -ENXIO, detail);
+    return true;
+}
+
 /* A requested call arrived: run its handler (or answer UNIMPLEMENTED / INVALID_ARGUMENT / DEADLINE). */
 static void serve(struct rpc_call *c)
 {
@@ -628,6 +687,8 @@ static void serve(struct rpc_call *c)
         rpc_fail(c, -ETIMEDOUT, "deadline passed before the handler ran");
         goto out_unref;
     }
+    if (refuse_foreign(c))
+        goto out_unref;
     bool no_message = !c->payload;
     c->req = c->payload ? decode(c->m->md->input, c->payload) : NULL;
     if (c->payload) {
@@ -809,6 +870,12 @@ int rpc_server_port(const struct rpc_server *srv)
     return srv->port;
 }
 
+void rpc_server_set_fsid(struct rpc_server *srv, uint64_t fsid)
+{
+    atomic_store(&srv->fsid, fsid);
+    atomic_store(&srv->fsid_set, true);
+}
+
 void rpc_server_free(struct rpc_server *srv)
 {
     if (!srv)
@@ -861,6 +928,7 @@ struct rpc_channel {
     struct rpc_channel *next;
     char *target;
     grpc_channel *ch;
+    _Atomic uint64_t fsid; /* rpc_channel_set_fsid */
 };
 
 static pthread_mutex_t chan_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -916,6 +984,7 @@ struct async_call {
     grpc_metadata_array init_md, trail_md;
     grpc_status_code status;
     grpc_slice details;
+    grpc_metadata fsid_md; /* sent when fsid_md.value is not empty */
 };
 
 /* Turn a finished call's status, trailing metadata and reply bytes into (errno, message). */
@@ -979,6 +1048,7 @@ static void *dispatcher_main(void *unused)
         grpc_metadata_array_destroy(&a->init_md);
         grpc_metadata_array_destroy(&a->trail_md);
         grpc_slice_unref(a->details);
+        grpc_slice_unref(a->fsid_md.value);
         grpc_call_unref(a->call);
         free(a);
         if (atomic_fetch_sub(&async_inflight, 1) == 1) {
@@ -1047,6 +1117,11 @@ const char *rpc_channel_target(const struct rpc_channel *ch)
     return ch->target;
 }
 
+void rpc_channel_set_fsid(struct rpc_channel *ch, uint64_t fsid)
+{
+    atomic_store(&ch->fsid, fsid);
+}
+
 static const ProtobufCMethodDescriptor *method_desc(const ProtobufCServiceDescriptor *svc, const char *method)
 {
     const ProtobufCMethodDescriptor *md = protobuf_c_service_descriptor_get_method_by_name(svc, method);
@@ -1068,12 +1143,32 @@ static grpc_call *create_call(struct rpc_channel *ch, grpc_completion_queue *cq,
     return call;
 }
 
-static void fill_client_ops(grpc_op *ops, grpc_byte_buffer *send_bb, grpc_metadata_array *init_md,
-                            grpc_byte_buffer **recv_bb, grpc_metadata_array *trail_md, grpc_status_code *status,
-                            grpc_slice *details)
+/* The metadata naming ch's file system id; its value is empty when the channel has none. Unref the value
+ * once the call is complete. */
+static void fsid_md_fill(const struct rpc_channel *ch, grpc_metadata *md)
+{
+    memset(md, 0, sizeof(*md));
+    md->key = grpc_slice_from_static_string(RPC_FSID_KEY);
+    uint64_t id = atomic_load(&ch->fsid);
+    if (!id) {
+        md->value = grpc_empty_slice();
+        return;
+    }
+    char hex[17];
+    snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)id);
+    md->value = grpc_slice_from_copied_buffer(hex, 16);
+}
+
+static void fill_client_ops(grpc_op *ops, grpc_byte_buffer *send_bb, grpc_metadata *fsid_md,
+                            grpc_metadata_array *init_md, grpc_byte_buffer **recv_bb,
+                            grpc_metadata_array *trail_md, grpc_status_code *status, grpc_slice *details)
 {
     memset(ops, 0, 6 * sizeof(*ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (GRPC_SLICE_LENGTH(fsid_md->value)) {
+        ops[0].data.send_initial_metadata.count = 1;
+        ops[0].data.send_initial_metadata.metadata = fsid_md;
+    }
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send_bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -1245,8 +1340,10 @@ int rpc_call_cancellable(struct rpc_channel *ch, const ProtobufCServiceDescripto
     grpc_metadata_array_init(&trail_md);
     grpc_status_code status = GRPC_STATUS_UNKNOWN;
     grpc_slice details = grpc_empty_slice();
+    grpc_metadata fsid_md;
+    fsid_md_fill(ch, &fsid_md);
     grpc_op ops[6];
-    fill_client_ops(ops, send_bb, &init_md, &recv_bb, &trail_md, &status, &details);
+    fill_client_ops(ops, send_bb, &fsid_md, &init_md, &recv_bb, &trail_md, &status, &details);
     int tag;
     grpc_call_error e = grpc_call_start_batch(call, ops, 6, &tag, NULL);
     if (e != GRPC_CALL_OK)
@@ -1266,6 +1363,7 @@ int rpc_call_cancellable(struct rpc_channel *ch, const ProtobufCServiceDescripto
     grpc_metadata_array_destroy(&init_md);
     grpc_metadata_array_destroy(&trail_md);
     grpc_slice_unref(details);
+    grpc_slice_unref(fsid_md.value);
     grpc_call_unref(call);
     return err;
 }
@@ -1311,8 +1409,10 @@ void rpc_call_async_cancellable(struct rpc_channel *ch, const ProtobufCServiceDe
         return;
     }
     a->send_bb = encode(req, payload);
+    fsid_md_fill(ch, &a->fsid_md);
     grpc_op ops[6];
-    fill_client_ops(ops, a->send_bb, &a->init_md, &a->recv_bb, &a->trail_md, &a->status, &a->details);
+    fill_client_ops(ops, a->send_bb, &a->fsid_md, &a->init_md, &a->recv_bb, &a->trail_md, &a->status,
+                    &a->details);
     atomic_fetch_add(&async_inflight, 1);
     grpc_call_error e = grpc_call_start_batch(a->call, ops, 6, a, NULL);
     if (e != GRPC_CALL_OK)

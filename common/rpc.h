@@ -24,6 +24,14 @@
  * block the calling thread; asynchronous calls invoke a completion callback on the layer's dispatcher
  * thread (fan-out: Paxos broadcasts, chain forwarding). Message limits: RPC_MAX_MESSAGE on both sides.
  * Either kind can be cancelled from another thread through a struct rpc_cancel token (FUSE interrupts).
+ *
+ * File system id (fsid): a server may be told which SynodFS cluster it belongs to (rpc_server_set_fsid), and
+ * a channel which cluster its caller expects at that address (rpc_channel_set_fsid). Each call on such a
+ * channel carries the id as metadata "synod-fsid"; a server that was given an id (0 included: a member that
+ * does not know it yet) refuses a call naming another before any handler runs: -ENXIO, detail starting with
+ * RPC_DETAIL_FOREIGN. Calls without the metadata, and every call to a server never given an id, are
+ * served. This is what keeps a client or a chunkserver of one cluster from acting on another that took
+ * over its servers' addresses (a reused port, a redeployed host).
  */
 #ifndef SYNOD_RPC_H
 #define SYNOD_RPC_H
@@ -44,6 +52,8 @@ struct grpc_call; /* gRPC core's call (grpc/grpc.h), named here for struct rpc_c
  * lost): the request was not applied by that attempt; send it again with the same ReqId. Without this detail
  * an EAGAIN from a method that can answer EAGAIN itself (write leases, locks) is that method's answer. */
 #define RPC_DETAIL_RETRY "retry: not applied"
+/* Status detail prefix of the ENXIO a server answers to a call meant for another cluster (see the top). */
+#define RPC_DETAIL_FOREIGN "another cluster"
 
 /* ---------------------------------------------------------------------------------------------------- */
 /* Server                                                                                                */
@@ -68,6 +78,9 @@ void rpc_server_add_service(struct rpc_server *srv, const ProtobufCServiceDescri
 int rpc_server_start(struct rpc_server *srv);
 /* The port actually bound (useful with port 0). */
 int rpc_server_port(const struct rpc_server *srv);
+/* This server's file system id (0: a member that does not know it yet: callers that name one are refused
+ * too). Thread-safe; may change at any time. Never called: no check. */
+void rpc_server_set_fsid(struct rpc_server *srv, uint64_t fsid);
 /* Stop accepting, cancel calls in flight (deferred calls not yet answered get -ECANCELED on their
  * rpc_reply/rpc_fail, which then only release the call), join workers and free everything. Blocks until
  * done. */
@@ -97,6 +110,10 @@ struct rpc_channel; /* opaque, process-wide per target, never freed before rpc_c
  * dead target makes calls fail with -ENOTCONN). */
 struct rpc_channel *rpc_channel_get(const char *target);
 const char *rpc_channel_target(const struct rpc_channel *ch);
+/* The file system id calls on `ch` carry from now on (0: none). Channels are shared per target in a process:
+ * a process sets an address's expected id where it talks to that address as a member of a cluster (the
+ * metaservers of a mount or a chunkserver). Thread-safe. */
+void rpc_channel_set_fsid(struct rpc_channel *ch, uint64_t fsid);
 
 /* Outcome of a call beyond its errno: the server's detail string (empty if none). */
 struct rpc_status {

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,8 @@ struct mc {
 
     struct mc_config cfg;
     char *client_name;
+    _Atomic uint64_t fsid;           /* the file system id every call carries once known (fsid_pin) */
+    _Atomic uint64_t foreign_log_ns; /* when a refusal by another cluster's server was last logged */
 
     pthread_t ka_thread;
     bool ka_running;
@@ -186,7 +189,28 @@ static bool attempt_unapplied(int r, const char *detail)
 {
     if (r == -EREMOTE || r == -EAGAIN || r == -ENOSYS)
         return true;
+    if (r == -ENXIO && !strncmp(detail, RPC_DETAIL_FOREIGN, strlen(RPC_DETAIL_FOREIGN)))
+        return true; /* refused before any handler ran */
     return r == -ENOTCONN && (strstr(detail, "ailed to connect") || strstr(detail, "onnection refused"));
+}
+
+/* Said at most every 10 s: the address is skipped like a dead one, and the operation goes on elsewhere. */
+static void log_foreign(struct mc *mc, const char *target, const char *detail)
+{
+    uint64_t now = clk_mono_ns(), last = atomic_load(&mc->foreign_log_ns);
+    if ((!last || now - last >= 10 * NS_PER_SEC) &&
+        atomic_compare_exchange_strong(&mc->foreign_log_ns, &last, now))
+        LOG_WARN(
+            "metaserver %s belongs to another cluster (%s): skipped; this mount is of file system %016llx",
+            target, detail, (unsigned long long)atomic_load(&mc->fsid));
+}
+
+/* Take the file system id a metaserver told us, the first time one is known. */
+static void fsid_pin(struct mc *mc, uint64_t fsid)
+{
+    uint64_t none = 0;
+    if (fsid && atomic_compare_exchange_strong(&mc->fsid, &none, fsid))
+        LOG_INFO("file system id %016llx", (unsigned long long)fsid);
 }
 
 static int call_svc(struct mc *mc, const ProtobufCServiceDescriptor *svc, const char *method,
@@ -221,9 +245,11 @@ static int call_svc(struct mc *mc, const ProtobufCServiceDescriptor *svc, const 
         int64_t left = remaining_ms(deadline);
         int64_t t = MAX(MIN((int64_t)mc->cfg.rpc_timeout_ms, left), 100);
         struct rpc_status st;
+        struct rpc_channel *ch = rpc_channel_get(target);
+        rpc_channel_set_fsid(ch, atomic_load(&mc->fsid));
         /* Only side-effect-free attempts are cancelled in flight; a mutation once sent gets its answer. */
-        r = rpc_call_cancellable(rpc_channel_get(target), svc, method, req, NULL, t,
-                                 (flags & MC_CANCEL_INFLIGHT) ? cancel : NULL, rep, &st);
+        r = rpc_call_cancellable(ch, svc, method, req, NULL, t, (flags & MC_CANCEL_INFLIGHT) ? cancel : NULL,
+                                 rep, &st);
         tries++;
         if (r == 0)
             goto out;
@@ -248,6 +274,13 @@ static int call_svc(struct mc *mc, const ProtobufCServiceDescriptor *svc, const 
         case -EBADMSG:
         case -ENOSYS: /* a metaserver still starting up (service not registered yet) */
             LOG_DEBUG("%s: %s on %s, trying the next metaserver", err_name(r), method, target);
+            target_rotate(mc, gen);
+            pause = tries % mc->naddrs == 0;
+            break;
+        case -ENXIO: /* a server of another cluster on this address (rpc.h "File system id") */
+            if (strncmp(st.detail, RPC_DETAIL_FOREIGN, strlen(RPC_DETAIL_FOREIGN)) != 0)
+                goto out;
+            log_foreign(mc, target, st.detail);
             target_rotate(mc, gen);
             pause = tries % mc->naddrs == 0;
             break;
@@ -319,6 +352,7 @@ static int session_open(struct mc *mc, uint64_t *out_session, uint32_t *out_leas
     if (r)
         return r;
     Synod__V1__SessionOpenRep *rep = (Synod__V1__SessionOpenRep *)m;
+    fsid_pin(mc, rep->fsid);
     *out_session = rep->session;
     *out_lease = rep->lease_ms ? rep->lease_ms : 10000;
     rpc_message_free(m);
@@ -363,6 +397,8 @@ static int session_check(struct mc *mc, uint64_t session)
     ProtobufCMessage *m;
     int r = call_svc(mc, &synod__v1__meta__descriptor, "SessionKeepalive", &req.base, 0, false, NULL, &m);
     bool need = r == 0 && ((Synod__V1__SessionKeepaliveRep *)m)->need_opens;
+    if (r == 0)
+        fsid_pin(mc, ((Synod__V1__SessionKeepaliveRep *)m)->fsid);
     rpc_message_free(m);
     if (need && mc->opens_fn) {
         /* this leader does not know our open files yet (a new leader, a new session): send the whole set;
@@ -430,6 +466,7 @@ int mc_new(const struct mc_config *cfg, struct mc **out)
     mc->cfg.client_name = mc->client_name;
     mc->cfg.addrs = NULL;
     mc->next_seq = 1;
+    atomic_store(&mc->fsid, cfg->fsid);
     const char *p = cfg->addrs ? cfg->addrs : "";
     while (*p) {
         size_t len = strcspn(p, ",");

@@ -19,6 +19,11 @@
  * session. -ESTALE from a request is ambiguous (the op's own result, e.g. a stale chunk version, or an
  * unknown session): the client asks with a keepalive before deciding.
  *
+ * FILE SYSTEM ID. The first SessionOpen or keepalive answer that names the cluster's file system id pins it
+ * (unless the configuration gave one); every later call carries it (rpc.h "File system id"). A server of
+ * another cluster that took one of the addresses refuses with -ENXIO "another cluster...": the client skips
+ * that address like a dead one (said in the log at most every 10 s) and never acts on the other cluster.
+ *
  * TIMEOUTS. Each attempt has a deadline (rpc_timeout_ms); an operation as a whole gives up after
  * op_timeout_ms of failing attempts and returns -EIO: a leader change is a pause, a cluster that stays
  * unreachable is an error, never an endless hang.
@@ -42,6 +47,7 @@ struct mc_config {
     uint32_t rpc_timeout_ms;  /* one attempt; 0 = 5000 */
     uint32_t op_timeout_ms;   /* total per operation, then -EIO; 0 = 30000 */
     uint32_t lease_ms;        /* requested session lease; 0 = server default */
+    uint64_t fsid;            /* the file system id expected from the start; 0 = the first one told */
 };
 
 /* Flags for mc_call. */

@@ -32,7 +32,7 @@ struct opts {
     int foreground, debug, single, help, version;
     double attr_timeout, entry_timeout, negative_timeout;
     double unreachable_timeout, io_timeout, rpc_timeout, loc_ttl, writedone_interval;
-    char *readahead, *max_write, *log_file, *log_level, *client_name;
+    char *readahead, *max_write, *log_file, *log_level, *client_name, *fsid;
     unsigned write_inflight, readdir_page, max_threads, lookahead, sync_on_close;
     int have_fsname, have_subtype;
 };
@@ -56,6 +56,7 @@ static const struct fuse_opt opt_spec[] = {
     O("max_threads=%u", max_threads),
     O("lookahead=%u", lookahead),
     O("sync_on_close=%u", sync_on_close),
+    O("fsid=%s", fsid),
     O("log_file=%s", log_file),
     O("log_level=%s", log_level),
     O("client_name=%s", client_name),
@@ -127,6 +128,9 @@ static void usage(const char *prog)
            "                           with attributes and answer the next lookups from the listing (for\n"
            "                           the rest of the smaller timeout), if it has at most N entries\n"
            "                           (default 65536, 0 = off)\n"
+           "    fsid=HEX               the file system id to expect (`synodctl status` shows it); default:\n"
+           "                           the first metaserver's answer. Either way a server of another\n"
+           "                           cluster on a listed address is refused and skipped\n"
            "    client_name=NAME       name of this client in the metaserver's session table\n"
            "                           (default synod-mount@HOST)\n"
            "    log_file=PATH          append log lines to PATH (default: stderr; /dev/null once daemonized)\n"
@@ -360,6 +364,17 @@ int main(int argc, char **argv)
     char *name = o.client_name ? xstrdup(o.client_name) : xasprintf("synod-mount@%s", host);
     struct mc_config mcc = {.addrs = o.metas, .client_name = name, .rpc_timeout_ms = ms_of(o.rpc_timeout),
                             .op_timeout_ms = ms_of(o.unreachable_timeout)};
+    if (o.fsid) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(o.fsid, &end, 16);
+        if (errno || !*o.fsid || *end || !v) {
+            fprintf(stderr, "synod-mount: bad fsid '%s' (16 hex digits, as synodctl status shows)\n", o.fsid);
+            free(name);
+            return 2;
+        }
+        mcc.fsid = (uint64_t)v;
+    }
     struct fs fs = {.attr_timeout = o.attr_timeout, .entry_timeout = o.entry_timeout,
                     .negative_timeout = o.negative_timeout, .max_write = (uint32_t)mw,
                     .max_readahead = (uint32_t)MAX(ra, 128 << 10), .readdir_page = o.readdir_page,

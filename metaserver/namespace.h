@@ -199,6 +199,8 @@ struct ns_counts {
     uint64_t inodes, files, dirs, chunks, under_goal, missing, over_goal;
 };
 void ns_count(struct kv_txn *txn, struct ns_counts *out);
+/* The file system id (NsCounters.fsid): 0 until an NsInit with one has been applied. */
+uint64_t ns_fsid(struct kv_txn *txn);
 /* Copies the chunk table places on chunkserver cs (a draining one is done at 0). O(copies). */
 uint64_t ns_cs_held(struct kv_txn *txn, uint32_t cs);
 /* Whether chunks that chunkserver cs reported unknown (n/u) have outlived the grace period (among the

@@ -506,11 +506,16 @@ void open_ref_drop(struct ns_ctx *c, uint64_t ino)
 static int op_init(struct ns_ctx *c, const Synod__V1__NsInit *r)
 {
     struct inode *root;
+    Synod__V1__NsCounters *ctr = ctr_get(c);
     if (ino_get(c, NS_ROOT_INO, &root) == 0) {
+        if (!ctr->fsid && r->fsid) { /* a state made before fsid existed gets one; nothing else changes */
+            ctr->fsid = r->fsid;
+            ctr_dirty(c);
+        }
         reply_empty(c);
         return 0; /* idempotent */
     }
-    Synod__V1__NsCounters *ctr = ctr_get(c);
+    ctr->fsid = r->fsid;
     if (r->default_goal)
         ctr->default_goal = MIN(r->default_goal, (uint32_t)NS_MAX_GOAL);
     if (r->heartbeat_ms)

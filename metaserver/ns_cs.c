@@ -115,6 +115,7 @@ int op_cs_register(struct ns_ctx *c, const Synod__V1__RegisterReq *r)
     Synod__V1__RegisterRep rep = SYNOD__V1__REGISTER_REP__INIT;
     rep.id = w->id;
     rep.heartbeat_ms = ctr->heartbeat_ms;
+    rep.fsid = ctr->fsid;
     reply_msg(c, &rep.base);
     if (cs) {
         cs->addr = oaddr;
@@ -1190,6 +1191,15 @@ static uint64_t count_prefix(struct kv_txn *txn, char tag, uint64_t *zero_copies
     }
     kv_iter_free(it);
     return n;
+}
+
+uint64_t ns_fsid(struct kv_txn *txn)
+{
+    struct ns_ctx c;
+    ro_ctx(&c, txn);
+    uint64_t id = ctr_get(&c)->fsid;
+    ctx_finish(&c, false);
+    return id;
 }
 
 void ns_count(struct kv_txn *txn, struct ns_counts *out)

@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "admin.pb-c.h"
 #include "chunk.pb-c.h"
@@ -72,6 +73,8 @@ struct nssvc {
     struct rsm *r;
     struct csmon *mon;
     struct ns_opens *opens; /* memory opens (leader; see ns_opens.h) */
+    struct rpc_server *srv;
+    _Atomic uint64_t fsid; /* the file system id once this replica's state has one (fsid_learn), else 0 */
     struct slot slots[NSSVC_MAX_SLOTS];
     rpc_handler_fn meta_h[32], cc_h[8], admin_h[8];
     /* config */
@@ -235,6 +238,7 @@ static void session_open_done(void *arg, int err, const uint8_t *reply, size_t l
         rep.session = get_le64(reply);
         rep.lease_ms = rsm_session_lease_ms(p->s->r);
         rep.zxid = zxid;
+        rep.fsid = atomic_load(&p->s->fsid);
         rpc_reply(p->call, &rep.base);
     }
     free(p);
@@ -262,6 +266,7 @@ static int handle_keepalive(struct slot *sl, struct rpc_call *call, const Protob
     Synod__V1__SessionKeepaliveRep rep = SYNOD__V1__SESSION_KEEPALIVE_REP__INIT;
     rep.lease_ms = rsm_session_lease_ms(sl->s->r);
     rep.need_opens = !ns_opens_reported(sl->s->opens, r->session);
+    rep.fsid = atomic_load(&sl->s->fsid);
     rpc_reply(call, &rep.base);
     return 0;
 }
@@ -305,6 +310,7 @@ static void heartbeat_done(void *arg, int err, const uint8_t *reply, size_t len,
         Synod__V1__HeartbeatRep rep = SYNOD__V1__HEARTBEAT_REP__INIT;
         struct kv_txn *txn = kv_txn_begin(rsm_db(p->s->r));
         rep.report_wanted = m->report_wanted || ns_cs_unknown_due(txn, p->id, clk_real_ns());
+        rep.fsid = atomic_load(&p->s->fsid);
         cs_cmds(txn, p->id, &rep);
         kv_txn_abort(txn);
         rpc_reply(p->call, &rep.base);
@@ -340,6 +346,7 @@ static int handle_heartbeat(struct slot *sl, struct rpc_call *call, const Protob
     struct nssvc *s = sl->s;
     const Synod__V1__HeartbeatReq *r = (const Synod__V1__HeartbeatReq *)req;
     struct hb_read h = {.id = r->id, .rep = SYNOD__V1__HEARTBEAT_REP__INIT};
+    h.rep.fsid = atomic_load(&s->fsid);
     int rc = rsm_read(s->r, false, hb_read_fn, &h);
     if (rc == 0 && !h.known)
         rc = -ENOENT; /* register first */
@@ -405,6 +412,7 @@ static int status_read_fn(void *arg, struct kv_txn *txn)
     st->rep->under_goal = c.under_goal;
     st->rep->missing = c.missing;
     st->rep->over_goal = c.over_goal;
+    st->rep->fsid = ns_fsid(txn);
     st->ncs = ns_chunkservers(txn, &st->cs);
     st->held = xcalloc(st->ncs + 1, sizeof(*st->held));
     for (size_t i = 0; i < st->ncs; i++)
@@ -966,6 +974,20 @@ static void bind_service(struct nssvc *s, struct rpc_server *srv, const Protobuf
 
 static const char *const prefixes[] = {NS_KEY_PREFIX, NULL};
 
+/* Take the file system id from the state once it has one: the RPC server refuses callers that expect another
+ * from then on (rpc.h "File system id"). Runtime thread or startup. */
+static void fsid_learn(struct nssvc *s, struct kv_txn *txn)
+{
+    if (atomic_load(&s->fsid))
+        return;
+    uint64_t id = ns_fsid(txn);
+    if (!id)
+        return;
+    atomic_store(&s->fsid, id);
+    rpc_server_set_fsid(s->srv, id);
+    LOG_INFO("namespace: file system id %016llx", (unsigned long long)id);
+}
+
 static int sm_apply(void *arg, struct kv_txn *txn, const struct rsm_apply_ctx *ctx, const uint8_t *cmd,
                     size_t len, struct rsm_buf *reply)
 {
@@ -975,7 +997,17 @@ static int sm_apply(void *arg, struct kv_txn *txn, const struct rsm_apply_ctx *c
     if (rc == 0)
         rsm_buf_append(reply, rep.buf, rep.len);
     ns_reply_release(&rep);
+    if (rc == 0 && !atomic_load(&s->fsid))
+        fsid_learn(s, txn);
     return rc;
+}
+
+static void sm_restored(void *arg)
+{
+    struct nssvc *s = arg;
+    struct kv_txn *txn = kv_txn_begin(rsm_db(s->r));
+    fsid_learn(s, txn);
+    kv_txn_abort(txn);
 }
 
 static void sm_session_expired(void *arg, struct kv_txn *txn, const struct rsm_apply_ctx *ctx,
@@ -1050,13 +1082,20 @@ static void check_root(struct nssvc *s, struct rsm *r, struct kv_txn *txn)
     struct ns_reply rep;
     int rc = ns_apply(s->ns, txn, &cmd, &rep);
     ns_reply_release(&rep);
-    if (rc == 0) {
+    /* SYNOD_META_TEST_NO_FSID=1 (tests only): behave as a metaserver from before the file system id */
+    const char *old = getenv("SYNOD_META_TEST_NO_FSID");
+    bool no_fsid = old && !strcmp(old, "1");
+    if (rc == 0 && (ns_fsid(txn) || no_fsid)) {
         atomic_store(&s->initialized, true);
         return;
     }
     if (s->init_inflight)
         return;
+    /* a fresh state, or one made before the file system id: NsInit creates the root, or only adds the id */
     Synod__V1__NsInit init = SYNOD__V1__NS_INIT__INIT;
+    while (!init.fsid && !no_fsid)
+        if (getrandom(&init.fsid, sizeof(init.fsid), 0) != (ssize_t)sizeof(init.fsid))
+            return; /* no entropy yet: the next tick tries again */
     init.root_mode = 0755;
     init.default_goal = s->default_goal;
     init.heartbeat_ms = s->heartbeat_ms;
@@ -1225,7 +1264,7 @@ static const struct rsm_sm nssm = {
     .prefixes = prefixes,
     .apply = sm_apply,
     .session_expired = sm_session_expired,
-    .restored = NULL,
+    .restored = sm_restored,
     .leader_tick = sm_leader_tick,
 };
 
@@ -1239,6 +1278,8 @@ static int plugin_create(const struct config *cfg, struct rpc_server *srv, const
     pthread_cond_init(&s->jobs_cv, NULL);
     s->ns = ns_new();
     s->opens = ns_opens_new();
+    s->srv = srv;
+    rpc_server_set_fsid(srv, 0); /* a member: until the state has its id, callers that name one are refused */
     uint64_t timeout_ms = config_get_duration_ms(cfg, "namespace.cs_timeout");
     s->mon = csmon_new(timeout_ms * NS_PER_MS, 30 * NS_PER_SEC);
     int64_t goal = config_get_int(cfg, "namespace.default_goal");
@@ -1274,7 +1315,11 @@ static int plugin_create(const struct config *cfg, struct rpc_server *srv, const
 
 static void plugin_attach(void *arg, struct rsm *r)
 {
-    ((struct nssvc *)arg)->r = r;
+    struct nssvc *s = arg;
+    s->r = r;
+    struct kv_txn *txn = kv_txn_begin(rsm_db(r));
+    fsid_learn(s, txn);
+    kv_txn_abort(txn);
 }
 
 /* After the RPC server is gone, before the runtime: wait for the fsck scans still running. */

@@ -152,6 +152,7 @@ static void print_status_json(const struct meta_view *mv, size_t n, const struct
     const Synod__V1__StatusRep *s = from->rep;
     printf("{\"answered_by\":");
     print_json_str(from->addr);
+    printf(",\"fsid\":\"%016llx\"", (unsigned long long)s->fsid);
     printf(",\"leader\":%u,\"zxid\":%llu,\"files\":%llu,\"dirs\":%llu,\"chunks\":%llu,\"under_goal\":%llu,"
            "\"missing\":%llu,\"over_goal\":%llu,\"metaservers\":[",
            s->leader, (unsigned long long)s->zxid, (unsigned long long)s->files, (unsigned long long)s->dirs,
@@ -195,7 +196,8 @@ static void print_status_tables(const struct meta_view *mv, size_t n, const stru
     printf("cluster (figures from %s): leader %s", from->addr, s->leader == UINT32_MAX ? "NONE" : "");
     if (s->leader != UINT32_MAX)
         printf("%u", s->leader);
-    printf(", zxid %llu:%llu\n", (unsigned long long)(s->zxid >> 32), (unsigned long long)(s->zxid & 0xffffffffu));
+    printf(", zxid %llu:%llu, fsid %016llx\n", (unsigned long long)(s->zxid >> 32),
+           (unsigned long long)(s->zxid & 0xffffffffu), (unsigned long long)s->fsid);
     printf("files %llu, dirs %llu, chunks %llu; under goal %llu, missing %llu, over goal %llu\n\n",
            (unsigned long long)s->files, (unsigned long long)s->dirs, (unsigned long long)s->chunks,
            (unsigned long long)s->under_goal, (unsigned long long)s->missing, (unsigned long long)s->over_goal);

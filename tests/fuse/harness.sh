@@ -5,6 +5,8 @@
 #                                     server binaries; fails if synod-mount itself is missing.
 #   cluster ARGS...                   ops/cluster on this cluster
 #   mount_extra DIR                   a second synod-mount of the same cluster on DIR (unmounted at exit)
+#   other_cluster DIR ARGS...         ops/cluster on another cluster in DIR (under $DATA), stopped at exit
+#                                     (BASE_PORT: this cluster's base port)
 #   FUSE_MOUNT_OPTS=OPTS              (set before fuse_setup) extra -o options for both mounts, e.g. allow_other
 #   check COND MESSAGE / fail MESSAGE assertions
 # Cleanup (trap on EXIT, and on TERM/INT through exit): unmount everything, stop every daemon, remove the temp
@@ -33,6 +35,9 @@ fuse_cleanup() {
   [[ -n ${DATA:-} && -f ${DATA:-}/watchdog.pid ]] && kill "$(cat "$DATA/watchdog.pid")" 2>/dev/null
   for m in "${EXTRA_MOUNTS[@]}"; do fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
   for p in "${EXTRA_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  if [[ -n ${DATA:-} && -f ${DATA:-}/extra_clusters ]]; then
+    while read -r m; do "$ROOT/ops/cluster" --data "$m" down >/dev/null 2>&1; done <"$DATA/extra_clusters"
+  fi
   if [[ -n ${DATA:-} && -d ${DATA:-} ]]; then
     if [[ $rc -ne 0 && $rc -ne 77 ]]; then
       echo "---- logs (last lines) ----"
@@ -57,6 +62,9 @@ fuse_watchdog() {
     echo "$(date +%T) watchdog: test shell $parent is gone without cleaning up: stopping its cluster" >>"$data/watchdog.log"
     if [[ -f $data/extra_mounts ]]; then
       while read -r m; do fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done <"$data/extra_mounts"
+    fi
+    if [[ -f $data/extra_clusters ]]; then
+      while read -r m; do "$cluster" --data "$m" down >>"$data/watchdog.log" 2>&1; done <"$data/extra_clusters"
     fi
     "$cluster" --data "$data" --mount "$data/mnt" --bin "$build" down >>"$data/watchdog.log" 2>&1
     [[ $keep == 1 ]] || rm -rf "$data"
@@ -84,6 +92,7 @@ fuse_setup() {
     awk -v p="$port" '($1 > p && $1 < p + 10) || ($1 > p + 100 && $1 < p + 110) {f = 1} END {exit !f}' \
       <<<"$used" || break
   done
+  BASE_PORT=$port
   log "cluster in $DATA, base port $port"
   cluster --base-port "$port" --wait 60 "$@" up
   METASERVERS=$(cluster env | sed -n 's/^METASERVERS=//p')
@@ -124,6 +133,13 @@ for m in ms:
         print("meta%d" % (addrs.index(m["addr"]) + 1))
         break
 ' "$METASERVERS" || true
+}
+
+other_cluster() {
+  local dir=$1
+  shift
+  grep -qxF "$dir" "$DATA/extra_clusters" 2>/dev/null || echo "$dir" >>"$DATA/extra_clusters"
+  "$ROOT/ops/cluster" --data "$dir" --mount "$dir/mnt" --bin "$BUILD" "$@"
 }
 
 mount_extra() {

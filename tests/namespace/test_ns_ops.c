@@ -422,6 +422,71 @@ static void test_readdir_paged(void)
     tns_close(&t, false);
 }
 
+static uint64_t fsid_of(struct tns *t)
+{
+    struct kv_txn *txn = kv_txn_begin(t->db);
+    uint64_t id = ns_fsid(txn);
+    kv_txn_abort(txn);
+    return id;
+}
+
+static int apply_init(struct tns *t, uint64_t fsid, uint32_t root_mode)
+{
+    Synod__V1__NsCommand cmd = SYNOD__V1__NS_COMMAND__INIT;
+    Synod__V1__NsInit init = SYNOD__V1__NS_INIT__INIT;
+    init.root_mode = root_mode;
+    init.default_goal = 5;
+    init.fsid = fsid;
+    cmd.cmd_case = SYNOD__V1__NS_COMMAND__CMD_INIT;
+    cmd.init = &init;
+    return tns_apply(t, &cmd, NULL);
+}
+
+/* The file system id: a fresh state takes NsInit's; a state made before it (tns_open's NsInit has none) gets
+ * one from a later NsInit, which changes nothing else; after that, NsInit never changes it. */
+static void test_init_fsid(void)
+{
+    struct tns t;
+    tns_open(&t);
+    T_EQU(fsid_of(&t), 0);
+    uint64_t f;
+    T_EQ(t_mknod(&t, ROOT, R, "f", S_IFREG, &f), 0);
+    Synod__V1__Attr a, b;
+    T_EQ(t_getattr(&t, R, &a), 0);
+    T_EQ(apply_init(&t, 0x0123456789abcdefull, 0700), 0);
+    T_EQU(fsid_of(&t), 0x0123456789abcdefull);
+    T_EQ(t_getattr(&t, R, &b), 0); /* the root and its contents are untouched */
+    T_EQU(b.mode, a.mode);
+    T_EQ(b.mtime_ns, a.mtime_ns);
+    T_EQU(b.nlink, a.nlink);
+    T_EQ(t_lookup(&t, ROOT, R, "f", &b), 0);
+    T_EQU(b.ino, f);
+    T_EQ(apply_init(&t, 0x1111, 0755), 0);
+    T_EQU(fsid_of(&t), 0x0123456789abcdefull);
+    tns_close(&t, false);
+
+    /* a fresh state: NsInit creates the root and sets the id together */
+    char tmpl[] = "/tmp/nstest.XXXXXX";
+    T_CHECK(mkdtemp(tmpl) != NULL);
+    struct tns u;
+    memset(&u, 0, sizeof(u));
+    snprintf(u.dir, sizeof(u.dir), "%s", tmpl);
+    leveldb_options_t *o = leveldb_options_create();
+    leveldb_options_set_create_if_missing(o, 1);
+    char *err = NULL;
+    u.db = leveldb_open(o, u.dir, &err);
+    T_CHECK(err == NULL);
+    leveldb_options_destroy(o);
+    u.ns = ns_new();
+    u.now = 1700000000LL * 1000000000LL;
+    T_EQU(fsid_of(&u), 0);
+    T_EQ(apply_init(&u, 0xfeed, 0750), 0);
+    T_EQU(fsid_of(&u), 0xfeed);
+    T_EQ(t_getattr(&u, R, &a), 0);
+    T_EQU(a.mode & 07777, 0750);
+    tns_close(&u, false);
+}
+
 int main(void)
 {
     T_RUN(test_create_lookup_errors);
@@ -432,5 +497,6 @@ int main(void)
     T_RUN(test_link_symlink_setattr);
     T_RUN(test_xattr);
     T_RUN(test_readdir_paged);
+    T_RUN(test_init_fsid);
     return 0;
 }

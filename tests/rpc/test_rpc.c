@@ -251,6 +251,55 @@ static void test_async(void)
     rpc_server_free(srv);
 }
 
+/* The file system id: a channel's id travels with every call (blocking and async); a server with another id
+ * refuses before the handler runs (ENXIO, RPC_DETAIL_FOREIGN); either side at 0 checks nothing. */
+static void test_fsid(void)
+{
+    struct rpc_server *srv = start_any(2);
+    struct rpc_channel *ch = rpc_channel_get(target);
+    Synod__Test__EchoReq req = SYNOD__TEST__ECHO_REQ__INIT;
+    req.text = "x";
+    struct rpc_status st;
+    T_EQ(echo(target, &req, 2000, NULL, &st), 0); /* neither side has an id */
+    rpc_channel_set_fsid(ch, 0x1234);
+    T_EQ(echo(target, &req, 2000, NULL, &st), 0); /* the server was never given one: no check */
+    rpc_server_set_fsid(srv, 0);                  /* a member that does not know it yet cannot vouch */
+    T_EQ(echo(target, &req, 2000, NULL, &st), -ENXIO);
+    T_CHECK(strncmp(st.detail, RPC_DETAIL_FOREIGN, strlen(RPC_DETAIL_FOREIGN)) == 0);
+    rpc_channel_set_fsid(ch, 0);
+    T_EQ(echo(target, &req, 2000, NULL, &st), 0); /* but serves callers that name none */
+    rpc_channel_set_fsid(ch, 0x1234);
+    rpc_server_set_fsid(srv, 0x1234);
+    T_EQ(echo(target, &req, 2000, NULL, &st), 0); /* the same */
+    int before = atomic_load(&handled);
+    rpc_channel_set_fsid(ch, 0xfedcba9876543210ull);
+    T_EQ(echo(target, &req, 2000, NULL, &st), -ENXIO);
+    T_CHECK(strncmp(st.detail, RPC_DETAIL_FOREIGN, strlen(RPC_DETAIL_FOREIGN)) == 0);
+    T_CHECK(strstr(st.detail, "0000000000001234") && strstr(st.detail, "fedcba9876543210"));
+    T_EQ(atomic_load(&handled), before); /* refused before the handler */
+    atomic_store(&async_done, 0);
+    atomic_store(&async_ok, 0);
+    rpc_call_async(ch, &synod__test__echo__descriptor, "Echo", &req.base, NULL, 5000, async_done_cb,
+                   (void *)0);
+    uint64_t start = clk_mono_ns();
+    while (atomic_load(&async_done) < 1 && clk_mono_ns() - start < 10 * NS_PER_SEC)
+        clk_sleep_ns(NS_PER_MS);
+    T_EQ(atomic_load(&async_done), 1);
+    T_EQ(atomic_load(&async_ok), 0);
+    T_EQ(atomic_load(&handled), before);
+    rpc_channel_set_fsid(ch, 0); /* a caller without an id is served */
+    T_EQ(echo(target, &req, 2000, NULL, &st), 0);
+    rpc_channel_set_fsid(ch, 0x1234);
+    rpc_call_async(ch, &synod__test__echo__descriptor, "Echo", &req.base, NULL, 5000, async_done_cb,
+                   (void *)0);
+    start = clk_mono_ns();
+    while (atomic_load(&async_done) < 2 && clk_mono_ns() - start < 10 * NS_PER_SEC)
+        clk_sleep_ns(NS_PER_MS);
+    T_EQ(atomic_load(&async_ok), 1);
+    rpc_server_free(srv);
+    rpc_client_shutdown();
+}
+
 static void test_deadline(void)
 {
     struct rpc_server *srv = start_any(2);
@@ -805,7 +854,7 @@ int main(int argc, char **argv)
         {"large", test_large},         {"malformed", test_malformed}, {"unknown_method", test_unknown_method},
         {"deferred", test_deferred},   {"addr_in_use", test_addr_in_use}, {"restart", test_restart},
         {"slow_handshake", test_slow_handshake},
-        {"shutdown_load", test_shutdown_load}, {"cancel", test_cancel},
+        {"shutdown_load", test_shutdown_load}, {"cancel", test_cancel}, {"fsid", test_fsid},
     };
     for (size_t i = 0; i < ARRAY_SIZE(tests); i++) {
         if (strcmp(argv[1], tests[i].name) == 0) {
