@@ -995,6 +995,15 @@ int paxos_propose(struct paxos *p, uint32_t kind, const void *data, uint32_t len
         return -EREMOTE;
     if (!paxos_serving(p) || p->last - p->commit >= p->cfg.window)
         return -EAGAIN;
+    if (p->last > p->commit) { /* M4: bytes of unchosen values (at most `window` slots to add up) */
+        uint64_t bytes = len;
+        for (uint64_t s = MAX(p->commit + 1, p->log_start); s <= p->last; s++) {
+            const struct slot_ent *e = ent_get(p, s);
+            bytes += e && e->val ? e->val->len : 0;
+        }
+        if (bytes > PAXOS_MAX_INFLIGHT_BYTES)
+            return -EAGAIN;
+    }
     uint64_t z = PAXOS_ZXID(PAXOS_BALLOT_ROUND(p->ballot), ++p->epoch_counter);
     struct paxos_val *v = paxos_val_new(kind, z, data, len);
     uint64_t s = p->last + 1;

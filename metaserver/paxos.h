@@ -88,6 +88,11 @@ enum paxos_value_kind { PAXOS_VAL_NOOP = 0, PAXOS_VAL_CMD = 1, PAXOS_VAL_CONFIG 
  * the transport's 64 MiB limit; unbounded, a PROMISE to a candidate far behind carried the whole retained
  * log (up to ~100k slots of up to 1 MiB) and its encoding ran the acceptor out of memory. */
 #define PAXOS_MAX_MSG_BYTES (16u << 20)
+/* Bytes of values a leader keeps unchosen at most (its slots above its commit point; one slot may always go,
+ * whatever its size). A PROMISE to a candidate at or past an acceptor's commit point carries the acceptor's
+ * unchosen slots, which lag the leader's commit point by at most a round: about twice this, within
+ * PAXOS_MAX_MSG_BYTES. The window alone (64 slots of up to 1 MiB) allowed 64 MiB and more. */
+#define PAXOS_MAX_INFLIGHT_BYTES (PAXOS_MAX_MSG_BYTES / 2)
 
 struct paxos_val {
     uint32_t refs;
@@ -203,7 +208,8 @@ int paxos_step(struct paxos *p, const struct paxos_msg *m, uint64_t now_us);
 /* Time passed. Cannot fail. now_us must not go backwards. */
 void paxos_tick(struct paxos *p, uint64_t now_us);
 /* Leader only: put a value (copied) into a new slot. Returns 0 and the slot and zxid; -EREMOTE when not
- * the leader (see paxos_leader_hint), -EAGAIN when the leader is not serving yet or the window is full. */
+ * the leader (see paxos_leader_hint), -EAGAIN when the leader is not serving yet or the window is full (in
+ * slots, or PAXOS_MAX_INFLIGHT_BYTES of unchosen values). */
 int paxos_propose(struct paxos *p, uint32_t kind, const void *data, uint32_t len, uint64_t now_us,
                   uint64_t *slot, uint64_t *zxid);
 /* Collect outputs; returns false (and an empty rd) when there is nothing to do. */

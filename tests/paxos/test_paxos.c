@@ -27,7 +27,7 @@ static struct tnode nodes[N];
 static struct paxos_msg q[MAXQ];
 static size_t nq;
 static uint64_t now = 1000000;
-static bool drop_to[N];
+static bool drop_to[N], drop_from[N];
 
 static size_t max_msg_bytes; /* the largest message sent (bytes of values) */
 
@@ -91,7 +91,7 @@ static void pump(void)
         memcpy(batch, q, n * sizeof(*batch));
         nq = 0;
         for (size_t k = 0; k < n; k++) {
-            if (nodes[batch[k].to].p && !drop_to[batch[k].to])
+            if (nodes[batch[k].to].p && !drop_to[batch[k].to] && !drop_from[batch[k].from])
                 T_EQ(paxos_step(nodes[batch[k].to].p, &batch[k], now), 0);
             free_msg(&batch[k]);
         }
@@ -99,6 +99,8 @@ static void pump(void)
     }
     T_FAIL("messages never settle");
 }
+
+static uint32_t test_window = 4;
 
 static struct paxos_config config(uint32_t self)
 {
@@ -112,9 +114,9 @@ static struct paxos_config config(uint32_t self)
     c.heartbeat_ms = 10;
     c.election_ms = 100;
     c.lease_ms = 50;
-    c.window = 4;
+    c.window = test_window;
     c.log_retain = 2;
-    c.max_ahead = 64;
+    c.max_ahead = MAX(64, 2 * test_window);
     return c;
 }
 
@@ -426,6 +428,53 @@ static void test_big_values_bounded(void)
     stop_all();
 }
 
+/* M4: the leader keeps at most PAXOS_MAX_INFLIGHT_BYTES of values unchosen. Both followers accept 1 MiB
+ * values but their answers are lost, so nothing is chosen: proposals stop at the byte bound, not at the
+ * 64-slot window. The leader dies, the answers flow again: a follower campaigns, the other's PROMISE carries
+ * every value it accepted and not saw chosen, within PAXOS_MAX_MSG_BYTES + one value, and all of them are
+ * chosen. Without the bound the leader took 64 slots and the PROMISE carried 64 MiB, over what the transport
+ * takes per message. */
+static void test_inflight_bytes_bounded(void)
+{
+    test_window = 64; /* the default */
+    start_all();
+    int l = elect();
+    int a = (l + 1) % N, b = (l + 2) % N;
+    drop_from[a] = drop_from[b] = true;
+    static uint8_t big[1 << 20];
+    uint64_t s = 0, z;
+    int n = 0;
+    for (int k = 0; k < 200; k++) {
+        memset(big, k + 1, sizeof(big));
+        if (paxos_propose(nodes[l].p, PAXOS_VAL_CMD, big, sizeof(big), now, &s, &z) != 0)
+            break;
+        n++;
+        pump();
+    }
+    printf("unchosen 1 MiB values the leader took: %d\n", n);
+    T_CHECK(n >= 2 && (uint64_t)n * sizeof(big) <= PAXOS_MAX_INFLIGHT_BYTES);
+    T_EQ(paxos_propose(nodes[l].p, PAXOS_VAL_CMD, big, 100, now, &s, &z), -EAGAIN); /* even a small one */
+    uint64_t last = s;
+    paxos_free(nodes[l].p);
+    nodes[l].p = NULL;
+    drop_from[a] = drop_from[b] = false;
+    max_msg_bytes = 0;
+    for (int k = 0; k < 3000 && (paxos_commit_index(nodes[a].p) < last || paxos_commit_index(nodes[b].p) < last);
+         k++) {
+        now += 1000;
+        for (int i = 0; i < N; i++)
+            if (nodes[i].p)
+                paxos_tick(nodes[i].p, now);
+        pump();
+    }
+    T_CHECK(paxos_commit_index(nodes[a].p) >= last && paxos_commit_index(nodes[b].p) >= last);
+    T_CHECK(nodes[a].applied >= last && nodes[b].applied >= last);
+    T_CHECK(max_msg_bytes > 0 && max_msg_bytes <= PAXOS_MAX_MSG_BYTES + sizeof(big));
+    printf("largest message of the failover: %zu bytes of values\n", max_msg_bytes);
+    stop_all();
+    test_window = 4;
+}
+
 /* Throughput of the core itself (three cores in one thread, messages copied as a transport would): each
  * round proposes a full window of slots, then delivers everything. Printed, and held to a low floor. */
 static void test_throughput(void)
@@ -485,6 +534,7 @@ int main(void)
     T_RUN(test_restart_new_ballot);
     T_RUN(test_snapshot_and_catchup);
     T_RUN(test_big_values_bounded);
+    T_RUN(test_inflight_bytes_bounded);
     T_RUN(test_lin_checker);
     T_RUN(test_throughput);
     fprintf(stderr, "all paxos unit tests passed\n");
