@@ -637,6 +637,17 @@ int op_chunk_open_write(struct ns_ctx *c, const Synod__V1__ChunkOpenWriteReq *r)
     Synod__V1__NsCounters *ctr = ctr_get(c);
     int64_t lease_ns = (int64_t)ctr->lease_ms * 1000000;
     Synod__V1__ChunkRec *old = chunk_get(c, n->ino, r->index);
+    if (old && old->unwritten && chunk_placer(old) != c->session &&
+        !(old->lease_session && old->lease_expire_ns > c->now)) {
+        /* Placed by another session whose lease lapsed before it completed a write: its replicas hold
+         * nothing, or what that writer left on some of them. This writer could not be told `fresh` on it (it
+         * would create the chunk empty where that data is missing, and the replicas would differ), nor
+         * without it (its writes would find the chunk on no replica). So it starts over on a new chunk; the
+         * old one's replicas are deleted at any version, and its placer's lease and index key go with it. */
+        chunk_drop(c, old, 0);
+        chunk_free(old);
+        old = NULL;
+    }
     Synod__V1__ChunkRec *nw;
     struct nkey lk;
     bool fresh = !old;
@@ -841,9 +852,9 @@ int op_lease_expire(struct ns_ctx *c, const Synod__V1__LeaseExpire *r)
 
 /* The session ended (closed, or expired: its client is gone) and its write leases with it. A chunk it
  * placed and never completed a write on (ChunkRec.unwritten, placed_by) is dropped, also when its lease had
- * lapsed (op_lease_expire keeps the 'w' key of such a chunk for this). Not when another session holds a
- * lease on it now: that writer was not told `fresh` and its completed write ends `unwritten` (left undone:
- * if it never completes one, the chunk stays until the file goes). No write on it was committed (the
+ * lapsed (op_lease_expire keeps the 'w' key of such a chunk for this). Another session never holds a lease
+ * on such a chunk (op_chunk_open_write replaces it with a new one), except in a state from before that: then
+ * it is kept for that writer, whose completed write ends `unwritten`. No write on it was committed (the
  * file's size and the chunk's extent never moved), its replicas hold nothing, or what a dying writer left on
  * some of them, and nobody can finish it. Kept, it named replicas without the chunk: a read of that range
  * failed over every replica (ENOENT) instead of reading a hole, and re-replication retried copies from a

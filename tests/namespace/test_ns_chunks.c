@@ -483,10 +483,16 @@ static void test_unwritten_lease_lapsed(void)
     t.now += lease_ns + 1000000000;
     t.session = s1;
     T_EQ(lease_expire(&t, fc), 0);
-    t.session = s3; /* g's chunk: another writer takes the lapsed lease; it was not placed for s3 */
+    /* g's chunk: another writer takes the lapsed lease. It was not placed for s3, and s2 may have left data
+     * on some replicas: s3 gets a new chunk, fresh, and the old one's replicas are deleted */
+    t.session = s3;
     T_EQ(open_write(&t, g, 0, &w), 0);
-    T_CHECK(!w->fresh);
+    T_CHECK(w->fresh);
+    uint64_t gc2 = w->chunk->chunk_id;
+    uint32_t gv2 = w->chunk->version;
+    T_CHECK(gc2 != gc);
     synod__v1__chunk_open_write_rep__free_unpacked(w, NULL);
+    T_EQ(cmds_of(&t, a, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, gc), 1);
     t.session = s1;
     T_EQ(t_session_end(&t, s2, true), 0);
     Synod__V1__ChunkLocRep *loc = locations(&t, f, 1);
@@ -494,9 +500,21 @@ static void test_unwritten_lease_lapsed(void)
     protobuf_c_message_free_unpacked(&loc->base, NULL);
     T_EQ(cmds_of(&t, a, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, fc), 1);
     loc = locations(&t, g, 1);
-    T_EQ(loc->n_chunks, 1); /* s3 holds it */
+    T_EQ(loc->n_chunks, 1); /* s3's chunk stays: s2's end is not its placer's */
+    T_EQU(loc->chunks[0]->chunk_id, gc2);
+    T_CHECK(loc->chunks[0]->unwritten);
     protobuf_c_message_free_unpacked(&loc->base, NULL);
-    T_EQ(cmds_of(&t, a, SYNOD__V1__CHUNK_CMD_TYPE__CMD_DELETE, gc), 0);
+    t.session = s3;
+    T_EQ(write_done(&t, g, 0, gc2, gv2, 100), 0);
+    loc = locations(&t, g, 1);
+    T_CHECK(!loc->chunks[0]->unwritten);
+    protobuf_c_message_free_unpacked(&loc->base, NULL);
+    /* s3's session ends after its write: the chunk stays (written) */
+    t.session = s1;
+    T_EQ(t_session_end(&t, s3, true), 0);
+    loc = locations(&t, g, 1);
+    T_EQ(loc->n_chunks, 1);
+    protobuf_c_message_free_unpacked(&loc->base, NULL);
     tns_close(&t, false);
 }
 
