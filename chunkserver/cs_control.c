@@ -420,15 +420,16 @@ static bool is_foreign(int err, const struct rpc_status *st)
     return err == -ENXIO && !strncmp(st->detail, RPC_DETAIL_FOREIGN, strlen(RPC_DETAIL_FOREIGN));
 }
 
-/* Check the id a metaserver answered with: 0 if it is ours (kept and persisted the first time), -ENXIO if
- * it is another (0 included, once ours is known: a metaserver that cannot vouch). */
+/* Check the id a metaserver answered with: 0 if it is ours (kept and persisted the first time) or none, -ENXIO
+ * if it is another. None (0) is accepted: a metaserver that knows its id refuses our call before answering
+ * when the ids differ (rpc.h), one whose state has none yet refuses every caller that names one, so a 0
+ * comes only from a metaserver older than the id: refusing it would make a rolling upgrade declare every
+ * chunkserver dead while an old node leads. */
 static int fsid_check(struct cs_control *ctl, uint64_t fsid)
 {
-    if (ctl->fsid == fsid && fsid)
+    if (!fsid || ctl->fsid == fsid)
         return 0;
     if (!ctl->fsid) {
-        if (!fsid)
-            return 0; /* neither knows yet (a cluster being created, an older metaserver) */
         ctl->fsid = fsid;
         int w = identity_save(ctl);
         if (w)
