@@ -152,6 +152,89 @@ void fsops_init(struct fs *fs)
     pthread_mutex_init(&fs->dattr_mu, NULL);
     atomic_init(&fs->changes, 0);
     memset(fs->dattr, 0, sizeof(fs->dattr));
+    pthread_mutex_init(&fs->rel_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&fs->rel_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    fs->rel_ino = xmalloc(FSOPS_RELEASE_MAX * sizeof(*fs->rel_ino));
+    fs->rel_seq = xmalloc(FSOPS_RELEASE_MAX * sizeof(*fs->rel_seq));
+    fs->rel_n = 0;
+    fs->rel_stop = fs->rel_running = false;
+}
+
+/* One Release call for n memory releases (n >= 1). A lost Release only keeps an unlinked file until the
+ * session ends; the leader never purges a file this client still holds. */
+static void send_releases(struct fs *fs, uint64_t *ino, uint64_t *seq, size_t n)
+{
+    Synod__V1__ReleaseReq m = SYNOD__V1__RELEASE_REQ__INIT;
+    m.ino = ino[0];
+    m.memory = true;
+    m.open_seq = seq[0];
+    m.n_more_inos = m.n_more_seqs = n - 1;
+    m.more_inos = ino + 1;
+    m.more_seqs = seq + 1;
+    ProtobufCMessage *rep;
+    int r = mc_call(fs->mc, "Release", &m.base, 0, &rep);
+    rpc_message_free(rep);
+    if (r)
+        LOG_WARN("%s: release of %zu inodes (%llu first) failed", err_name(r), n, (unsigned long long)ino[0]);
+}
+
+static void *releaser_main(void *arg)
+{
+    struct fs *fs = arg;
+    uint64_t *ino = xmalloc(FSOPS_RELEASE_MAX * sizeof(*ino)), *seq = xmalloc(FSOPS_RELEASE_MAX * sizeof(*seq));
+    pthread_mutex_lock(&fs->rel_mu);
+    for (;;) {
+        while (!fs->rel_n && !fs->rel_stop)
+            pthread_cond_wait(&fs->rel_cv, &fs->rel_mu);
+        if (fs->rel_stop)
+            break;
+        /* gather for a few milliseconds: a program closing files one after another sends one call */
+        uint64_t until = clk_mono_ns() + FSOPS_RELEASE_MS * NS_PER_MS;
+        while (!fs->rel_stop && fs->rel_n < FSOPS_RELEASE_MAX && clk_mono_ns() < until) {
+            struct timespec ts = {(time_t)(until / NS_PER_SEC), (long)(until % NS_PER_SEC)};
+            pthread_cond_timedwait(&fs->rel_cv, &fs->rel_mu, &ts);
+        }
+        if (fs->rel_stop)
+            break;
+        size_t n = fs->rel_n;
+        memcpy(ino, fs->rel_ino, n * sizeof(*ino));
+        memcpy(seq, fs->rel_seq, n * sizeof(*seq));
+        fs->rel_n = 0;
+        pthread_cond_broadcast(&fs->rel_cv); /* a closer waiting for room */
+        pthread_mutex_unlock(&fs->rel_mu);
+        send_releases(fs, ino, seq, n);
+        pthread_mutex_lock(&fs->rel_mu);
+    }
+    pthread_mutex_unlock(&fs->rel_mu);
+    free(ino);
+    free(seq);
+    return NULL;
+}
+
+void fsops_start(struct fs *fs)
+{
+    if (pthread_create(&fs->rel_thread, NULL, releaser_main, fs) != 0)
+        PANIC("cannot start the releaser thread");
+    fs->rel_running = true;
+}
+
+void fsops_stop(struct fs *fs)
+{
+    if (fs->rel_running) {
+        pthread_mutex_lock(&fs->rel_mu);
+        fs->rel_stop = true;
+        pthread_cond_broadcast(&fs->rel_cv);
+        pthread_mutex_unlock(&fs->rel_mu);
+        pthread_join(fs->rel_thread, NULL);
+        fs->rel_running = false;
+    }
+    free(fs->rel_ino);
+    free(fs->rel_seq);
+    fs->rel_ino = fs->rel_seq = NULL;
 }
 
 /* A change's reply carried directory a as the change left it. Kept only if no other change went through
@@ -683,22 +766,28 @@ static void handle_open(struct fs *fs, fuse_ino_t ino, const Synod__V1__Attr *a,
 }
 
 /* One open of ino is over (a handle closed, or an Open that failed): after the last one, the leader's
- * memory open goes (a Release outside the log). A lost Release only keeps an unlinked file until the
- * session ends; the leader never purges a file this client still holds. */
+ * memory open goes (a Release outside the log), queued for the releaser (fsops_start), or sent here when no
+ * releaser runs. */
 static void open_ref_put(struct fs *fs, uint64_t ino)
 {
     uint64_t seq;
     if (!oref_put(fs->orefs, ino, &seq))
         return;
-    Synod__V1__ReleaseReq m = SYNOD__V1__RELEASE_REQ__INIT;
-    m.ino = ino;
-    m.memory = true;
-    m.open_seq = seq;
-    ProtobufCMessage *rep;
-    int r = mc_call(fs->mc, "Release", &m.base, 0, &rep);
-    rpc_message_free(rep);
-    if (r)
-        LOG_WARN("%s: release of inode %llu failed", err_name(r), (unsigned long long)ino);
+    pthread_mutex_lock(&fs->rel_mu);
+    if (!fs->rel_running || fs->rel_stop) {
+        pthread_mutex_unlock(&fs->rel_mu);
+        send_releases(fs, &ino, &seq, 1);
+        return;
+    }
+    while (fs->rel_n == FSOPS_RELEASE_MAX && !fs->rel_stop)
+        pthread_cond_wait(&fs->rel_cv, &fs->rel_mu); /* full: the releaser is sending; wait for room */
+    if (fs->rel_n < FSOPS_RELEASE_MAX) {
+        fs->rel_ino[fs->rel_n] = ino;
+        fs->rel_seq[fs->rel_n] = seq;
+        if (fs->rel_n++ == 0 || fs->rel_n == FSOPS_RELEASE_MAX)
+            pthread_cond_broadcast(&fs->rel_cv);
+    }
+    pthread_mutex_unlock(&fs->rel_mu);
 }
 
 /* Give the open back and drop our pin. */

@@ -49,10 +49,28 @@ struct fs {
         Synod__V1__Attr a; /* a.ino 0: empty */
         uint64_t changes, until_ns;
     } dattr[64];
+    /* Memory releases waiting to be sent, batched by the releaser thread (fsops_start / fsops_stop). */
+    pthread_mutex_t rel_mu;
+    pthread_cond_t rel_cv;
+    uint64_t *rel_ino, *rel_seq;
+    size_t rel_n;
+    bool rel_stop, rel_running;
+    pthread_t rel_thread;
 };
+
+#define FSOPS_RELEASE_MS  10   /* how long the releaser gathers memory releases before one call */
+#define FSOPS_RELEASE_MAX 1024 /* memory releases in one call at most (the leader takes 4096) */
 
 /* Initialise what the table needs besides the configuration fields (before the session starts). */
 void fsops_init(struct fs *fs);
+/* Start the releaser thread (fs->mc ready): an inode's last close queues its memory Release, and the thread
+ * sends what gathered in FSOPS_RELEASE_MS (or FSOPS_RELEASE_MAX of them) as one Release call. A Release
+ * later than the close is safe: the leader orders Opens and Releases by their seq (ns_opens.h), and it only
+ * keeps an unlinked file a little longer. */
+void fsops_start(struct fs *fs);
+/* Stop the releaser (after the FUSE session is gone, before fs->mc is freed); releases still queued are
+ * dropped: the session's close drops every open the leader holds for it. */
+void fsops_stop(struct fs *fs);
 
 /* The meta client's change hook (mc_set_change_hook; arg: the struct fs): a request that may have changed
  * the namespace makes every cached directory listing and directory attribute stale. */

@@ -399,6 +399,7 @@ int main(int argc, char **argv)
         mc_set_change_hook(fs.mc, fsops_changed, &fs);
     }
     mc_set_opens_reporter(fs.mc, opens_report, fs.orefs);
+    fsops_start(&fs);
 
     se = fuse_session_new(&args, &fsops_ops, sizeof(fsops_ops), &fs);
     if (!se) {
@@ -431,6 +432,8 @@ out_destroy:
     fuse_session_destroy(se);
 out_free:
     daemon_done(rc ? rc : 1, NULL); /* no-op when already reported */
+    if (fs.orefs)
+        fsops_stop(&fs);
     itab_free(fs.it);
     cio_free(fs.cio);
     mc_free(fs.mc);

@@ -53,6 +53,7 @@
 #include "metaserver/ns_service_csmon.h"
 
 #define NSSVC_WINDOW      1024 /* replies kept per session (see top) */
+#define NSSVC_MAX_RELEASES 4096 /* memory releases batched in one Release (ReleaseReq.more_inos) */
 #define NSSVC_MAX_CS_CMDS 64   /* commands per heartbeat reply */
 #define NSSVC_MAX_SLOTS   40
 #define DEAD_CHECK_NS     (200 * NS_PER_MS)
@@ -842,9 +843,11 @@ static int handle_open_mem(struct slot *sl, struct rpc_call *call, const Synod__
 static int handle_release_mem(struct slot *sl, struct rpc_call *call, const Synod__V1__ReleaseReq *r)
 {
     uint64_t session = r->rid ? r->rid->session : 0;
-    if (!session)
+    if (!session || r->n_more_inos != r->n_more_seqs || r->n_more_inos > NSSVC_MAX_RELEASES)
         return -EINVAL;
     ns_opens_release(sl->s->opens, session, r->ino, r->open_seq);
+    for (size_t i = 0; i < r->n_more_inos; i++)
+        ns_opens_release(sl->s->opens, session, r->more_inos[i], r->more_seqs[i]);
     Synod__V1__Empty rep = SYNOD__V1__EMPTY__INIT;
     rpc_reply(call, &rep.base);
     return 0;

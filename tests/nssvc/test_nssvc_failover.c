@@ -342,6 +342,32 @@ static void retry_detail(void)
     T_STREQ(st.detail, RPC_DETAIL_RETRY);
 }
 
+/* A batched memory Release: well formed, answered (inodes not held are no-ops); arrays of different
+ * lengths or too many entries: EINVAL. */
+static void release_batch(void)
+{
+    uint64_t inos[3] = {101, 102, 103}, seqs[3] = {1, 2, 3};
+    Synod__V1__ReleaseReq r = SYNOD__V1__RELEASE_REQ__INIT;
+    r.rid = rid();
+    r.memory = true;
+    r.ino = 100;
+    r.open_seq = 1;
+    r.n_more_inos = r.n_more_seqs = 3;
+    r.more_inos = inos;
+    r.more_seqs = seqs;
+    ProtobufCMessage *rep = NULL;
+    T_EQ(META("Release", r, &rep), 0);
+    rpc_message_free(rep);
+    r.rid = rid();
+    r.n_more_seqs = 2;
+    T_EQ(META("Release", r, &rep), -EINVAL);
+    static uint64_t many[4097];
+    r.rid = rid();
+    r.n_more_inos = r.n_more_seqs = 4097;
+    r.more_inos = r.more_seqs = many;
+    T_EQ(META("Release", r, &rep), -EINVAL);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -358,7 +384,9 @@ int main(int argc, char **argv)
     Synod__V1__SessionOpenRep *sr;
     T_EQ(META("SessionOpen", so, &sr), 0);
     session = sr->session;
+    T_CHECK(sr->fsid != 0); /* the file system id the client will name in every call */
     rpc_message_free(&sr->base);
+    release_batch();
     uint64_t t0 = clk_mono_ns();
     stream();
     fprintf(stderr, "stream of %d ops with a failover: %.2f s\n", OPS, (double)(clk_mono_ns() - t0) / 1e9);
