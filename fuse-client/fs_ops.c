@@ -407,7 +407,14 @@ void fsops_changed(void *arg, const char *method, const ProtobufCMessage *req)
         return;
     if (!strcmp(method, "Release") && ((const Synod__V1__ReleaseReq *)req)->memory)
         return;
-    atomic_fetch_add(&fs->changes, 1);
+    /* a file's data, leases and locks: no directory's attributes move (its listings' attributes may) */
+    static const char *const file_only[] = {"ChunkOpenWrite", "ChunkWriteDone", "BadReplica", "SetLock",
+                                            "GetLock"};
+    bool dirs_same = false;
+    for (size_t i = 0; i < ARRAY_SIZE(file_only) && !dirs_same; i++)
+        dirs_same = !strcmp(method, file_only[i]);
+    if (!dirs_same)
+        atomic_fetch_add(&fs->changes, 1);
     if (fs->dc)
         names_changed(fs->dc, method, req);
 }

@@ -26,6 +26,24 @@ ok = in_time and len(got) == 1 and got[0].st_ctime_ns > before.st_ctime_ns
 print("directory stat while the metaservers were stopped:", "answered" if ok else "waited for them")
 sys.exit(0 if ok else 1)
 PY
+# The same after a file made there was written and closed: its ChunkOpenWrite and ChunkWriteDone change no
+# directory, so the directory's attributes from the create still answer (a small file written used to cost
+# a Getattr RPC of its directory before the next create).
+HERE="$HERE" python3 - "$MNT" $(cat "$DATA"/meta*/pid) <<'PY' || fail "stat of a directory after a file in it was written needed a metaserver"
+import os, sys
+sys.path.insert(0, os.environ["HERE"])
+from stopped import while_stopped
+mnt, pids = sys.argv[1], [int(p) for p in sys.argv[2:]]
+d = os.path.join(mnt, "dattr2")
+os.mkdir(d)
+before = os.stat(d)
+with open(os.path.join(d, "f"), "wb") as f:
+    f.write(os.urandom(20000))
+in_time, got = while_stopped(pids, lambda: os.stat(d))
+ok = in_time and len(got) == 1 and got[0].st_ctime_ns > before.st_ctime_ns
+print("directory stat after a write in it, metaservers stopped:", "answered" if ok else "waited for them")
+sys.exit(0 if ok else 1)
+PY
 # An Open for reading answers where the file's first chunks live (OpenRep.chunks): the first read of a
 # small file goes straight to a chunkserver, with every metaserver stopped (SIGSTOP) meanwhile.
 head -c 200000 /dev/urandom >"$DATA/small.src"
