@@ -11,37 +11,35 @@ check '[[ $(stat -c %s "$MNT/rw10485760") == 10485760 ]]' "10 MiB file size afte
 check 'cmp -s <(cat "$MNT/rw10485760") <(cat "$MNT/rw10485760")' "stable re-read"
 # A directory changed through this mount is answered from the change's own reply (parent_attr): the GETATTR
 # the kernel sends after a create in it does not reach the metaservers, which are stopped (SIGSTOP) for that
-# stat: it would wait for them otherwise. One python process, so the steps fit in attr_timeout (1 s).
+# stat: it would wait for them otherwise. The same after a file made there was written and closed: its
+# ChunkOpenWrite and ChunkWriteDone change no directory (a small file written used to cost a Getattr RPC of
+# its directory before the next create). One python process, so each case fits in attr_timeout (1 s).
 HERE="$HERE" python3 - "$MNT" $(cat "$DATA"/meta*/pid) <<'PY' || fail "stat of a directory just changed through this mount needed a metaserver"
 import os, sys
 sys.path.insert(0, os.environ["HERE"])
 from stopped import while_stopped
 mnt, pids = sys.argv[1], [int(p) for p in sys.argv[2:]]
-d = os.path.join(mnt, "dattr")
-os.mkdir(d)
-before = os.stat(d)
-os.close(os.open(os.path.join(d, "f"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-in_time, got = while_stopped(pids, lambda: os.stat(d))
-ok = in_time and len(got) == 1 and got[0].st_ctime_ns > before.st_ctime_ns
-print("directory stat while the metaservers were stopped:", "answered" if ok else "waited for them")
-sys.exit(0 if ok else 1)
-PY
-# The same after a file made there was written and closed: its ChunkOpenWrite and ChunkWriteDone change no
-# directory, so the directory's attributes from the create still answer (a small file written used to cost
-# a Getattr RPC of its directory before the next create).
-HERE="$HERE" python3 - "$MNT" $(cat "$DATA"/meta*/pid) <<'PY' || fail "stat of a directory after a file in it was written needed a metaserver"
-import os, sys
-sys.path.insert(0, os.environ["HERE"])
-from stopped import while_stopped
-mnt, pids = sys.argv[1], [int(p) for p in sys.argv[2:]]
-d = os.path.join(mnt, "dattr2")
-os.mkdir(d)
-before = os.stat(d)
-with open(os.path.join(d, "f"), "wb") as f:
-    f.write(os.urandom(20000))
-in_time, got = while_stopped(pids, lambda: os.stat(d))
-ok = in_time and len(got) == 1 and got[0].st_ctime_ns > before.st_ctime_ns
-print("directory stat after a write in it, metaservers stopped:", "answered" if ok else "waited for them")
+
+
+def create(d):
+    os.close(os.open(os.path.join(d, "f"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+
+
+def create_write(d):
+    with open(os.path.join(d, "f"), "wb") as f:
+        f.write(os.urandom(20000))
+
+
+ok = True
+for name, change in (("dattr", create), ("dattr2", create_write)):
+    d = os.path.join(mnt, name)
+    os.mkdir(d)
+    before = os.stat(d)
+    change(d)
+    in_time, got = while_stopped(pids, lambda: os.stat(d))
+    good = in_time and len(got) == 1 and got[0].st_ctime_ns > before.st_ctime_ns
+    print(f"directory stat after {change.__name__}, metaservers stopped:", "answered" if good else "waited for them")
+    ok = ok and good
 sys.exit(0 if ok else 1)
 PY
 # An Open for reading answers where the file's first chunks live (OpenRep.chunks): the first read of a
