@@ -42,6 +42,17 @@ check 'grep -q "belongs to another cluster" "$DATA/mount.log"' "the mount says w
 check 'grep -q "belongs to another cluster" "$DATA/chunk1/log"' "chunk1 says why it skipped B's metaservers"
 check 'grep -q "refused" "$DATA/b/meta1/log" "$DATA/b/meta2/log" "$DATA/b/meta3/log"' \
   "B's metaservers logged the refused calls"
+# A new mount of A, as ops/cluster makes it (with A's id, kept in DATA/fsid at 'up'), refuses B: it fails
+# after unreachable_timeout instead of attaching to B.
+check '[[ $(cat "$DATA/fsid") == "$fsid_a" ]] && tr "\0" " " <"/proc/$(cat "$DATA/mount.pid")/cmdline" | grep -q "fsid=$fsid_a"' \
+  "ops/cluster kept A's id and mounted with it"
+mkdir -p "$DATA/mnt3"
+rc=0
+timeout 60 "$(find_built synod-mount fuse-client)" -f "$METASERVERS" "$DATA/mnt3" \
+  -o "fsid=$fsid_a,unreachable_timeout=3,log_file=$DATA/mount3.log" </dev/null >/dev/null 2>&1 || rc=$?
+mountpoint -q "$DATA/mnt3" && fusermount3 -u "$DATA/mnt3"
+check '[[ $rc != 0 && $rc != 124 ]] && grep -q "belongs to another cluster" "$DATA/mount3.log"' \
+  "a new mount of A refuses B's metaservers (rc $rc)"
 
 other_cluster "$DATA/b" down >/dev/null
 for m in meta1 meta2 meta3; do cluster restart "$m" >/dev/null; done
