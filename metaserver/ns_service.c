@@ -82,8 +82,10 @@ struct nssvc {
     uint32_t default_goal, lease_ms, heartbeat_ms, max_repl;
     int64_t grace_ns;
     /* leader state (runtime thread) */
-    atomic_bool initialized;
+    atomic_bool initialized; /* the root exists: serving */
     bool init_inflight;
+    bool fsid_settled; /* the state has its file system id (or runs as before it, for tests) */
+    bool init_root;    /* the NsInit in flight creates the root (else it only adds the id) */
     uint64_t last_tick, last_dead, last_repair, last_orphan;
     uint64_t term_ballot; /* ballot of the leadership the memory opens belong to */
     int repl_inflight, lease_inflight, dead_inflight, trim_inflight, orphan_inflight;
@@ -1070,7 +1072,8 @@ static void init_done(void *arg, int err, const uint8_t *reply, size_t len, uint
     struct nssvc *s = arg;
     s->init_inflight = false;
     if (!err) {
-        LOG_INFO("namespace: root created");
+        if (s->init_root)
+            LOG_INFO("namespace: root created");
         atomic_store(&s->initialized, true);
     }
 }
@@ -1085,20 +1088,31 @@ static void check_root(struct nssvc *s, struct rsm *r, struct kv_txn *txn)
     struct ns_reply rep;
     int rc = ns_apply(s->ns, txn, &cmd, &rep);
     ns_reply_release(&rep);
-    /* SYNOD_META_TEST_NO_FSID=1 (tests only): behave as a metaserver from before the file system id */
-    const char *old = getenv("SYNOD_META_TEST_NO_FSID");
+    /* SYNOD_META_TEST_OLD=1 (tests only): behave as a metaserver from before the file system id */
+    const char *old = getenv("SYNOD_META_TEST_OLD");
     bool no_fsid = old && !strcmp(old, "1");
-    if (rc == 0 && (ns_fsid(txn) || no_fsid)) {
-        atomic_store(&s->initialized, true);
-        return;
+    if (rc == 0) {
+        atomic_store(&s->initialized, true); /* the root exists: serve */
+        if (ns_fsid(txn) || no_fsid) {
+            s->fsid_settled = true;
+            return;
+        }
     }
     if (s->init_inflight)
         return;
-    /* a fresh state, or one made before the file system id: NsInit creates the root, or only adds the id */
+    /* A fresh state, or one made before the file system id: NsInit creates the root, or only adds the id.
+     * The id goes in only once every node runs a version that keeps it (rsm_min_version): an older node
+     * applies NsInit's id as a no-op, and its state would lack it for good (once upgraded and leading, it
+     * would refuse every client and chunkserver that names the id). Until then a fresh state gets its root
+     * alone, and the id comes with a later NsInit. */
+    bool with_fsid = !no_fsid && rsm_min_version(r) >= 1;
+    if (rc == 0 && !with_fsid)
+        return;
     Synod__V1__NsInit init = SYNOD__V1__NS_INIT__INIT;
-    while (!init.fsid && !no_fsid)
+    while (with_fsid && !init.fsid)
         if (getrandom(&init.fsid, sizeof(init.fsid), 0) != (ssize_t)sizeof(init.fsid))
             return; /* no entropy yet: the next tick tries again */
+    s->init_root = rc != 0;
     init.root_mode = 0755;
     init.default_goal = s->default_goal;
     init.heartbeat_ms = s->heartbeat_ms;
@@ -1245,7 +1259,7 @@ static void sm_leader_tick(void *arg, struct rsm *r, uint64_t now)
     }
     s->last_tick = now;
     struct kv_txn *txn = kv_txn_begin(rsm_db(r));
-    if (!atomic_load(&s->initialized))
+    if (!atomic_load(&s->initialized) || !s->fsid_settled)
         check_root(s, r, txn);
     if (now - s->last_dead >= DEAD_CHECK_NS && s->dead_inflight == 0) {
         s->last_dead = now;

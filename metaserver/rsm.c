@@ -1033,6 +1033,8 @@ int rsm_new(const struct rsm_config *cfg, const struct rsm_sm *sm, void *sm_arg,
     r->cfg.data_dir = xstrdup(cfg->data_dir);
     r->cfg.cluster_token = NULL; /* not kept: only its hash */
     r->cluster_id = rsm_cluster_id(cfg);
+    const char *old = getenv("SYNOD_META_TEST_OLD");
+    r->version = old && !strcmp(old, "1") ? 0 : RSM_VERSION;
     r->sm = sm;
     r->sm_arg = sm_arg;
     r->heartbeat_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 50;
@@ -1228,6 +1230,15 @@ const char *rsm_leader(const struct rsm *r)
 {
     uint32_t l = atomic_load(&r->pub_leader);
     return l < r->cfg.n_nodes ? r->peers[l].addr : NULL;
+}
+
+uint32_t rsm_min_version(const struct rsm *r)
+{
+    uint32_t v = r->version;
+    for (uint32_t i = 0; i < r->cfg.n_nodes; i++)
+        if (i != r->cfg.self)
+            v = MIN(v, atomic_load(&r->peers[i].version));
+    return v;
 }
 
 bool rsm_is_leader(const struct rsm *r)

@@ -106,6 +106,15 @@ struct rsm_config {
  * 0). Nodes configured alike agree on it; a node of another cluster does not, and its batches are refused. */
 uint64_t rsm_cluster_id(const struct rsm_config *cfg);
 
+/* This build's software level, sent in every Paxos batch and answer. 1: the file system id (NsInit.fsid),
+ * which a node older than it would apply as a no-op, leaving its state without the id. */
+#define RSM_VERSION 1
+/* The lowest level this node and every other configured node (voter or observer) has said it runs; 0
+ * while any has not spoken since this node started. Thread-safe. SYNOD_META_TEST_OLD=1 (tests only)
+ * makes a node say 0, as a node from before RSM_VERSION 1 does, and its namespace service propose no
+ * file system id. */
+uint32_t rsm_min_version(const struct rsm *r);
+
 /* Open (or create) the data dir, recover the Paxos state and the applied index, register the Paxos service
  * on `srv` (which the caller starts after registering its own services), and return the runtime, not yet
  * running. -errno on failure (logged): -EINVAL bad config, -EIO LevelDB errors, -EBUSY db locked. */

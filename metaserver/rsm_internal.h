@@ -86,6 +86,7 @@ struct rsm_peer {
     atomic_int inflight; /* Deliver calls outstanding (dispatcher thread decrements) */
     bool unreachable;    /* the last Deliver failed (dispatcher thread only: logs the transitions) */
     _Atomic uint64_t foreign_log_ns; /* when a batch from another cluster under this id was last logged */
+    _Atomic uint32_t version;        /* the RSM_VERSION it last said (PaxosBatch/PaxosAck), 0: not yet */
     struct rpc_call *held;  /* a Deliver from this peer whose PaxosAck will carry our next messages to it */
     struct paxos_msg **out; /* messages collected for the next flush (borrowed from the ready) */
     size_t n_out, cap_out;
@@ -123,6 +124,7 @@ struct rsm_install { /* a snapshot being pulled from a peer */
 struct rsm {
     struct rsm_config cfg;
     uint64_t cluster_id; /* rsm_cluster_id(&cfg): carried by and required of every Paxos batch */
+    uint32_t version;    /* RSM_VERSION, or 0 under SYNOD_META_TEST_OLD=1 (rsm.h) */
     const struct rsm_sm *sm;
     void *sm_arg;
     struct paxos *px;

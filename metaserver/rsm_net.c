@@ -179,6 +179,7 @@ static int deliver_handler(struct rpc_call *call, const ProtobufCMessage *req, v
         rpc_fail(call, -EPERM, "another cluster: its cluster id differs from this node's");
         return 0;
     }
+    atomic_store(&r->peers[b->from].version, b->version);
     if (b->n_msgs && b->reply_inline) {
         /* The runtime answers after its turn (the answers, e.g. ACCEPTED, only after their fsync). The
          * request (and the messages' proto) is gone once the call is answered: queue_msgs copies. */
@@ -226,6 +227,7 @@ static void deliver_done(int err, ProtobufCMessage *reply, const struct rpc_stat
     if (a && a->n_msgs && a->cluster != p->r->cluster_id) {
         log_foreign(p->r, p->id, p->addr, "the answers of a batch", a->cluster);
     } else if (a && a->n_msgs) {
+        atomic_store(&p->version, a->version);
         if (a->from != p->id || a->n_msgs > RSM_MAX_BATCH_MSGS)
             LOG_DEBUG("paxos ack from node %u: bad batch (from %u, %zu msgs): dropped", p->id, a->from,
                       a->n_msgs);
@@ -332,6 +334,7 @@ static void send_group(struct rsm *r, struct rsm_peer *p, struct paxos_msg *cons
         Synod__V1__PaxosAck a = SYNOD__V1__PAXOS_ACK__INIT;
         a.from = r->cfg.self;
         a.cluster = r->cluster_id;
+        a.version = r->version;
         a.n_msgs = n;
         a.msgs = pmp;
         rpc_reply(p->held, &a.base);
@@ -340,6 +343,7 @@ static void send_group(struct rsm *r, struct rsm_peer *p, struct paxos_msg *cons
         Synod__V1__PaxosBatch b = SYNOD__V1__PAXOS_BATCH__INIT;
         b.from = r->cfg.self;
         b.cluster = r->cluster_id;
+        b.version = r->version;
         b.n_msgs = n;
         b.msgs = pmp;
         b.reply_inline = true;

@@ -16,6 +16,7 @@ FUSE_MOUNT_OPTS="unreachable_timeout=4"
 fuse_setup
 head -c $((3 << 20)) /dev/urandom >"$DATA/src"
 cp "$DATA/src" "$MNT/a-file"
+wait_for "s['fsid'] != '0000000000000000'" 30 "cluster A has its file system id"
 fsid_a=$(st "s['fsid']")
 check '[[ $fsid_a =~ ^[0-9a-f]{16}$ && $fsid_a != 0000000000000000 ]]' "cluster A has a file system id ($fsid_a)"
 chunks_a=$(find "$DATA"/chunk*/data -name '*.syc' | wc -l)
@@ -23,6 +24,7 @@ check '[[ $chunks_a -ge 3 ]]' "a-file has copies on A's chunkservers ($chunks_a 
 for m in meta1 meta2 meta3; do cluster kill "$m" >/dev/null; done
 other_cluster "$DATA/b" --base-port "$BASE_PORT" --metas 3 --chunks 0 --wait 60 \
   --meta-conf "namespace.unknown_chunk_grace = 1s" up
+wait_for "s['fsid'] not in ('0000000000000000', '$fsid_a')" 30 "B answers on A's addresses, with its own id"
 fsid_b=$(st "s['fsid']") # the same addresses: B answers now
 check '[[ $fsid_b =~ ^[0-9a-f]{16}$ && $fsid_b != "$fsid_a" ]]' "cluster B has another file system id ($fsid_b)"
 
