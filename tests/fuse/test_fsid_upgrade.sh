@@ -25,8 +25,9 @@ wait_for "s['fsid'] != '0000000000000000' and s['leader'] != 4294967295" 60 "the
 fsid=$(st "s['fsid']")
 log "file system id $fsid"
 for ((i = 0; i < 120; i++)); do
-  n=$(grep -l "^fsid=$fsid" "$DATA"/chunk*/data/chunkserver.id 2>/dev/null | wc -l)
-  nm=$(grep -l "file system id $fsid" "$DATA"/meta*/log 2>/dev/null | wc -l)
+  # (grep finds none at first: its status must not end the script under set -e and pipefail)
+  n=$(grep -l "^fsid=$fsid" "$DATA"/chunk*/data/chunkserver.id 2>/dev/null | wc -l) || true
+  nm=$(grep -l "file system id $fsid" "$DATA"/meta*/log 2>/dev/null | wc -l) || true
   grep -q "file system id $fsid" "$DATA/mount.log" && [[ $n == 3 && $nm == 3 ]] && break
   sleep 0.5
 done
