@@ -1134,11 +1134,7 @@ struct cs_service *cs_service_new(struct cstore *store, int level, const char *s
     int r = pthread_key_create(&svc->codec_key, codec_destroy);
     if (r)
         PANIC("pthread_key_create: %s", strerror(r));
-    pthread_condattr_t ca;
-    ASSERT(pthread_condattr_init(&ca) == 0);
-    ASSERT(pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0); /* clk_mono_ns deadlines */
-    ASSERT(pthread_cond_init(&svc->gate_cv, &ca) == 0);
-    pthread_condattr_destroy(&ca);
+    clk_cond_init(&svc->gate_cv); /* clk_mono_ns deadlines */
     ASSERT(pthread_mutex_init(&svc->gate_mu, NULL) == 0);
     ASSERT(pthread_mutex_init(&svc->fail_mu, NULL) == 0);
     svc->ready_tail = &svc->ready_head;

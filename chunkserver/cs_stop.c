@@ -8,11 +8,7 @@
 void cs_stop_init(struct cs_stop *st)
 {
     pthread_mutex_init(&st->mu, NULL);
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&st->cv, &a);
-    pthread_condattr_destroy(&a);
+    clk_cond_init(&st->cv);
     st->stopped = false;
     st->nudged = false;
 }

@@ -4,6 +4,7 @@
 #ifndef SYNOD_CLOCK_H
 #define SYNOD_CLOCK_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #define NS_PER_US 1000ull
@@ -16,5 +17,8 @@ uint64_t clk_mono_ns(void);
 int64_t clk_real_ns(void);
 /* Sleep for ns nanoseconds (restarts on EINTR). */
 void clk_sleep_ns(uint64_t ns);
+/* Initialise a condition variable whose timed waits take CLOCK_MONOTONIC deadlines (clk_mono_ns based), so
+ * a wall-clock step never stretches or cuts a wait. Panics on failure (cannot happen with valid memory). */
+void clk_cond_init(pthread_cond_t *cv);
 
 #endif

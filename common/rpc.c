@@ -1187,11 +1187,7 @@ static void fill_client_ops(grpc_op *ops, grpc_byte_buffer *send_bb, grpc_metada
 void rpc_cancel_init(struct rpc_cancel *c)
 {
     pthread_mutex_init(&c->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    clk_cond_init(&c->cv);
     atomic_init(&c->triggered, false);
     c->head.next = c->head.prev = &c->head;
 }

@@ -153,11 +153,7 @@ void fsops_init(struct fs *fs)
     atomic_init(&fs->changes, 0);
     memset(fs->dattr, 0, sizeof(fs->dattr));
     pthread_mutex_init(&fs->rel_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&fs->rel_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    clk_cond_init(&fs->rel_cv);
     fs->rel_ino = xmalloc(FSOPS_RELEASE_MAX * sizeof(*fs->rel_ino));
     fs->rel_seq = xmalloc(FSOPS_RELEASE_MAX * sizeof(*fs->rel_seq));
     fs->rel_n = 0;

@@ -452,11 +452,7 @@ int mc_new(const struct mc_config *cfg, struct mc **out)
     struct mc *mc = xcalloc(1, sizeof(*mc));
     pthread_mutex_init(&mc->mu, NULL);
     pthread_mutex_init(&mc->reopen_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&mc->ka_cond, &ca);
-    pthread_condattr_destroy(&ca);
+    clk_cond_init(&mc->ka_cond);
     mc->cfg = *cfg;
     if (!mc->cfg.rpc_timeout_ms)
         mc->cfg.rpc_timeout_ms = 5000;

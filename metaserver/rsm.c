@@ -1059,11 +1059,7 @@ int rsm_new(const struct rsm_config *cfg, const struct rsm_sm *sm, void *sm_arg,
     r->next_commit = UINT64_MAX;
     r->logged_leader = PAXOS_NO_NODE;
     atomic_init(&r->wake_us, r->next_tick);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    clk_cond_init(&r->cv);
     pthread_mutex_init(&r->sess_mu, NULL);
     pthread_mutex_init(&r->snap_mu, NULL);
     for (uint32_t i = 0; i < cfg->n_nodes; i++) {
