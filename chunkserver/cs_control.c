@@ -420,11 +420,11 @@ static bool is_foreign(int err, const struct rpc_status *st)
     return err == -ENXIO && !strncmp(st->detail, RPC_DETAIL_FOREIGN, strlen(RPC_DETAIL_FOREIGN));
 }
 
-/* Check the id a metaserver answered with: 0 if it is ours (kept and persisted the first time) or none, -ENXIO
- * if it is another. None (0) is accepted: a metaserver that knows its id refuses our call before answering
- * when the ids differ (rpc.h), one whose state has none yet refuses every caller that names one, so a 0
- * comes only from a metaserver older than the id: refusing it would make a rolling upgrade declare every
- * chunkserver dead while an old node leads. */
+/* Check the id a metaserver answered with: 0 if it is ours (kept and persisted the first time) or none,
+ * -ENXIO if it is another. None (0) is accepted: a metaserver that knows its id refuses our call before
+ * answering when the ids differ (rpc.h), one whose state has none yet refuses every caller that names one,
+ * so a 0 comes only from a metaserver older than the id: refusing it would make a rolling upgrade declare
+ * every chunkserver dead while an old node leads. */
 static int fsid_check(struct cs_control *ctl, uint64_t fsid)
 {
     if (!fsid || ctl->fsid == fsid)

@@ -181,7 +181,8 @@ static void send_releases(struct fs *fs, uint64_t *ino, uint64_t *seq, size_t n)
 static void *releaser_main(void *arg)
 {
     struct fs *fs = arg;
-    uint64_t *ino = xmalloc(FSOPS_RELEASE_MAX * sizeof(*ino)), *seq = xmalloc(FSOPS_RELEASE_MAX * sizeof(*seq));
+    uint64_t *ino = xmalloc(FSOPS_RELEASE_MAX * sizeof(*ino));
+    uint64_t *seq = xmalloc(FSOPS_RELEASE_MAX * sizeof(*seq));
     pthread_mutex_lock(&fs->rel_mu);
     for (;;) {
         while (!fs->rel_n && !fs->rel_stop)

@@ -459,8 +459,9 @@ static void test_inflight_bytes_bounded(void)
     nodes[l].p = NULL;
     drop_from[a] = drop_from[b] = false;
     max_msg_bytes = 0;
-    for (int k = 0; k < 3000 && (paxos_commit_index(nodes[a].p) < last || paxos_commit_index(nodes[b].p) < last);
-         k++) {
+    for (int k = 0; k < 3000; k++) {
+        if (paxos_commit_index(nodes[a].p) >= last && paxos_commit_index(nodes[b].p) >= last)
+            break;
         now += 1000;
         for (int i = 0; i < N; i++)
             if (nodes[i].p)
