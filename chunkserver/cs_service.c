@@ -564,7 +564,7 @@ static int adopt_version(struct cs_service *svc, bool create, uint64_t id, uint3
             return -ESTALE;
         r = cstore_set_version(svc->store, id, have, version);
         if (r == 0) {
-            LOG_INFO("chunk 0x%" PRIx64 ": version %u -> %u on write", id, have, version);
+            LOG_INFO("chunk 0x%" PRIx64 ": version %u -> %u (a request at the newer one)", id, have, version);
             return 0;
         }
         if (r != -ESTALE && r != -ENOENT)

@@ -76,6 +76,14 @@ static struct ent *ent_get(struct csmon *m, uint32_t id, uint64_t now)
     return e;
 }
 
+/* Time from `then` to `now`, 0 if `then` is later: the caller's `now` may have been read before another
+ * thread stored a newer time (a heartbeat arriving while the tick runs), and a wrapped difference would
+ * make a chunkserver heard a moment ago look silent for centuries. */
+static uint64_t since(uint64_t now, uint64_t then)
+{
+    return now > then ? now - then : 0;
+}
+
 static uint64_t absdiff(uint64_t a, uint64_t b)
 {
     return a > b ? a - b : b - a;
@@ -90,7 +98,7 @@ bool csmon_heard(struct csmon *m, uint32_t id, uint64_t now, const struct csmon_
     e->reported_ns = 0;
     e->st = *st;
     uint64_t delta = MAX(st->total / 100, LOG_MIN_DELTA);
-    bool log = !e->logged || now - e->logged_ns >= m->log_every_ns || st->total != e->logged_st.total ||
+    bool log = !e->logged || since(now, e->logged_ns) >= m->log_every_ns || st->total != e->logged_st.total ||
                absdiff(st->used, e->logged_st.used) > delta || st->failed_dirs != e->logged_st.failed_dirs;
     pthread_mutex_unlock(&m->mu);
     return log;
@@ -124,9 +132,9 @@ size_t csmon_dead(struct csmon *m, uint64_t now, const uint32_t *alive, size_t n
     pthread_mutex_lock(&m->mu);
     for (size_t i = 0; i < n; i++) {
         struct ent *e = ent_get(m, alive[i], now);
-        if (now - e->last_ns <= m->timeout_ns)
+        if (since(now, e->last_ns) <= m->timeout_ns)
             continue;
-        if (e->reported_ns && now - e->reported_ns <= m->timeout_ns)
+        if (e->reported_ns && since(now, e->reported_ns) <= m->timeout_ns)
             continue; /* reported; give the proposal time to land */
         e->reported_ns = now;
         out[k++] = alive[i];

@@ -66,9 +66,32 @@ static void test_logging(void)
     csmon_free(m);
 }
 
+/* The tick reads its clock, then a heartbeat handler on another thread stores a later time before the tick
+ * looks: the chunkserver was heard a moment ago, not 584 years ago (an unsigned difference wrapped and
+ * declared a live chunkserver dead; admin_cluster caught it under load). Likewise for the forced-log age. */
+static void test_heard_after_now(void)
+{
+    struct csmon *m = csmon_new(10 * S, 30 * S);
+    struct csmon_stats st = {.total = 1ull << 40, .used = 1ull << 30};
+    uint32_t alive[] = {1}, out[1];
+    uint64_t t = 1000 * S;
+    T_EQ(csmon_dead(m, t, alive, 1, out), 0);
+    csmon_heard(m, 1, t + 5 * S, &st);
+    T_EQ(csmon_dead(m, t + 5 * S - 1000, alive, 1, out), 0);
+    T_EQ(csmon_dead(m, t + 15 * S, alive, 1, out), 0);
+    T_EQ(csmon_dead(m, t + 15 * S + 1, alive, 1, out), 1);
+    /* reported at t+15 s; a check with an older clock reading does not report it again at once */
+    T_EQ(csmon_dead(m, t + 15 * S - 1000, alive, 1, out), 0);
+    /* logged at a later reading than the next heartbeat's: not "30 s old" */
+    csmon_logged(m, 1, t + 20 * S, &st);
+    T_CHECK(!csmon_heard(m, 1, t + 20 * S - 1000, &st));
+    csmon_free(m);
+}
+
 int main(void)
 {
     T_RUN(test_dead);
     T_RUN(test_logging);
+    T_RUN(test_heard_after_now);
     return 0;
 }
