@@ -9,8 +9,11 @@
 #                                     (BASE_PORT: this cluster's base port)
 #   FUSE_MOUNT_OPTS=OPTS              (set before fuse_setup) extra -o options for both mounts, e.g. allow_other
 #   check COND MESSAGE / fail MESSAGE assertions
+#   fuse_on_exit COMMAND              run COMMAND (eval) first thing at cleanup, in the order registered (e.g.
+#                                     resume stopped daemons). Never wrap fuse_cleanup in a trap of your own:
+#                                     a command before it replaces $?, and a failed test then exits 0.
 # Cleanup (trap on EXIT, and on TERM/INT through exit): unmount everything, stop every daemon, remove the temp
-# dir unless KEEP=1. A watchdog in its own session does the same if the test dies without its trap (ctest's
+# dir unless KEEP=1, exit with the test's status. A watchdog in its own session does the same if the test dies without its trap (ctest's
 # timeout kills it with SIGKILL): the daemons and mounts run in sessions of their own and would outlive it.
 set -euo pipefail
 
@@ -19,6 +22,8 @@ ROOT=$(cd "$HERE/../.." && pwd)
 BUILD=${SYNOD_BIN:-$ROOT/build/release}
 EXTRA_MOUNTS=()
 EXTRA_PIDS=()
+EXIT_HOOKS=()
+fuse_on_exit() { EXIT_HOOKS+=("$1"); }
 
 log() { echo "[$(date +%T)] $*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -32,6 +37,7 @@ cluster() { "$ROOT/ops/cluster" --data "$DATA" --mount "$MNT" --bin "$BUILD" "$@
 fuse_cleanup() {
   local rc=$? m p
   set +e
+  for m in "${EXIT_HOOKS[@]}"; do eval "$m"; done
   [[ -n ${DATA:-} && -f ${DATA:-}/watchdog.pid ]] && kill "$(cat "$DATA/watchdog.pid")" 2>/dev/null
   for m in "${EXTRA_MOUNTS[@]}"; do fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
   for p in "${EXTRA_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done

@@ -17,7 +17,7 @@ mount_extra "$M2"
 STOPPED=()
 cont_all() { local p; for p in "${STOPPED[@]}"; do kill -CONT "$p" 2>/dev/null || true; done; STOPPED=(); }
 stop_chunks() { local n p; for n in chunk1 chunk2 chunk3; do p=$(cat "$DATA/$n/pid"); kill -STOP "$p"; STOPPED+=("$p"); done; }
-trap 'cont_all; fuse_cleanup' EXIT
+fuse_on_exit cont_all
 
 # Runs python code with a SIGALRM after $1 s whose handler raises; prints "EINTR <blocked s> <after signal s>"
 # if the call was interrupted, "DONE" if it finished first.

@@ -16,7 +16,7 @@ if ! PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin command -
   link=/usr/local/sbin/synodfs
   mkdir -p /usr/local/sbin
   ln -s "$bin" "$link"
-  trap 'rm -f "$link"; fuse_cleanup' EXIT
+  fuse_on_exit 'rm -f "$link"'
 fi
 mkdir -p "$DATA/hmnt"
 mount -t fuse.synodfs "$METASERVERS" "$DATA/hmnt" \
