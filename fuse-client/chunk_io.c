@@ -1369,17 +1369,35 @@ static int write_sync(struct cio_file *f, const struct wreq *w)
     uint32_t head = w->head, version = w->version;
     uint64_t chunk_id = 0;
     unsigned forced = 0;
+    unsigned heads_full = 0; /* heads that answered "no space" for their own copy */
     for (;;) {
         bool force = false;
+        int rerr = 0;
+        uint32_t bad = UINT32_MAX;
+        struct loc cur = {0};
+        bool space = false;
         if (err) {
-            int rerr;
-            uint32_t bad = failed_replica(err, detail, head, &rerr);
-            if (fatal_write_err(rerr))
-                return rerr;
-            struct loc cur;
+            bad = failed_replica(err, detail, head, &rerr);
             pthread_mutex_lock(&f->mu);
             cur = chunk_at(f, index)->loc;
             pthread_mutex_unlock(&f->mu);
+            space = (rerr == -ENOSPC || rerr == -EDQUOT) && bad != UINT32_MAX;
+        }
+        if (space && bad == head) {
+            /* The head is out of space; the others may not be. The next try heads the chain with the next
+             * replica (the full one goes last, where its failure is named after the others stored the
+             * bytes). Every replica full in turn: the application gets ENOSPC, and no copy was dropped for
+             * it (a full cluster must not cost the chunk its redundancy). */
+            if (++heads_full >= cur.nrep)
+                return rerr;
+            LOG_WARN("inode %llu chunk %llu: chunkserver %u is out of space: %s", (unsigned long long)f->ino,
+                     (unsigned long long)index, bad, detail);
+        } else if (err) {
+            /* A replica out of space behind a head that stored the bytes: only that one is full. It is
+             * dropped like a failed replica and the write goes on with the others (re-replication restores
+             * the goal where there is room); the application sees ENOSPC only from the last replica. */
+            if (fatal_write_err(rerr) && !(space && cur.nrep > 1))
+                return rerr;
             /* A replica without the chunk (ENOENT) on a chunk that is not fresh has lost its data: it is
              * reported like any failed replica, never recreated empty (that would serve zeros). */
             if (bad != UINT32_MAX && cur.nrep > 1) {
@@ -1403,6 +1421,12 @@ static int write_sync(struct cio_file *f, const struct wreq *w)
         int r = chunk_open(f, index, force, &l, &create);
         if (r)
             return r;
+        if (l.nrep > 1 && heads_full % l.nrep) { /* full heads go last (see above) */
+            struct loc rot = l;
+            for (uint32_t i = 0; i < l.nrep; i++)
+                rot.rep[i] = l.rep[(i + heads_full) % l.nrep];
+            l = rot;
+        }
         Synod__V1__WriteReq req;
         Synod__V1__ChunkserverAddr chain[MAX_REPL];
         Synod__V1__ChunkserverAddr *pchain[MAX_REPL];

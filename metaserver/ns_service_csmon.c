@@ -97,7 +97,9 @@ bool csmon_heard(struct csmon *m, uint32_t id, uint64_t now, const struct csmon_
     e->last_ns = now;
     e->reported_ns = 0;
     e->st = *st;
-    uint64_t delta = MAX(st->total / 100, LOG_MIN_DELTA);
+    /* 1% of the capacity, at least 64 MiB, but 5% of a small one: a chunkserver of a few hundred MiB could
+     * otherwise fill up without the placement seeing it before the forced log */
+    uint64_t delta = MAX(st->total / 100, MIN(LOG_MIN_DELTA, st->total / 20));
     bool log = !e->logged || since(now, e->logged_ns) >= m->log_every_ns || st->total != e->logged_st.total ||
                absdiff(st->used, e->logged_st.used) > delta || st->failed_dirs != e->logged_st.failed_dirs;
     pthread_mutex_unlock(&m->mu);

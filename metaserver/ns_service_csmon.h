@@ -5,8 +5,8 @@
  * (capacity, usage, load, chunk count) and the time it last heard each chunkserver here, on ITS monotonic
  * clock, and logs a heartbeat only when the state must change: command results or lost chunks (decided by
  * the caller), the first heartbeat this leader sees from a chunkserver, usage or capacity that moved by
- * more than max(1% of capacity, 64 MiB) since the last logged figures, or every `log_every_ns` (so the
- * state's figures used for placement and statfs stay roughly current).
+ * more than max(1% of capacity, min(64 MiB, 5% of capacity)) since the last logged figures, or every
+ * `log_every_ns` (so the state's figures used for placement and statfs stay roughly current).
  *
  * Dead detection: a chunkserver that the state says is alive and that this leader has not heard for
  * `timeout_ns` is dead. A leader knows nothing of heartbeats its predecessor received, so a chunkserver

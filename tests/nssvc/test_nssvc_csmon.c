@@ -63,6 +63,14 @@ static void test_logging(void)
     T_CHECK(csmon_heard(m, 1, t + 34 * S, &st));
     csmon_forget(m, 1);
     T_CHECK(csmon_heard(m, 1, t + 35 * S, &st));
+    /* a small chunkserver (40 MiB): 5% of it is logged, it could fill up within the 64 MiB floor */
+    struct csmon_stats sm = {.total = 40ull << 20, .used = 0};
+    T_CHECK(csmon_heard(m, 2, t, &sm));
+    csmon_logged(m, 2, t, &sm);
+    sm.used = 1ull << 20;
+    T_CHECK(!csmon_heard(m, 2, t + S, &sm));
+    sm.used = 3ull << 20;
+    T_CHECK(csmon_heard(m, 2, t + 2 * S, &sm));
     csmon_free(m);
 }
 
