@@ -1518,8 +1518,9 @@ static int send_pieces(struct cio_file *f, uint64_t index, struct pend **ps, uin
         free(ps[0]);
     } else {
         w->data = xmalloc(w->len);
-        for (uint32_t i = 0, pos = 0; i < n; pos += ps[i]->len, i++) {
+        for (uint32_t i = 0, pos = 0; i < n; i++) {
             memcpy(w->data + pos, ps[i]->data, ps[i]->len);
+            pos += ps[i]->len; /* before ps[i] goes (it was in the loop's increment: a use after free) */
             ps[i]->pooled ? buf_put(c, ps[i]->data) : free(ps[i]->data);
             free(ps[i]);
         }
