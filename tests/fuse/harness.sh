@@ -8,6 +8,8 @@
 #   other_cluster DIR ARGS...         ops/cluster on another cluster in DIR (under $DATA), stopped at exit
 #                                     (BASE_PORT: this cluster's base port)
 #   FUSE_MOUNT_OPTS=OPTS              (set before fuse_setup) extra -o options for both mounts, e.g. allow_other
+#   FUSE_CHUNK_TMPFS=SIZE             (set before fuse_setup) every chunkserver's data dir on a tmpfs of SIZE
+#                                     (e.g. 48m), unmounted at exit; a test adds its own to $DATA/tmpfs_mounts
 #   check COND MESSAGE / fail MESSAGE assertions
 #   fuse_on_exit COMMAND              run COMMAND (eval) first thing at cleanup, in the order registered (e.g.
 #                                     resume stopped daemons). Never wrap fuse_cleanup in a trap of your own:
@@ -50,6 +52,9 @@ fuse_cleanup() {
       for f in "$DATA"/mount.log "$DATA"/*/log; do [[ -f $f ]] && { echo "== $f"; tail -n 15 "$f"; }; done
     fi
     cluster down >/dev/null 2>&1
+    if [[ -f $DATA/tmpfs_mounts ]]; then
+      while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done <"$DATA/tmpfs_mounts"
+    fi
     [[ ${KEEP:-0} == 1 ]] || rm -rf "$DATA"
   fi
   exit $rc
@@ -73,6 +78,9 @@ fuse_watchdog() {
       while read -r m; do "$cluster" --data "$m" down >>"$data/watchdog.log" 2>&1; done <"$data/extra_clusters"
     fi
     "$cluster" --data "$data" --mount "$data/mnt" --bin "$build" down >>"$data/watchdog.log" 2>&1
+    if [[ -f $data/tmpfs_mounts ]]; then
+      while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done <"$data/tmpfs_mounts"
+    fi
     [[ $keep == 1 ]] || rm -rf "$data"
   ' fuse-watchdog "$$" "$DATA" "$ROOT/ops/cluster" "$BUILD" "${KEEP:-0}" </dev/null >/dev/null 2>&1 &)
 }
@@ -99,6 +107,18 @@ fuse_setup() {
       <<<"$used" || break
   done
   BASE_PORT=$port
+  if [[ -n ${FUSE_CHUNK_TMPFS:-} ]]; then
+    local n=3 a prev="" i
+    for a in "$@"; do
+      [[ $prev == --chunks ]] && n=$a
+      prev=$a
+    done
+    for ((i = 1; i <= n; i++)); do
+      mkdir -p "$DATA/chunk$i/data"
+      mount -t tmpfs -o "size=$FUSE_CHUNK_TMPFS" synod-test "$DATA/chunk$i/data" 2>/dev/null || skip "cannot mount a tmpfs"
+      echo "$DATA/chunk$i/data" >>"$DATA/tmpfs_mounts"
+    done
+  fi
   log "cluster in $DATA, base port $port"
   cluster --base-port "$port" --wait 60 "$@" up
   METASERVERS=$(cluster env | sed -n 's/^METASERVERS=//p')
