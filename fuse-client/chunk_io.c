@@ -140,6 +140,10 @@ struct cio_file {
     uint64_t pend_bytes;
     uint64_t last_done;
     bool flush_sync; /* a flush that syncs is sending: its last write of a chunk may carry the sync */
+    /* under op_mu: the interrupt token of the flush running (NULL outside a flush, and in the write path:
+     * a write whose bytes were taken is never interrupted). Replays of failed writes (drain, write_sync)
+     * stop on it with -EINTR and leave the writes queued for the next flush. */
+    struct rpc_cancel *flush_cancel;
     /* in flight and failed writes (mu) */
     struct wreq *inflight;
     unsigned ninflight;
@@ -1370,7 +1374,10 @@ static int write_sync(struct cio_file *f, const struct wreq *w)
     uint64_t chunk_id = 0;
     unsigned forced = 0;
     unsigned heads_full = 0; /* heads that answered "no space" for their own copy */
+    struct rpc_cancel *cancel = f->flush_cancel;
     for (;;) {
+        if (rpc_cancel_triggered(cancel))
+            return -EINTR;
         bool force = false;
         int rerr = 0;
         uint32_t bad = UINT32_MAX;
@@ -1413,8 +1420,8 @@ static int write_sync(struct cio_file *f, const struct wreq *w)
             }
             /* A forced reopen goes at once the first time; repeated failures back off, so a chain that
              * keeps refusing (e.g. replicas that do not take the bumped version) does not spin. */
-            if (!force || ++forced > 1)
-                backoff_sleep(&backoff);
+            if ((!force || ++forced > 1) && backoff_sleep_c(&backoff, cancel))
+                return -EINTR;
         }
         struct loc l;
         bool create;
@@ -1435,9 +1442,11 @@ static int write_sync(struct cio_file *f, const struct wreq *w)
         struct rpc_payload pl = {.data = w->data, .len = w->len};
         ProtobufCMessage *m;
         struct rpc_status st;
-        err = rpc_call(rpc_channel_get(l.rep[0].addr), &synod__v1__chunk_data__descriptor, "Write", &req.base,
-                       &pl, c->cfg.rpc_timeout_ms, &m, &st);
+        err = rpc_call_cancellable(rpc_channel_get(l.rep[0].addr), &synod__v1__chunk_data__descriptor,
+                                   "Write", &req.base, &pl, c->cfg.rpc_timeout_ms, cancel, &m, &st);
         rpc_message_free(m);
+        if (err == -ECANCELED && rpc_cancel_triggered(cancel))
+            return -EINTR; /* resent in full by the next flush: overwriting the same bytes is harmless */
         if (err == 0) {
             pthread_mutex_lock(&f->mu);
             written(f, index, w->runs[w->nruns - 1].off + w->runs[w->nruns - 1].len);
@@ -1454,9 +1463,17 @@ static int write_sync(struct cio_file *f, const struct wreq *w)
     }
 }
 
-/* Wait for writes in flight and replay the failed ones, in order; op_mu held. */
+static int wait_idle(struct cio_file *f, size_t room_for, struct rpc_cancel *cancel);
+
+/* Wait for writes in flight and replay the failed ones, in order; op_mu held. In a flush, both waits stop
+ * when its token fires (-EINTR; see cio_file.flush_cancel). */
 static int drain(struct cio_file *f)
 {
+    if (f->flush_cancel) {
+        int r = wait_idle(f, 0, f->flush_cancel);
+        if (r)
+            return r;
+    }
     pthread_mutex_lock(&f->mu);
     while (f->ninflight)
         pthread_cond_wait(&f->cv, &f->mu);
@@ -1469,6 +1486,20 @@ static int drain(struct cio_file *f)
         n = w->next;
         if (rc == 0) {
             int r = write_sync(f, w);
+            if (r == -EINTR) {
+                /* The flush was interrupted: this write and the ones after it go back, in order, to be
+                 * replayed by the next flush (nothing is in flight and nothing new failed: op_mu is held). */
+                struct wreq *last = w;
+                while (last->next)
+                    last = last->next;
+                pthread_mutex_lock(&f->mu);
+                last->next = f->failed;
+                f->failed = w;
+                if (f->failed_tail == &f->failed)
+                    f->failed_tail = &last->next;
+                pthread_mutex_unlock(&f->mu);
+                return -EINTR;
+            }
             if (r)
                 rc = r;
         }
@@ -1940,12 +1971,16 @@ static int flush_locked(struct cio_file *f, bool fsync, bool release, struct rpc
             return r0;
     }
     f->flush_sync = fsync;
+    f->flush_cancel = cancel;
     int r = wbuf_send(f);
     if (!r)
         r = pump(f, true);
     f->flush_sync = false;
-    int r2 = drain(f);
+    int r2 = r == -EINTR ? r : drain(f);
+    f->flush_cancel = NULL;
     r = r ? r : r2;
+    if (r == -EINTR)
+        return r; /* interrupted: what is not stored yet stays queued (drain) for the next flush */
     if (fsync) {
         r2 = fsync_all(f);
         r = r ? r : r2;
